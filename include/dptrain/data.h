@@ -1,0 +1,98 @@
+/* dptrain/data.h: datasets in memory and on disk (HDF5), converters from IDX and CSV,
+ * synthetic generators, and the permutation and shard arithmetic of data-parallel training.
+ * No MPI here: shard functions take plain ints so one process can play every rank.
+ * Every function is Local. The HDF5 layout is documented in datasets/README.md. */
+#ifndef DPTRAIN_DATA_H
+#define DPTRAIN_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One split (train or test) held in memory. Exactly one of x_u8 / x_f32 is set;
+ * feature j of row i is x_u8[i*n_features + j] * x_scale + x_offset (or the same of x_f32).
+ * Classification: labels (n) in [0, n_classes). Regression: values (n, n_targets). */
+typedef struct {
+    size_t n;           /* rows */
+    int n_features;     /* product of x's dimensions after the first */
+    uint8_t *x_u8;      /* raw bytes, or NULL */
+    float *x_f32;       /* floats, or NULL */
+    float x_scale;      /* 1 unless the file says otherwise (Fashion-MNIST: 1/255) */
+    float x_offset;     /* 0 unless the file says otherwise */
+    int32_t *labels;    /* classification, or NULL */
+    float *values;      /* regression, or NULL */
+    int n_targets;      /* regression: columns of values (1 if y is 1-D); else 0 */
+} dp_split;
+
+typedef struct {
+    dp_split train;
+    dp_split test;      /* n == 0 when the file has no /test group */
+    int n_classes;      /* > 0 classification; 0 regression */
+} dp_dataset;
+
+/* Reads path: /train/x, /train/y and, if present, /test/x, /test/y, with their attributes.
+ * x may be any integer or float type of rank >= 2 ([n, ...]); 8-bit unsigned data stays
+ * uint8 in memory, anything else is read as float. y is [n] integer (classification) or
+ * [n] / [n, k] float (regression). Checks every shape, type, attribute and label; the
+ * message names the file, the object and the offending value or row. */
+int dp_dataset_load(const char *path, dp_dataset **out);
+/* Writes d to path in the documented layout, under a temporary name renamed at the end.
+ * Both splits are written (test only if test.n > 0). */
+int dp_dataset_save(const char *path, const dp_dataset *d);
+void dp_dataset_free(dp_dataset **d); /* NULL-safe; sets *d = NULL; frees every array */
+
+/* Copies rows idx[0..n_idx) of s as floats into x (n_idx, n_features), and their labels
+ * into labels (n_idx) or their values into values (n_idx, n_targets); the output pointer
+ * that does not apply to s may be NULL. */
+void dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, int32_t *labels,
+                     float *values);
+
+/* 64-bit FNV-1a over the split's raw arrays and shapes: identical data, identical value. */
+uint64_t dp_split_fingerprint(const dp_split *s);
+
+/* --- converters: each writes a dataset file with dp_dataset_save ---------------------- */
+
+/* IDX files as distributed for MNIST / Fashion-MNIST, gzipped or not (detected by content).
+ * Images become uint8 x [n, rows, cols] with x_scale 1/255; labels int y [n].
+ * test_images/test_labels may be NULL. n_classes = max label + 1 over both splits. */
+int dp_convert_idx(const char *train_images, const char *train_labels, const char *test_images,
+                   const char *test_labels, const char *out_path);
+
+/* CSV files (gzipped or not): one row per sample, comma-separated numbers; a first line
+ * that is not numeric is taken as a header and skipped. Column label_col (0-based; -1 means
+ * the last) holds the integer class label, unless n_targets > 0: then the last n_targets
+ * columns are float regression targets. Every other column is a float feature.
+ * test_csv may be NULL. Errors name the file, line and column. */
+int dp_convert_csv(const char *train_csv, const char *test_csv, int label_col, int n_targets,
+                   const char *out_path);
+
+/* --- synthetic generators (deterministic in seed) ------------------------------------- */
+
+/* n_classes interleaved spirals in 2-D, x float [n, 2], integer labels; Gaussian noise of
+ * standard deviation `noise` on each coordinate. */
+int dp_synth_spirals(size_t n_train, size_t n_test, int n_classes, float noise, uint64_t seed,
+                     dp_dataset **out);
+/* y = slope * x + intercept + N(0, noise^2), x uniform in [-1, 1]; x float [n, 1],
+ * values float [n, 1]. */
+int dp_synth_line(size_t n_train, size_t n_test, float slope, float intercept, float noise,
+                  uint64_t seed, dp_dataset **out);
+/* Gaussian blobs: n_classes centres drawn in [-1,1]^n_features, points with standard
+ * deviation `noise` around them; x float [n, n_features], integer labels. */
+int dp_synth_blobs(size_t n_train, size_t n_test, int n_features, int n_classes, float noise,
+                   uint64_t seed, dp_dataset **out);
+
+/* --- permutation and shards ----------------------------------------------------------- */
+
+/* perm (n) = the permutation of 0..n-1 for this (seed, epoch): Fisher-Yates driven by
+ * dp_rng_make(seed, epoch). The same on every rank. */
+void dp_permutation(size_t *perm, size_t n, uint64_t seed, uint64_t epoch);
+
+/* Rows [*lo, *hi) of n_rows that rank `rank` of `size` takes: contiguous, in rank order,
+ * the first n_rows % size ranks get one more (128 on 3 ranks: 43, 43, 42). */
+void dp_shard_rows(size_t n_rows, int rank, int size, size_t *lo, size_t *hi);
+
+/* Number of batches of `batch` rows in an epoch of n rows; a last partial batch counts
+ * unless drop_last. */
+size_t dp_n_batches(size_t n, size_t batch, bool drop_last);
+
+#endif

@@ -1,0 +1,63 @@
+/* dptrain/train.h: the data-parallel training loop and evaluation. Collective over the
+ * communicator passed in: every rank calls with the same configuration and dataset. */
+#ifndef DPTRAIN_TRAIN_H
+#define DPTRAIN_TRAIN_H
+
+#include "dptrain/data.h"
+#include "dptrain/dist.h"
+#include "dptrain/nn.h"
+#include "dptrain/optim.h"
+
+#include <stdio.h>
+
+typedef struct {
+    dp_loss loss;
+    int epochs;
+    size_t batch;     /* global batch in rows; 0 means the whole training set (full batch) */
+    bool drop_last;   /* drop a last partial batch instead of training on it */
+    uint64_t seed;    /* drives the per-epoch permutation */
+    dp_sgd_cfg sgd;
+    dp_sched sched;
+    int eval_batch;   /* rows per forward pass during evaluation, per rank */
+    FILE *log;        /* one human-readable line per epoch, or NULL (set on rank 0 only) */
+    FILE *metrics;    /* one JSON object per epoch, or NULL (set on rank 0 only) */
+} dp_train_cfg;
+
+typedef struct {
+    double loss;      /* mean loss per sample */
+    double accuracy;  /* fraction correct (classification), else NaN */
+    size_t n;         /* samples counted */
+} dp_eval_result;
+
+typedef struct {
+    int epochs_done;
+    long steps_done;
+    dp_eval_result train; /* running mean over the last epoch's training steps */
+    dp_eval_result test;  /* after the last epoch; n == 0 if there is no test split */
+    double train_seconds; /* time in training steps, all epochs (max over ranks) */
+    double samples_per_s; /* training samples per second over all epochs */
+} dp_train_result;
+
+/* Checks that cfg, the model and the dataset fit together (sizes, classes, batch >= ranks).
+ * Local and deterministic: every rank reaches the same answer from the same inputs. */
+int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mcfg, const dp_dataset *d,
+                   int n_ranks);
+
+/* The most rows one rank handles in one forward pass; the model's max_batch must be at
+ * least this. Local. */
+int dp_train_max_rows(const dp_train_cfg *cfg, const dp_dataset *d, int n_ranks);
+
+/* Makes every rank's parameters equal to rank 0's (broadcast). Collective. */
+int dp_train_sync_params(dp_model *m, const dp_comm *c);
+
+/* Trains m on d->train for cfg->epochs epochs, evaluating d->test after each one. Returns
+ * DP_ENONFINITE (on every rank) if the loss becomes NaN or infinite. Collective. */
+int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, const dp_comm *c,
+                 dp_train_result *res);
+
+/* Mean loss and accuracy of m over split s, each sample counted once across the ranks.
+ * Collective. */
+int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, int eval_batch, const dp_comm *c,
+                dp_eval_result *out);
+
+#endif

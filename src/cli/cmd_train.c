@@ -1,0 +1,463 @@
+/* cmd_train.c: `dptrain train`: options, MPI start-up, loading, the run, the outputs. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "dptrain/blas.h"
+#include "dptrain/err.h"
+#include "dptrain/io.h"
+#include "dptrain/train.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef DPTRAIN_VERSION
+#define DPTRAIN_VERSION "dev"
+#endif
+
+typedef struct {
+    const char *data, *out, *layers;
+    dp_act hidden_act;
+    dp_init init;
+    dp_train_cfg tc;
+    int threads; /* BLAS threads per rank; 0 = from the cores and the ranks on the node */
+    bool quiet;
+    bool help;
+} train_opts;
+
+static void defaults(train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->out = "runs/dptrain";
+    o->hidden_act = DP_ACT_RELU;
+    o->init = DP_INIT_HE_NORMAL;
+    o->tc.loss = DP_LOSS_CROSS_ENTROPY;
+    o->tc.epochs = 10;
+    o->tc.batch = 128;
+    o->tc.seed = 1;
+    o->tc.sgd = (dp_sgd_cfg){.lr = 0.05f, .momentum = 0.9f};
+    o->tc.sched = DP_SCHED_COSINE;
+    o->tc.eval_batch = 1000;
+}
+
+static void help(FILE *f)
+{
+    train_opts d;
+    defaults(&d);
+    fprintf(f,
+"usage: mpirun -np N dptrain train --data FILE.h5 --layers IN,H1,...,OUT [options]\n"
+"\n"
+"Trains a multilayer perceptron. Every rank takes a contiguous slice of each global batch;\n"
+"gradients are summed over the ranks and every rank takes the same step, so the result\n"
+"does not depend on N (up to float summation order).\n"
+"\n"
+"data and model:\n"
+"  --data FILE         HDF5 dataset (layout: datasets/README.md)               (required)\n"
+"  --layers SIZES      layer sizes, inputs first: 784,256,128,10               (required)\n"
+"  --activation NAME   hidden-layer activation: relu, tanh, sigmoid, identity  [%s]\n"
+"  --loss NAME         cross-entropy (softmax, integer labels) or mse          [%s]\n"
+"  --init NAME         weights: he-normal, he-uniform, xavier-normal,\n"
+"                      xavier-uniform, zero (biases start at 0)                 [%s]\n"
+"optimization:\n"
+"  --optimizer NAME    sgd (with --momentum/--nesterov)                        [sgd]\n"
+"  --lr X              learning rate                                            [%g]\n"
+"  --momentum X        momentum, 0 for plain SGD                                [%g]\n"
+"  --nesterov          Nesterov momentum                                        [off]\n"
+"  --dampening X       momentum dampening (torch.optim.SGD)                     [%g]\n"
+"  --weight-decay X    L2 penalty added to the gradient                         [%g]\n"
+"  --lr-schedule NAME  constant, or cosine (decays to 0 over the run)           [%s]\n"
+"  --batch N|full      global batch size, split over the ranks                  [%zu]\n"
+"  --drop-last         drop a last partial batch (default: train on it)\n"
+"  --epochs N          passes over the training set                             [%d]\n"
+"  --seed N            seed of the initialization and of the per-epoch shuffle [%llu]\n"
+"output and runtime:\n"
+"  --out DIR           writes DIR/model.h5, DIR/metrics.jsonl, DIR/config.json [%s]\n"
+"  --eval-batch N      rows per forward pass when evaluating, per rank          [%d]\n"
+"  --threads N         OpenBLAS threads per rank; 0 = cores / ranks on the node [auto]\n"
+"  --quiet             print only errors and the final line\n"
+"  -h, --help          this text\n"
+"\n"
+"exit status: 0 done, 1 run-time error (data, I/O, MPI), 2 usage error,\n"
+"             4 training diverged (loss became NaN or infinite).\n",
+            dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), dp_init_name(d.init),
+            d.tc.sgd.lr, d.tc.sgd.momentum, d.tc.sgd.dampening, d.tc.sgd.weight_decay,
+            dp_sched_name(d.tc.sched), d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
+            d.out, d.tc.eval_batch);
+}
+
+enum {
+    OPT_DATA = 256, OPT_LAYERS, OPT_ACT, OPT_LOSS, OPT_INIT, OPT_OPTIM, OPT_LR, OPT_MOMENTUM,
+    OPT_NESTEROV, OPT_DAMPENING, OPT_WD, OPT_SCHED, OPT_BATCH, OPT_DROP_LAST, OPT_EPOCHS,
+    OPT_SEED, OPT_OUT, OPT_EVAL_BATCH, OPT_THREADS, OPT_QUIET,
+};
+
+static int parse_enum(const char *opt, const char *s, int (*parse)(const char *), int *out)
+{
+    int v = parse(s);
+    if (v < 0) {
+        return dp_err(DP_EINVAL, "%s: unknown value '%s' (see dptrain train --help)", opt, s);
+    }
+    *out = v;
+    return DP_OK;
+}
+
+static int parse_args(int argc, char **argv, train_opts *o)
+{
+    static const struct option longopts[] = {
+        {"data", required_argument, 0, OPT_DATA},
+        {"layers", required_argument, 0, OPT_LAYERS},
+        {"activation", required_argument, 0, OPT_ACT},
+        {"loss", required_argument, 0, OPT_LOSS},
+        {"init", required_argument, 0, OPT_INIT},
+        {"optimizer", required_argument, 0, OPT_OPTIM},
+        {"lr", required_argument, 0, OPT_LR},
+        {"momentum", required_argument, 0, OPT_MOMENTUM},
+        {"nesterov", no_argument, 0, OPT_NESTEROV},
+        {"dampening", required_argument, 0, OPT_DAMPENING},
+        {"weight-decay", required_argument, 0, OPT_WD},
+        {"lr-schedule", required_argument, 0, OPT_SCHED},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"drop-last", no_argument, 0, OPT_DROP_LAST},
+        {"epochs", required_argument, 0, OPT_EPOCHS},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"out", required_argument, 0, OPT_OUT},
+        {"eval-batch", required_argument, 0, OPT_EVAL_BATCH},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"quiet", no_argument, 0, OPT_QUIET},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int rc = DP_OK, c, v = 0;
+    long l = 0;
+    opterr = 0; /* we print our own message, once, from rank 0 */
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_DATA: o->data = optarg; break;
+        case OPT_LAYERS: o->layers = optarg; break;
+        case OPT_ACT:
+            DP_TRY(parse_enum("--activation", optarg, dp_act_parse, &v));
+            if (v == DP_ACT_SOFTMAX) {
+                DP_FAIL(DP_EINVAL, "--activation softmax: softmax is only an output (it is "
+                                   "part of --loss cross-entropy)");
+            }
+            o->hidden_act = (dp_act)v;
+            break;
+        case OPT_LOSS: DP_TRY(parse_enum("--loss", optarg, dp_loss_parse, &v)); o->tc.loss = v; break;
+        case OPT_INIT: DP_TRY(parse_enum("--init", optarg, dp_init_parse, &v)); o->init = v; break;
+        case OPT_OPTIM:
+            if (strcmp(optarg, "sgd") != 0) {
+                DP_FAIL(DP_EINVAL, "--optimizer: unknown value '%s' (available: sgd)", optarg);
+            }
+            break;
+        case OPT_LR: DP_TRY(dp_cli_float("--lr", optarg, 1e-30, 1e6, &o->tc.sgd.lr)); break;
+        case OPT_MOMENTUM:
+            DP_TRY(dp_cli_float("--momentum", optarg, 0.0, 0.999999, &o->tc.sgd.momentum));
+            break;
+        case OPT_NESTEROV: o->tc.sgd.nesterov = true; break;
+        case OPT_DAMPENING:
+            DP_TRY(dp_cli_float("--dampening", optarg, 0.0, 1.0, &o->tc.sgd.dampening));
+            break;
+        case OPT_WD:
+            DP_TRY(dp_cli_float("--weight-decay", optarg, 0.0, 1e3, &o->tc.sgd.weight_decay));
+            break;
+        case OPT_SCHED: DP_TRY(parse_enum("--lr-schedule", optarg, dp_sched_parse, &v)); o->tc.sched = v; break;
+        case OPT_BATCH:
+            if (strcmp(optarg, "full") == 0) {
+                o->tc.batch = 0;
+            } else {
+                DP_TRY(dp_cli_int("--batch", optarg, 1, 1L << 30, &l));
+                o->tc.batch = (size_t)l;
+            }
+            break;
+        case OPT_DROP_LAST: o->tc.drop_last = true; break;
+        case OPT_EPOCHS: DP_TRY(dp_cli_int("--epochs", optarg, 0, 1000000, &l)); o->tc.epochs = (int)l; break;
+        case OPT_SEED: DP_TRY(dp_cli_u64("--seed", optarg, &o->tc.seed)); break;
+        case OPT_OUT: o->out = optarg; break;
+        case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
+        case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->threads = (int)l; break;
+        case OPT_QUIET: o->quiet = true; break;
+        case 'h': o->help = true; break;
+        case ':': DP_FAIL(DP_EINVAL, "option '%s' needs a value", argv[optind - 1]);
+        default: DP_FAIL(DP_EINVAL, "unknown option '%s' (see dptrain train --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) {
+        DP_FAIL(DP_EINVAL, "unexpected argument '%s' (see dptrain train --help)", argv[optind]);
+    }
+    if (o->help) {
+        goto done;
+    }
+    if (!o->data) {
+        DP_FAIL(DP_EINVAL, "--data FILE is required (see dptrain train --help)");
+    }
+    if (!o->layers) {
+        DP_FAIL(DP_EINVAL, "--layers is required, e.g. --layers 784,256,128,10");
+    }
+done:
+    return rc;
+}
+
+/* "784,256,128,10" -> sizes; hidden layers get act, the output identity (losses fuse it). */
+static int parse_layers(const char *spec, dp_act act, dp_model_cfg *mc)
+{
+    int n = 0;
+    const char *p = spec;
+    while (*p) {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > (1L << 24) || (*end && *end != ',')) {
+            return dp_err(DP_EINVAL, "--layers '%s': sizes must be positive integers separated "
+                                     "by commas, e.g. 784,256,128,10", spec);
+        }
+        if (n > DP_MAX_LAYERS) {
+            return dp_err(DP_EINVAL, "--layers '%s': at most %d layers", spec, DP_MAX_LAYERS);
+        }
+        mc->sizes[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n < 2) {
+        return dp_err(DP_EINVAL, "--layers '%s': give at least the input and output sizes",
+                      spec);
+    }
+    mc->n_layers = n - 1;
+    for (int i = 0; i < mc->n_layers; i++) {
+        mc->act[i] = (i == mc->n_layers - 1) ? DP_ACT_IDENTITY : act;
+    }
+    return DP_OK;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char buf[4096];
+    if ((size_t)snprintf(buf, sizeof buf, "%s", dir) >= sizeof buf) {
+        return dp_err(DP_EINVAL, "--out: path too long");
+    }
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+                return dp_err(DP_EIO, "--out %s: cannot create directory %s (%s)", dir, buf,
+                              strerror(errno));
+            }
+            *p = saved;
+            if (saved == '\0') {
+                break;
+            }
+        }
+    }
+    return DP_OK;
+}
+
+static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks, char *buf,
+                        size_t cap)
+{
+    char sizes[DP_MAX_LAYERS * 12] = "";
+    for (int i = 0; i <= mc->n_layers; i++) {
+        snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s%d", i ? "," : "",
+                 mc->sizes[i]);
+    }
+    const dp_train_cfg *t = &o->tc;
+    snprintf(buf, cap,
+             "{\"version\":\"%s\",\"data\":\"%s\",\"layers\":[%s],\"activation\":\"%s\","
+             "\"loss\":\"%s\",\"init\":\"%s\",\"optimizer\":\"sgd\",\"lr\":%g,\"momentum\":%g,"
+             "\"nesterov\":%s,\"dampening\":%g,\"weight_decay\":%g,\"lr_schedule\":\"%s\","
+             "\"batch\":%zu,\"drop_last\":%s,\"epochs\":%d,\"seed\":%llu,\"eval_batch\":%d,"
+             "\"ranks\":%d,\"out\":\"%s\"}",
+             DPTRAIN_VERSION, o->data, sizes, dp_act_name(o->hidden_act), dp_loss_name(t->loss),
+             dp_init_name(o->init), t->sgd.lr, t->sgd.momentum, t->sgd.nesterov ? "true" : "false",
+             t->sgd.dampening, t->sgd.weight_decay, dp_sched_name(t->sched), t->batch,
+             t->drop_last ? "true" : "false", t->epochs, (unsigned long long)t->seed,
+             t->eval_batch, n_ranks, o->out);
+}
+
+/* Threads per rank: the CPUs this rank may run on, shared by the ranks of the node. */
+static int auto_threads(int local_ranks)
+{
+    cpu_set_t set;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int mine = (sched_getaffinity(0, sizeof set, &set) == 0) ? CPU_COUNT(&set) : (int)online;
+    int share = (int)(online / (local_ranks > 0 ? local_ranks : 1));
+    int t = mine < share ? mine : share;
+    return t < 1 ? 1 : t;
+}
+
+/* Agrees on rc over the ranks; the lowest failing rank prints its message, prefixed with
+ * ctx (may be ""). Returns the agreed status. Collective. */
+static int agree(const dp_comm *c, int rc, const char *ctx)
+{
+    int all = dp_comm_agree(c, rc);
+    if (all != DP_OK && dp_comm_first_failed(c, rc) == dp_comm_rank(c)) {
+        if (dp_comm_size(c) > 1) {
+            fprintf(stderr, "dptrain: rank %d: error: %s%s\n", dp_comm_rank(c), ctx, dp_errmsg());
+        } else {
+            fprintf(stderr, "dptrain: error: %s%s\n", ctx, dp_errmsg());
+        }
+        fflush(stderr);
+    }
+    return all;
+}
+
+static int exit_code(int status)
+{
+    switch (status) {
+    case DP_OK: return DP_EXIT_OK;
+    case DP_EINVAL: return DP_EXIT_USAGE;
+    case DP_ENONFINITE: return DP_EXIT_DIVERGED;
+    default: return DP_EXIT_ERROR;
+    }
+}
+
+int dp_cmd_train(int argc, char **argv)
+{
+    int rc = DP_OK, status = DP_OK;
+    dp_comm *c = NULL;
+    dp_dataset *d = NULL;
+    dp_model *m = NULL;
+    FILE *metrics = NULL;
+    train_opts o;
+    dp_model_cfg mc = {0};
+    char cfgjson[4096], path[4096], ctx[4200] = "";
+    dp_train_result res;
+
+    if ((rc = dp_dist_init(&argc, &argv)) != DP_OK) {
+        fprintf(stderr, "dptrain: error: cannot start MPI: %s\n", dp_errmsg());
+        return DP_EXIT_ERROR;
+    }
+    if ((rc = dp_comm_world(&c)) != DP_OK) {
+        fprintf(stderr, "dptrain: error: %s\n", dp_errmsg());
+        dp_dist_abort(DP_EXIT_ERROR);
+    }
+    const int rank = dp_comm_rank(c), size = dp_comm_size(c);
+    const bool root = (rank == 0);
+
+    /* Options: every rank parses the same argv and reaches the same verdict. */
+    defaults(&o);
+    rc = parse_args(argc, argv, &o);
+    if (rc == DP_OK && !o.help) {
+        rc = parse_layers(o.layers, o.hidden_act, &mc);
+    }
+    if (rc != DP_OK || o.help) {
+        if (root) {
+            if (o.help && rc == DP_OK) {
+                help(stdout);
+            } else {
+                dp_cli_error(dp_errmsg());
+            }
+        }
+        status = rc;
+        goto out;
+    }
+    int threads = o.threads > 0 ? o.threads : auto_threads(dp_comm_local_size(c));
+    dp_blas_set_threads(threads);
+
+    if (root && !o.quiet) {
+        const char *fallback = getenv("DPTRAIN_BLAS_REEXEC");
+        printf("dptrain %s: %d rank%s (%d on this node), OpenBLAS %s kernels", DPTRAIN_VERSION,
+               size, size == 1 ? "" : "s", dp_comm_local_size(c), dp_blas_corename());
+        if (fallback) {
+            printf(" (selected by dptrain; OpenBLAS had fallen back to %s)", fallback);
+        }
+        printf(", %d BLAS thread%s per rank\n", threads, threads == 1 ? "" : "s");
+        fflush(stdout);
+    }
+
+    /* Data: every rank reads the file; a failure anywhere stops every rank. */
+    rc = dp_dataset_load(o.data, &d);
+    if ((status = agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
+    mc.init = o.init;
+    mc.seed = o.tc.seed;
+    snprintf(ctx, sizeof ctx, "%s: ", o.data);
+    rc = dp_train_check(&o.tc, &mc, d, size);
+    if ((status = agree(c, rc, ctx)) != DP_OK) {
+        goto out;
+    }
+    mc.max_batch = dp_train_max_rows(&o.tc, d, size);
+    rc = dp_model_create(&mc, &m);
+    if (rc == DP_OK) {
+        rc = dp_train_sync_params(m, c); /* rank 0's initialization is everyone's */
+    }
+    if ((status = agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
+    config_json(&o, &mc, size, cfgjson, sizeof cfgjson);
+
+    /* Outputs: rank 0 writes them; the others learn whether it could. */
+    rc = DP_OK;
+    if (root) {
+        rc = mkdir_p(o.out);
+        FILE *cf = NULL;
+        if (rc == DP_OK) {
+            snprintf(path, sizeof path, "%s/config.json", o.out);
+            cf = fopen(path, "w");
+            if (!cf || fprintf(cf, "%s\n", cfgjson) < 0 || fclose(cf) != 0) {
+                rc = dp_err(DP_EIO, "%s: cannot write (%s)", path, strerror(errno));
+            }
+        }
+        if (rc == DP_OK) {
+            snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
+            if (!(metrics = fopen(path, "w"))) {
+                rc = dp_err(DP_EIO, "%s: cannot open for writing (%s)", path, strerror(errno));
+            }
+        }
+    }
+    if ((status = agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
+    if (root && !o.quiet) {
+        printf("config: %s\n", cfgjson);
+        printf("data: %s: train %zu x %d, test %zu, %s\n", o.data, d->train.n,
+               d->train.n_features, d->test.n,
+               d->n_classes > 0 ? "classification" : "regression");
+        printf("model: %zu parameters; global batch %zu (%zu rows per rank at most)\n",
+               dp_model_n_params(m), o.tc.batch ? o.tc.batch : d->train.n,
+               (size_t)((o.tc.batch ? o.tc.batch : d->train.n) + size - 1) / size);
+        fflush(stdout);
+    }
+    o.tc.log = (root && !o.quiet) ? stdout : NULL;
+    o.tc.metrics = metrics;
+    rc = dp_train_run(&o.tc, m, d, c, &res);
+    /* dp_train_run returns the same status on every rank; the root reports it. */
+    if ((status = agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
+
+    rc = DP_OK;
+    if (root) {
+        snprintf(path, sizeof path, "%s/model.h5", o.out);
+        rc = dp_model_save(m, path, cfgjson);
+    }
+    if ((status = agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
+    if (root) {
+        printf("done: %d epochs, %ld steps, %.0f samples/s", res.epochs_done, res.steps_done,
+               res.samples_per_s);
+        if (res.test.n > 0) {
+            printf(", test loss %.4f", res.test.loss);
+            if (res.test.accuracy == res.test.accuracy) {
+                printf(", test accuracy %.4f", res.test.accuracy);
+            }
+        }
+        printf("; model: %s/model.h5\n", o.out);
+        fflush(stdout);
+    }
+out:
+    if (metrics) {
+        fclose(metrics);
+    }
+    dp_model_free(&m);
+    dp_dataset_free(&d);
+    dp_comm_free(&c);
+    dp_dist_finalize();
+    return exit_code(status);
+}

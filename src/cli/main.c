@@ -1,0 +1,99 @@
+/* main.c: the dptrain program: picks OpenBLAS kernels before anything loads work onto
+ * them, then dispatches to a subcommand. */
+#include "cli.h"
+
+#include "dptrain/blas.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef DPTRAIN_VERSION
+#define DPTRAIN_VERSION "dev"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "dptrain %s: data-parallel neural-network training (MPI + OpenBLAS + HDF5)\n"
+            "\n"
+            "usage: mpirun -np N dptrain train --data FILE.h5 --layers 784,256,128,10 [options]\n"
+            "       dptrain <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  train     train an MLP, data-parallel over the MPI ranks (run under mpirun)\n"
+            "  convert   turn IDX (MNIST-style) or CSV files into a dptrain HDF5 dataset\n"
+            "  synth     write a synthetic dataset (spirals, line, blobs) for tests and demos\n"
+            "  compare   compare the parameters of two model files within a tolerance\n"
+            "\n"
+            "'dptrain <command> --help' lists a command's options with their defaults.\n"
+            "\n"
+            "environment:\n"
+            "  DPTRAIN_BLAS_CORETYPE=auto|off|NAME  OpenBLAS kernel choice (default auto: if\n"
+            "      OpenBLAS fell back to slower kernels than this CPU supports, dptrain sets\n"
+            "      OPENBLAS_CORETYPE and restarts itself once; off: leave it; NAME: use it).\n"
+            "      An OPENBLAS_CORETYPE already set by the user is always respected.\n",
+            DPTRAIN_VERSION);
+}
+
+/* OpenBLAS reads OPENBLAS_CORETYPE only when it loads, so choosing better kernels means
+ * setting it and executing ourselves again, before MPI starts. Runs at most once. */
+static void blas_preflight(char **argv)
+{
+    const char *mode = getenv("DPTRAIN_BLAS_CORETYPE");
+    const char *current = dp_blas_corename();
+    const char *want = NULL;
+    if (getenv("DPTRAIN_BLAS_REEXEC") || getenv("OPENBLAS_CORETYPE")) {
+        return;
+    }
+    if (mode && strcmp(mode, "off") == 0) {
+        return;
+    }
+    if (!mode || strcmp(mode, "auto") == 0 || mode[0] == '\0') {
+        want = dp_blas_better_coretype(current, dp_cpu_detect());
+    } else if (strcmp(mode, current) != 0) {
+        want = mode;
+    }
+    if (!want) {
+        return;
+    }
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    setenv("DPTRAIN_BLAS_REEXEC", current, 1); /* remembers what OpenBLAS chose itself */
+    execv("/proc/self/exe", argv);
+    /* exec failed: go on with the slow kernels rather than not at all, and say so. */
+    fprintf(stderr, "dptrain: warning: could not restart with OPENBLAS_CORETYPE=%s; "
+                    "running on OpenBLAS's %s kernels\n", want, current);
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
+int main(int argc, char **argv)
+{
+    blas_preflight(argv);
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return argc < 2 ? DP_EXIT_USAGE : DP_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("dptrain %s\n", DPTRAIN_VERSION);
+        return DP_EXIT_OK;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        {"train", dp_cmd_train},
+        {"convert", dp_cmd_convert},
+        {"synth", dp_cmd_synth},
+        {"compare", dp_cmd_compare},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name) == 0) {
+            return cmds[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "dptrain: error: unknown command '%s' (commands: train, convert, synth, "
+                    "compare; see dptrain --help)\n", argv[1]);
+    return DP_EXIT_USAGE;
+}

@@ -1,0 +1,36 @@
+/* err.c: the per-thread error message behind dp_err() and dp_errmsg(). */
+#include "dptrain/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static _Thread_local char g_msg[1024];
+
+int dp_err(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *dp_errmsg(void) { return g_msg; }
+
+void dp_err_clear(void) { g_msg[0] = '\0'; }
+
+const char *dp_strstatus(int code)
+{
+    static const char *const names[DP_STATUS_MAX] = {
+        [DP_OK] = "ok",
+        [DP_EINVAL] = "invalid argument",
+        [DP_ENOMEM] = "out of memory",
+        [DP_EIO] = "input/output error",
+        [DP_EFORMAT] = "malformed file",
+        [DP_ERANGE] = "value out of range",
+        [DP_EMPI] = "MPI error",
+        [DP_ENONFINITE] = "non-finite value",
+        [DP_EPEER] = "failure on another rank",
+    };
+    return (code >= 0 && code < DP_STATUS_MAX) ? names[code] : "unknown error";
+}
