@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# quickstart.sh: from a fresh Debian 12 machine to a trained Fashion-MNIST model.
+# Installs what is missing, builds, converts the dataset once, trains a 784-256-128-10 MLP
+# with mpirun. Each step is skipped when it is already done.
+#   NP=4 EPOCHS=20 SEED=3 launch/quickstart.sh     (defaults: NP=2, EPOCHS=15, SEED=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NP=${NP:-2}
+EPOCHS=${EPOCHS:-15}
+SEED=${SEED:-1}
+IDX=/usr/share/datasets/fashion-mnist
+DATA=datasets/fashion_mnist.h5
+
+echo "== 1/4 packages"
+launch/setup.sh
+echo "== 2/4 build"
+launch/build.sh
+echo "== 3/4 dataset"
+if [ -s "$DATA" ] && [ "$DATA" -nt "$IDX/train-images-idx3-ubyte.gz" ]; then
+    echo "$DATA is up to date"
+else
+    build/dptrain convert idx --dir "$IDX" --out "$DATA"
+fi
+echo "== 4/4 training on $NP ranks"
+MPI=(mpirun -np "$NP")
+[ "$(id -u)" = 0 ] && MPI+=(--allow-run-as-root)
+[ "$NP" -gt "$(nproc)" ] && MPI+=(--oversubscribe)
+"${MPI[@]}" build/dptrain train --data "$DATA" --layers 784,256,128,10 --activation relu \
+    --loss cross-entropy --optimizer sgd --lr 0.05 --momentum 0.9 --lr-schedule cosine \
+    --batch 128 --epochs "$EPOCHS" --seed "$SEED" --out runs/fmnist
+echo "model, metrics and config: runs/fmnist/"

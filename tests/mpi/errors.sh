@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Bad input under mpirun: one clear message naming the file/field, the documented exit
+# code on every rank, no hang (120 s limit) and no crash.
+source "$(dirname "$0")/lib.sh"
+
+"$DPTRAIN" synth blobs --features 8 --classes 3 --n-train 200 --n-test 50 --out "$WORK/ok.h5" >/dev/null
+OK=(--data "$WORK/ok.h5" --layers 8,16,3 --epochs 1 --batch 20 --quiet)
+
+expect_exit 1 "missing data file" "$WORK/nope.h5" -- \
+    run_np 2 train --data "$WORK/nope.h5" --layers 8,3 --out "$WORK/r"
+out=$(run_np 2 train --data "$WORK/nope.h5" --layers 8,3 --out "$WORK/r" 2>&1 || true)
+if [ "$(grep -c 'error:' <<<"$out")" = 1 ]; then pass "one message, not one per rank"
+else fail "expected exactly one error line, got: $out"; fi
+
+printf 'this is not HDF5\n' > "$WORK/text.h5"
+expect_exit 1 "not an HDF5 file" "text.h5" -- run_np 2 train --data "$WORK/text.h5" --layers 8,3 --out "$WORK/r"
+head -c 3000 "$WORK/ok.h5" > "$WORK/truncated.h5"
+expect_exit 1 "truncated HDF5 file" "truncated.h5" -- run_np 2 train --data "$WORK/truncated.h5" --layers 8,3 --out "$WORK/r"
+expect_exit 2 "input size does not match the data" "takes 5 inputs but /train/x has 8 features" -- \
+    run_np 2 train --data "$WORK/ok.h5" --layers 5,3 --out "$WORK/r"
+expect_exit 2 "output size does not match the classes" "4 outputs but the data has 3 classes" -- \
+    run_np 2 train --data "$WORK/ok.h5" --layers 8,4 --out "$WORK/r"
+expect_exit 2 "batch smaller than the ranks" "smaller than the number of ranks \(3\)" -- \
+    run_np 3 train "${OK[@]}" --batch 2 --out "$WORK/r"
+expect_exit 2 "unknown option" "unknown option '--bogus'" -- run_np 2 train "${OK[@]}" --bogus --out "$WORK/r"
+expect_exit 2 "bad number" "--lr: 'fast' is not a number" -- run_np 2 train "${OK[@]}" --lr fast --out "$WORK/r"
+expect_exit 2 "bad layer spec" "--layers '8,,3'" -- run_np 2 train --data "$WORK/ok.h5" --layers 8,,3 --out "$WORK/r"
+expect_exit 2 "mse on class labels" "needs float targets" -- \
+    run_np 2 train "${OK[@]}" --loss mse --out "$WORK/r"
+expect_exit 1 "unwritable output directory" "/proc/dptrain-out" -- \
+    run_np 2 train "${OK[@]}" --out /proc/dptrain-out
+expect_exit 4 "divergence stops the run" "became (NaN|infinite).*lower --lr" -- \
+    run_np 2 train "${OK[@]}" --lr 1e6 --momentum 0 --out "$WORK/diverged"
+if [ -e "$WORK/diverged/model.h5" ]; then fail "a diverged run wrote a model"
+else pass "a diverged run writes no model"; fi
+expect_exit 0 "train --help lists options with defaults" "--lr X .*\[0.05\]" -- "$DPTRAIN" train --help
+expect_exit 2 "unknown command" "unknown command 'trian'" -- "$DPTRAIN" trian
+expect_exit 2 "convert without --out" "--out FILE.h5 is required" -- "$DPTRAIN" convert idx --dir /nonexistent
+expect_exit 1 "convert a missing IDX file" "/nonexistent" -- "$DPTRAIN" convert idx --dir /nonexistent --out "$WORK/x.h5"
+finish
