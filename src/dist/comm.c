@@ -123,37 +123,38 @@ int dp_comm_local_size(const dp_comm *c) { return c->local_size; }
 /* Collectives take int counts; larger buffers go in pieces of at most INT_MAX/2. */
 #define DP_MPI_CHUNK ((size_t)1 << 30)
 
-int dp_comm_allreduce_sum_f32(const dp_comm *c, float *buf, size_t n)
+/* In-place sum (root < 0) or broadcast from root of n elements of type t, elem_bytes each,
+ * in pieces that fit MPI's int counts. Collective. */
+static int chunked(const dp_comm *c, void *buf, size_t n, MPI_Datatype t, size_t elem_bytes,
+                   int root)
 {
     int rc = DP_OK;
     for (size_t off = 0; off < n; off += DP_MPI_CHUNK) {
         int cnt = (int)(n - off < DP_MPI_CHUNK ? n - off : DP_MPI_CHUNK);
-        DP_MPI(MPI_Allreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, c->comm));
+        char *p = (char *)buf + off * elem_bytes;
+        if (root < 0) {
+            DP_MPI(MPI_Allreduce(MPI_IN_PLACE, p, cnt, t, MPI_SUM, c->comm));
+        } else {
+            DP_MPI(MPI_Bcast(p, cnt, t, root, c->comm));
+        }
     }
 done:
     return rc;
+}
+
+int dp_comm_allreduce_sum_f32(const dp_comm *c, float *buf, size_t n)
+{
+    return chunked(c, buf, n, MPI_FLOAT, sizeof *buf, -1);
 }
 
 int dp_comm_allreduce_sum_f64(const dp_comm *c, double *buf, size_t n)
 {
-    int rc = DP_OK;
-    for (size_t off = 0; off < n; off += DP_MPI_CHUNK) {
-        int cnt = (int)(n - off < DP_MPI_CHUNK ? n - off : DP_MPI_CHUNK);
-        DP_MPI(MPI_Allreduce(MPI_IN_PLACE, buf + off, cnt, MPI_DOUBLE, MPI_SUM, c->comm));
-    }
-done:
-    return rc;
+    return chunked(c, buf, n, MPI_DOUBLE, sizeof *buf, -1);
 }
 
 int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root)
 {
-    int rc = DP_OK;
-    for (size_t off = 0; off < n; off += DP_MPI_CHUNK) {
-        int cnt = (int)(n - off < DP_MPI_CHUNK ? n - off : DP_MPI_CHUNK);
-        DP_MPI(MPI_Bcast(buf + off, cnt, MPI_FLOAT, root, c->comm));
-    }
-done:
-    return rc;
+    return chunked(c, buf, n, MPI_FLOAT, sizeof *buf, root);
 }
 
 int dp_comm_agree(const dp_comm *c, int status)
