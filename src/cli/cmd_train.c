@@ -363,7 +363,7 @@ int dp_cmd_train(int argc, char **argv)
         printf("dptrain %s: %d rank%s (%d on this node), OpenBLAS %s kernels", DPTRAIN_VERSION,
                size, size == 1 ? "" : "s", dp_comm_local_size(c), dp_blas_corename());
         if (fallback) {
-            printf(" (selected by dptrain; OpenBLAS had fallen back to %s)", fallback);
+            printf(" (set by dptrain; OpenBLAS had chosen %s)", fallback);
         }
         printf(", %d BLAS thread%s per rank\n", threads, threads == 1 ? "" : "s");
         fflush(stdout);
