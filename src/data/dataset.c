@@ -309,6 +309,29 @@ static void *alloc_data(const char *path, const char *name, const char *shape, s
         }                                                              \
     } while (0)
 
+/* Opens dataset `leaf` of group grp (called `full` in messages) into *ds and reads its
+ * shape into *rank, dims. The caller closes *ds. */
+static int open_with_shape(const char *path, hid_t grp, const char *leaf, const char *full,
+                           hid_t *ds, int *rank, hsize_t *dims)
+{
+    int rc = DP_OK;
+    hid_t space = H5I_INVALID_HID;
+    htri_t ex;
+    H5CHK(ex = H5Lexists(grp, leaf, H5P_DEFAULT), "looking for %s", full);
+    if (ex == 0) {
+        DP_FAIL(DP_EFORMAT, "%s: %s is missing", path, full);
+    }
+    H5CHK(*ds = H5Dopen2(grp, leaf, H5P_DEFAULT), "opening dataset %s", full);
+    H5CHK(space = H5Dget_space(*ds), "reading the shape of %s", full);
+    H5CHK(*rank = H5Sget_simple_extent_ndims(space), "reading the shape of %s", full);
+    if (*rank > H5S_MAX_RANK) {
+        DP_FAIL(DP_EFORMAT, "%s: %s has %d dimensions, too many", path, full, *rank);
+    }
+    H5CHK(H5Sget_simple_extent_dims(space, dims, NULL), "reading the shape of %s", full);
+done:
+    return h5_close(&space, rc, path);
+}
+
 /* Reads /<name>/x and /<name>/y of file into s. */
 static int read_split(const char *path, hid_t file, const char *name, dp_split *s,
                       split_info *info)
@@ -320,7 +343,6 @@ static int read_split(const char *path, hid_t file, const char *name, dp_split *
     hsize_t xdims[H5S_MAX_RANK], ydims[H5S_MAX_RANK];
     int xrank, yrank;
     H5T_class_t cls;
-    htri_t ex;
     size_t n, n_elem, feat = 1;
     bool is_u8 = false;
 
@@ -329,21 +351,7 @@ static int read_split(const char *path, hid_t file, const char *name, dp_split *
     H5CHK(grp = H5Gopen2(file, name, H5P_DEFAULT), "opening group /%s (is it a group?)", name);
 
     /* x: shape, type, attributes, data */
-    H5CHK(ex = H5Lexists(grp, "x", H5P_DEFAULT), "looking for %s", xname);
-    if (ex == 0) {
-        DP_FAIL(DP_EFORMAT, "%s: %s is missing", path, xname);
-    }
-    H5CHK(xds = H5Dopen2(grp, "x", H5P_DEFAULT), "opening dataset %s", xname);
-    H5CHK(space = H5Dget_space(xds), "reading the shape of %s", xname);
-    H5CHK(xrank = H5Sget_simple_extent_ndims(space), "reading the shape of %s", xname);
-    if (xrank > H5S_MAX_RANK) {
-        DP_FAIL(DP_EFORMAT, "%s: %s has %d dimensions, too many", path, xname, xrank);
-    }
-    H5CHK(H5Sget_simple_extent_dims(space, xdims, NULL), "reading the shape of %s", xname);
-    rc = h5_close(&space, rc, path);
-    if (rc != DP_OK) {
-        goto done;
-    }
+    DP_TRY(open_with_shape(path, grp, "x", xname, &xds, &xrank, xdims));
     fmt_dims(info->x_shape, sizeof info->x_shape, xrank, xdims);
     if (xrank < 2) {
         DP_FAIL(DP_EFORMAT, "%s: %s has shape %s: x must be [n, features...]", path, xname,
@@ -410,21 +418,7 @@ static int read_split(const char *path, hid_t file, const char *name, dp_split *
     }
 
     /* y: labels or targets, with as many rows as x */
-    H5CHK(ex = H5Lexists(grp, "y", H5P_DEFAULT), "looking for %s", yname);
-    if (ex == 0) {
-        DP_FAIL(DP_EFORMAT, "%s: %s is missing", path, yname);
-    }
-    H5CHK(yds = H5Dopen2(grp, "y", H5P_DEFAULT), "opening dataset %s", yname);
-    H5CHK(space = H5Dget_space(yds), "reading the shape of %s", yname);
-    H5CHK(yrank = H5Sget_simple_extent_ndims(space), "reading the shape of %s", yname);
-    if (yrank > H5S_MAX_RANK) {
-        DP_FAIL(DP_EFORMAT, "%s: %s has %d dimensions, too many", path, yname, yrank);
-    }
-    H5CHK(H5Sget_simple_extent_dims(space, ydims, NULL), "reading the shape of %s", yname);
-    rc = h5_close(&space, rc, path);
-    if (rc != DP_OK) {
-        goto done;
-    }
+    DP_TRY(open_with_shape(path, grp, "y", yname, &yds, &yrank, ydims));
     fmt_dims(y_shape, sizeof y_shape, yrank, ydims);
     H5CHK(type = H5Dget_type(yds), "reading the type of %s", yname);
     H5CHK(cls = H5Tget_class(type), "reading the type of %s", yname);
