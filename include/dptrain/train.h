@@ -19,6 +19,13 @@ typedef struct {
     dp_sgd_cfg sgd;
     dp_sched sched;
     int eval_batch;   /* rows per forward pass during evaluation, per rank */
+    float val_fraction; /* hold out this fraction of /train (seeded, deterministic) for
+                         * validation; 0 = none */
+    int patience;     /* early stopping: stop after this many epochs without a validation
+                       * loss below best - min_delta, and keep the best weights; 0 = off */
+    float min_delta;
+    float clip_norm;  /* scale the gradient down to this global L2 norm; 0 = off */
+    int accumulate;   /* micro-batches per optimizer step (gradient accumulation), >= 1 */
     FILE *log;        /* one human-readable line per epoch, or NULL (set on rank 0 only) */
     FILE *metrics;    /* one JSON object per epoch, or NULL (set on rank 0 only) */
 } dp_train_cfg;
@@ -33,7 +40,10 @@ typedef struct {
     int epochs_done;
     long steps_done;
     dp_eval_result train; /* running mean over the last epoch's training steps */
-    dp_eval_result test;  /* after the last epoch; n == 0 if there is no test split */
+    dp_eval_result val;   /* after the last epoch; n == 0 without --val-fraction */
+    dp_eval_result test;  /* at the end (with the kept weights); n == 0 without /test */
+    int best_epoch;       /* early stopping: the epoch whose weights were kept, else 0 */
+    bool stopped_early;
     double train_seconds; /* time in training steps, all epochs (max over ranks) */
     double samples_per_s; /* training samples per second over all epochs */
 } dp_train_result;
@@ -55,9 +65,16 @@ int dp_train_sync_params(dp_model *m, const dp_comm *c);
 int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, const dp_comm *c,
                  dp_train_result *res);
 
-/* Mean loss and accuracy of m over split s, each sample counted once across the ranks.
- * Collective. */
-int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, int eval_batch, const dp_comm *c,
-                dp_eval_result *out);
+/* Mean loss and accuracy of m over rows[0..n_rows) of split s (all rows of s if rows is
+ * NULL), each row counted once across the ranks. Collective. */
+int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows, size_t n_rows,
+                int eval_batch, const dp_comm *c, dp_eval_result *out);
+
+/* The validation rows for val_fraction of n rows: count round(f * n), taken from a
+ * permutation keyed by (seed, a validation tag); the rest are the training rows, in file
+ * order. Deterministic and the same on every rank. Local. */
+size_t dp_val_count(size_t n, float val_fraction);
+void dp_val_split(size_t n, float val_fraction, uint64_t seed, size_t *train_rows,
+                  size_t *val_rows);
 
 #endif

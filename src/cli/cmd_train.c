@@ -43,6 +43,7 @@ static void defaults(train_opts *o)
     o->tc.sgd = (dp_sgd_cfg){.lr = 0.05f, .momentum = 0.9f};
     o->tc.sched = DP_SCHED_COSINE;
     o->tc.eval_batch = 1000;
+    o->tc.accumulate = 1;
 }
 
 static void help(FILE *f)
@@ -75,6 +76,14 @@ static void help(FILE *f)
 "  --drop-last         drop a last partial batch (default: train on it)\n"
 "  --epochs N          passes over the training set                             [%d]\n"
 "  --seed N            seed of the initialization and of the per-epoch shuffle [%llu]\n"
+"  --accumulate K      micro-batches per optimizer step (gradient accumulation) [%d]\n"
+"  --clip-norm X       scale gradients down to this global L2 norm; 0 = off    [%g]\n"
+"validation:\n"
+"  --val-fraction F    hold out this fraction of /train for validation          [%g]\n"
+"                      (seeded: the same rows for the same --seed, any N)\n"
+"  --patience P        early stopping: stop after P epochs without a validation\n"
+"                      loss below best - min-delta; keep the best weights; 0=off [%d]\n"
+"  --min-delta X       improvement that resets the patience                     [%g]\n"
 "output and runtime:\n"
 "  --out DIR           writes DIR/model.h5, DIR/metrics.jsonl, DIR/config.json [%s]\n"
 "  --eval-batch N      rows per forward pass when evaluating, per rank          [%d]\n"
@@ -87,13 +96,15 @@ static void help(FILE *f)
             dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), dp_init_name(d.init),
             d.tc.sgd.lr, d.tc.sgd.momentum, d.tc.sgd.dampening, d.tc.sgd.weight_decay,
             dp_sched_name(d.tc.sched), d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
+            d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
             d.out, d.tc.eval_batch);
 }
 
 enum {
     OPT_DATA = 256, OPT_LAYERS, OPT_ACT, OPT_LOSS, OPT_INIT, OPT_OPTIM, OPT_LR, OPT_MOMENTUM,
     OPT_NESTEROV, OPT_DAMPENING, OPT_WD, OPT_SCHED, OPT_BATCH, OPT_DROP_LAST, OPT_EPOCHS,
-    OPT_SEED, OPT_OUT, OPT_EVAL_BATCH, OPT_THREADS, OPT_QUIET,
+    OPT_SEED, OPT_OUT, OPT_EVAL_BATCH, OPT_THREADS, OPT_QUIET, OPT_ACCUM, OPT_CLIP, OPT_VALF,
+    OPT_PATIENCE, OPT_MIN_DELTA,
 };
 
 static int parse_enum(const char *opt, const char *s, int (*parse)(const char *), int *out)
@@ -129,6 +140,11 @@ static int parse_args(int argc, char **argv, train_opts *o)
         {"eval-batch", required_argument, 0, OPT_EVAL_BATCH},
         {"threads", required_argument, 0, OPT_THREADS},
         {"quiet", no_argument, 0, OPT_QUIET},
+        {"accumulate", required_argument, 0, OPT_ACCUM},
+        {"clip-norm", required_argument, 0, OPT_CLIP},
+        {"val-fraction", required_argument, 0, OPT_VALF},
+        {"patience", required_argument, 0, OPT_PATIENCE},
+        {"min-delta", required_argument, 0, OPT_MIN_DELTA},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -182,6 +198,11 @@ static int parse_args(int argc, char **argv, train_opts *o)
         case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
         case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->threads = (int)l; break;
         case OPT_QUIET: o->quiet = true; break;
+        case OPT_ACCUM: DP_TRY(dp_cli_int("--accumulate", optarg, 1, 1 << 20, &l)); o->tc.accumulate = (int)l; break;
+        case OPT_CLIP: DP_TRY(dp_cli_float("--clip-norm", optarg, 0.0, 1e30, &o->tc.clip_norm)); break;
+        case OPT_VALF: DP_TRY(dp_cli_float("--val-fraction", optarg, 0.0, 0.99, &o->tc.val_fraction)); break;
+        case OPT_PATIENCE: DP_TRY(dp_cli_int("--patience", optarg, 0, 1 << 20, &l)); o->tc.patience = (int)l; break;
+        case OPT_MIN_DELTA: DP_TRY(dp_cli_float("--min-delta", optarg, 0.0, 1e30, &o->tc.min_delta)); break;
         case 'h': o->help = true; break;
         case ':': DP_FAIL(DP_EINVAL, "option '%s' needs a value", argv[optind - 1]);
         default: DP_FAIL(DP_EINVAL, "unknown option '%s' (see dptrain train --help)", argv[optind - 1]);
@@ -270,12 +291,14 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              "\"loss\":\"%s\",\"init\":\"%s\",\"optimizer\":\"sgd\",\"lr\":%g,\"momentum\":%g,"
              "\"nesterov\":%s,\"dampening\":%g,\"weight_decay\":%g,\"lr_schedule\":\"%s\","
              "\"batch\":%zu,\"drop_last\":%s,\"epochs\":%d,\"seed\":%llu,\"eval_batch\":%d,"
-             "\"ranks\":%d,\"out\":\"%s\"}",
+             "\"accumulate\":%d,\"clip_norm\":%g,\"val_fraction\":%g,\"patience\":%d,"
+             "\"min_delta\":%g,\"ranks\":%d,\"out\":\"%s\"}",
              DPTRAIN_VERSION, o->data, sizes, dp_act_name(o->hidden_act), dp_loss_name(t->loss),
              dp_init_name(o->init), t->sgd.lr, t->sgd.momentum, t->sgd.nesterov ? "true" : "false",
              t->sgd.dampening, t->sgd.weight_decay, dp_sched_name(t->sched), t->batch,
              t->drop_last ? "true" : "false", t->epochs, (unsigned long long)t->seed,
-             t->eval_batch, n_ranks, o->out);
+             t->eval_batch, t->accumulate, t->clip_norm, t->val_fraction, t->patience,
+             t->min_delta, n_ranks, o->out);
 }
 
 /* Threads per rank: the CPUs this rank may run on, shared by the ranks of the node. */
@@ -442,6 +465,13 @@ int dp_cmd_train(int argc, char **argv)
     if (root) {
         printf("done: %d epochs, %ld steps, %.0f samples/s", res.epochs_done, res.steps_done,
                res.samples_per_s);
+        if (res.best_epoch > 0) {
+            printf(", %sbest validation loss at epoch %d (weights kept)",
+                   res.stopped_early ? "stopped early; " : "", res.best_epoch);
+        }
+        if (res.val.n > 0) {
+            printf(", val loss %.4f", res.val.loss);
+        }
         if (res.test.n > 0) {
             printf(", test loss %.4f", res.test.loss);
             if (res.test.accuracy == res.test.accuracy) {

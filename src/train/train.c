@@ -1,6 +1,7 @@
 /* train.c: the data-parallel training loop: one global permutation per epoch, contiguous
- * per-rank slices of every global batch, one gradient allreduce per step, the same SGD step
- * on every rank; and evaluation that counts each sample once across the ranks. */
+ * per-rank slices of every global batch, one gradient allreduce per optimizer step, the
+ * same step on every rank; validation hold-out, early stopping, gradient clipping and
+ * accumulation; evaluation that counts each row once across the ranks. */
 #include "dptrain/train.h"
 
 #include "dptrain/err.h"
@@ -10,7 +11,47 @@
 #include <string.h>
 
 /* Slots of the gradient arena's tail that ride the allreduce. */
-enum { TAIL_LOSS = 0, TAIL_CORRECT = 1 };
+enum { TAIL_LOSS = 0, TAIL_CORRECT = 1, TAIL_USED = 2 };
+
+/* Keys the validation permutation apart from every epoch's. */
+#define DP_VAL_TAG 0x56414c4944415445ULL /* "VALIDATE" */
+
+size_t dp_val_count(size_t n, float f)
+{
+    size_t v = (size_t)llround((double)f * (double)n);
+    return v > n ? n : v;
+}
+
+void dp_val_split(size_t n, float f, uint64_t seed, size_t *train_rows, size_t *val_rows)
+{
+    size_t nv = dp_val_count(n, f), it = 0, iv = 0;
+    /* The first nv entries of a seeded permutation are held out; the training rows keep
+     * file order, so that the per-epoch permutation alone decides the visiting order. */
+    dp_permutation(train_rows, n, seed, DP_VAL_TAG);
+    for (size_t i = 0; i < nv; i++) {
+        val_rows[iv++] = train_rows[i];
+    }
+    char *held = calloc(n ? n : 1, 1);
+    if (held) {
+        for (size_t i = 0; i < nv; i++) {
+            held[val_rows[i]] = 1;
+        }
+        for (size_t r = 0; r < n; r++) {
+            if (!held[r]) {
+                train_rows[it++] = r;
+            }
+        }
+        free(held);
+    } else {
+        /* No memory for the mask: keep permutation order; still deterministic. */
+        memmove(train_rows, train_rows + nv, (n - nv) * sizeof *train_rows);
+    }
+}
+
+static size_t n_train_rows(const dp_train_cfg *cfg, const dp_dataset *d)
+{
+    return d->train.n - dp_val_count(d->train.n, cfg->val_fraction);
+}
 
 static size_t effective_batch(const dp_train_cfg *cfg, size_t n)
 {
@@ -54,16 +95,37 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
     if (cfg->epochs < 0) {
         return dp_err(DP_EINVAL, "--epochs %d: must be >= 0", cfg->epochs);
     }
-    size_t B = effective_batch(cfg, tr->n);
+    if (!(cfg->val_fraction >= 0.0f && cfg->val_fraction < 1.0f)) {
+        return dp_err(DP_EINVAL, "--val-fraction %g: must be in [0, 1)", cfg->val_fraction);
+    }
+    size_t n = n_train_rows(cfg, d);
+    if (n == 0) {
+        return dp_err(DP_EINVAL, "--val-fraction %g leaves no training rows", cfg->val_fraction);
+    }
+    if (cfg->val_fraction > 0.0f && dp_val_count(tr->n, cfg->val_fraction) == 0) {
+        return dp_err(DP_EINVAL, "--val-fraction %g of %zu rows holds out no row",
+                      cfg->val_fraction, tr->n);
+    }
+    if (cfg->patience < 0 || (cfg->patience > 0 && cfg->val_fraction == 0.0f)) {
+        return dp_err(DP_EINVAL, "--patience %d: early stopping needs --val-fraction > 0 "
+                                 "(it watches the validation loss)", cfg->patience);
+    }
+    size_t B = effective_batch(cfg, n);
     if (B < (size_t)n_ranks) {
         return dp_err(DP_EINVAL, "--batch %zu is smaller than the number of ranks (%d): every "
                                  "rank needs at least one row of each batch", B, n_ranks);
     }
-    if (dp_n_batches(tr->n, B, cfg->drop_last) == 0) {
-        return dp_err(DP_EINVAL, "--drop-last leaves no batch: %zu rows, batch %zu", tr->n, B);
+    if (dp_n_batches(n, B, cfg->drop_last) == 0) {
+        return dp_err(DP_EINVAL, "--drop-last leaves no batch: %zu rows, batch %zu", n, B);
+    }
+    if (cfg->accumulate < 1) {
+        return dp_err(DP_EINVAL, "--accumulate %d: must be >= 1", cfg->accumulate);
     }
     if (cfg->eval_batch < 1) {
         return dp_err(DP_EINVAL, "--eval-batch %d: must be >= 1", cfg->eval_batch);
+    }
+    if (!(cfg->clip_norm >= 0.0f) || !isfinite(cfg->clip_norm)) {
+        return dp_err(DP_EINVAL, "--clip-norm %g: must be >= 0", cfg->clip_norm);
     }
     if (!(cfg->sgd.lr > 0.0f) || !isfinite(cfg->sgd.lr)) {
         return dp_err(DP_EINVAL, "--lr %g: must be a positive number", cfg->sgd.lr);
@@ -79,7 +141,7 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
 
 int dp_train_max_rows(const dp_train_cfg *cfg, const dp_dataset *d, int n_ranks)
 {
-    size_t B = effective_batch(cfg, d->train.n);
+    size_t B = effective_batch(cfg, n_train_rows(cfg, d));
     size_t per_rank = (B + (size_t)n_ranks - 1) / (size_t)n_ranks;
     size_t rows = per_rank > (size_t)cfg->eval_batch ? per_rank : (size_t)cfg->eval_batch;
     return rows > (size_t)1 << 30 ? 1 << 30 : (int)rows;
@@ -92,18 +154,18 @@ int dp_train_sync_params(dp_model *m, const dp_comm *c)
 
 static bool is_classification(dp_loss l) { return l == DP_LOSS_CROSS_ENTROPY; }
 
-int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, int eval_batch, const dp_comm *c,
-                dp_eval_result *out)
+int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows, size_t n_rows,
+                int eval_batch, const dp_comm *c, dp_eval_result *out)
 {
     int rc = DP_OK;
     const dp_model_cfg *mc = dp_model_config(m);
     int k = mc->sizes[mc->n_layers];
-    size_t lo = 0, hi = 0;
+    size_t lo = 0, hi = 0, n = rows ? n_rows : s->n;
     size_t *idx = NULL;
     float *x = NULL, *values = NULL;
     int32_t *labels = NULL;
     double sums[2] = {0.0, 0.0}; /* loss, correct */
-    dp_shard_rows(s->n, dp_comm_rank(c), dp_comm_size(c), &lo, &hi);
+    dp_shard_rows(n, dp_comm_rank(c), dp_comm_size(c), &lo, &hi);
     DP_CALLOC(idx, eval_batch);
     DP_CALLOC(x, (size_t)eval_batch * s->n_features);
     if (s->labels) {
@@ -114,7 +176,7 @@ int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, int eval_batch, co
     for (size_t r0 = lo; r0 < hi; r0 += (size_t)eval_batch) {
         int nb = (int)(hi - r0 < (size_t)eval_batch ? hi - r0 : (size_t)eval_batch);
         for (int i = 0; i < nb; i++) {
-            idx[i] = r0 + (size_t)i;
+            idx[i] = rows ? rows[r0 + (size_t)i] : r0 + (size_t)i;
         }
         dp_split_gather(s, idx, nb, x, labels, values);
         const float *o = dp_model_forward(m, x, nb);
@@ -130,9 +192,9 @@ done:
         rc = dp_comm_allreduce_sum_f64(c, sums, 2);
     }
     if (rc == DP_OK) {
-        out->n = s->n;
-        out->loss = s->n ? sums[0] / (double)s->n : NAN;
-        out->accuracy = (s->n && is_classification(loss)) ? sums[1] / (double)s->n : NAN;
+        out->n = n;
+        out->loss = n ? sums[0] / (double)n : NAN;
+        out->accuracy = (n && is_classification(loss)) ? sums[1] / (double)n : NAN;
     }
     free(idx);
     free(x);
@@ -150,19 +212,25 @@ static void print_json_number(FILE *f, const char *key, double v)
     }
 }
 
+static void print_eval(FILE *f, const char *name, const dp_eval_result *e)
+{
+    fprintf(f, "  %s loss %.4f", name, e->loss);
+    if (isfinite(e->accuracy)) {
+        fprintf(f, " acc %.4f", e->accuracy);
+    }
+}
+
 static void report_epoch(const dp_train_cfg *cfg, int epoch, long step, float lr,
                          const dp_train_result *r, double seconds, double samples_per_s)
 {
     if (cfg->log) {
-        fprintf(cfg->log, "epoch %3d/%d  train loss %.4f", epoch, cfg->epochs, r->train.loss);
-        if (isfinite(r->train.accuracy)) {
-            fprintf(cfg->log, " acc %.4f", r->train.accuracy);
+        fprintf(cfg->log, "epoch %3d/%d", epoch, cfg->epochs);
+        print_eval(cfg->log, "train", &r->train);
+        if (r->val.n > 0) {
+            print_eval(cfg->log, "val", &r->val);
         }
         if (r->test.n > 0) {
-            fprintf(cfg->log, "  test loss %.4f", r->test.loss);
-            if (isfinite(r->test.accuracy)) {
-                fprintf(cfg->log, " acc %.4f", r->test.accuracy);
-            }
+            print_eval(cfg->log, "test", &r->test);
         }
         fprintf(cfg->log, "  %.0f samples/s  %.2f s\n", samples_per_s, seconds);
         fflush(cfg->log);
@@ -172,6 +240,10 @@ static void report_epoch(const dp_train_cfg *cfg, int epoch, long step, float lr
         print_json_number(cfg->metrics, "lr", lr);
         print_json_number(cfg->metrics, "train_loss", r->train.loss);
         print_json_number(cfg->metrics, "train_accuracy", r->train.accuracy);
+        if (r->val.n > 0) {
+            print_json_number(cfg->metrics, "val_loss", r->val.loss);
+            print_json_number(cfg->metrics, "val_accuracy", r->val.accuracy);
+        }
         if (r->test.n > 0) {
             print_json_number(cfg->metrics, "test_loss", r->test.loss);
             print_json_number(cfg->metrics, "test_accuracy", r->test.accuracy);
@@ -183,6 +255,85 @@ static void report_epoch(const dp_train_cfg *cfg, int epoch, long step, float lr
     }
 }
 
+/* Everything the loop needs, allocated once before the first step. */
+typedef struct {
+    const dp_train_cfg *cfg;
+    dp_model *m;
+    const dp_split *tr;
+    const dp_comm *c;
+    size_t n_rows, n_val;   /* training rows, held-out rows */
+    size_t *rows, *val;     /* file rows used for training / validation */
+    size_t *perm, *order;   /* per-epoch permutation of [0, n_rows), and rows[perm[i]] */
+    float *x, *values, *mom, *best;
+    int32_t *labels;
+} loop_state;
+
+static void loop_free(loop_state *s)
+{
+    free(s->rows);
+    free(s->val);
+    free(s->perm);
+    free(s->order);
+    free(s->x);
+    free(s->values);
+    free(s->labels);
+    free(s->mom);
+    free(s->best);
+}
+
+static int loop_alloc(loop_state *s, const dp_dataset *d)
+{
+    int rc = DP_OK;
+    const dp_train_cfg *cfg = s->cfg;
+    const dp_model_cfg *mc = dp_model_config(s->m);
+    const size_t n = d->train.n, n_params = dp_model_n_params(s->m);
+    s->n_val = dp_val_count(n, cfg->val_fraction);
+    s->n_rows = n - s->n_val;
+    const size_t B = effective_batch(cfg, s->n_rows);
+    const size_t max_local = (B + (size_t)dp_comm_size(s->c) - 1) / (size_t)dp_comm_size(s->c);
+    DP_CALLOC(s->rows, n);
+    DP_CALLOC(s->val, s->n_val);
+    dp_val_split(n, cfg->val_fraction, cfg->seed, s->rows, s->val);
+    DP_CALLOC(s->perm, s->n_rows);
+    DP_CALLOC(s->order, s->n_rows);
+    DP_CALLOC(s->x, max_local * (size_t)d->train.n_features);
+    if (d->train.labels) {
+        DP_CALLOC(s->labels, max_local);
+    } else {
+        DP_CALLOC(s->values, max_local * (size_t)mc->sizes[mc->n_layers]);
+    }
+    DP_CALLOC(s->mom, n_params);
+    if (cfg->patience > 0) {
+        DP_CALLOC(s->best, n_params);
+    }
+done:
+    return rc;
+}
+
+/* Rows in global batch b of an epoch of n rows. */
+static size_t batch_rows(size_t b, size_t B, size_t n)
+{
+    size_t g0 = b * B;
+    return g0 + B <= n ? B : n - g0;
+}
+
+/* Scales g (n) so that its L2 norm is at most max_norm; the norm is taken in double over
+ * the allreduced gradient, so every rank computes the same factor. */
+static void clip_global_norm(float *g, size_t n, float max_norm)
+{
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        ss += (double)g[i] * g[i];
+    }
+    double norm = sqrt(ss);
+    if (norm > max_norm) {
+        float f = (float)(max_norm / (norm + 1e-6));
+        for (size_t i = 0; i < n; i++) {
+            g[i] *= f;
+        }
+    }
+}
+
 int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, const dp_comm *c,
                  dp_train_result *res)
 {
@@ -190,72 +341,79 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     const dp_split *tr = &d->train;
     const dp_model_cfg *mc = dp_model_config(m);
     const int k = mc->sizes[mc->n_layers], rank = dp_comm_rank(c), size = dp_comm_size(c);
-    const size_t n = tr->n, B = effective_batch(cfg, n), n_params = dp_model_n_params(m);
-    const size_t nb = dp_n_batches(n, B, cfg->drop_last);
-    const long total_steps = (long)nb * cfg->epochs;
-    const int max_local = (int)((B + (size_t)size - 1) / (size_t)size);
-    size_t *perm = NULL;
-    float *x = NULL, *values = NULL, *momentum_buf = NULL;
-    int32_t *labels = NULL;
+    const size_t n_params = dp_model_n_params(m);
     float *params = dp_model_params(m), *grads = dp_model_grads(m), *dout = dp_model_dout(m);
+    loop_state s = {.cfg = cfg, .m = m, .tr = tr, .c = c};
     long step = 0;
     float lr = cfg->sgd.lr;
+    double best_val = INFINITY;
+    int bad_epochs = 0;
     /* Test hook: the multi-rank tests prove that they notice unsummed gradients. */
     const char *fault = getenv("DPTRAIN_TEST_FAULT");
     const bool skip_allreduce = fault && strcmp(fault, "skip-allreduce") == 0;
 
     memset(res, 0, sizeof *res);
-    /* Every buffer of the loop is allocated here; a step allocates nothing. */
-    DP_CALLOC(perm, n);
-    DP_CALLOC(x, (size_t)max_local * tr->n_features);
-    if (tr->labels) {
-        DP_CALLOC(labels, max_local);
-    } else {
-        DP_CALLOC(values, (size_t)max_local * k);
-    }
-    DP_CALLOC(momentum_buf, n_params);
-done:
+    rc = loop_alloc(&s, d);
     if ((rc = dp_comm_agree(c, rc)) != DP_OK) {
         goto out;
     }
+    const size_t n = s.n_rows, B = effective_batch(cfg, n);
+    const size_t nb = dp_n_batches(n, B, cfg->drop_last), K = (size_t)cfg->accumulate;
+    const long steps_per_epoch = (long)((nb + K - 1) / K);
+    const long total_steps = steps_per_epoch * cfg->epochs;
+
     for (int epoch = 0; epoch < cfg->epochs; epoch++) {
         double t0 = dp_wtime(), loss_sum = 0.0, correct_sum = 0.0;
         size_t seen = 0;
-        dp_permutation(perm, n, cfg->seed, (uint64_t)epoch);
-        for (size_t b = 0; b < nb; b++) {
-            size_t g0 = b * B, cnt = (g0 + B <= n) ? B : n - g0, lo = 0, hi = 0;
-            dp_shard_rows(cnt, rank, size, &lo, &hi);
-            int nl = (int)(hi - lo);
-            dp_split_gather(tr, perm + g0 + lo, nl, x, labels, values);
-            const float *o = dp_model_forward(m, x, nl);
-            dp_targets t = {labels, values};
+        dp_permutation(s.perm, n, cfg->seed, (uint64_t)epoch);
+        for (size_t i = 0; i < n; i++) {
+            s.order[i] = s.rows[s.perm[i]];
+        }
+        /* One optimizer step per group of up to K global batches. */
+        for (size_t b0 = 0; b0 < nb; b0 += K) {
+            size_t b1 = b0 + K < nb ? b0 + K : nb, group = 0;
+            for (size_t b = b0; b < b1; b++) {
+                group += batch_rows(b, B, n);
+            }
+            double ls = 0.0;
             long correct = 0;
-            /* Each rank's gradient is its slice's SUM scaled by 1/global count, so the
-             * allreduced sum is the gradient of the global mean loss. */
-            double ls = dp_loss_eval(cfg->loss, o, &t, nl, k, 1.0f / (float)cnt, dout, &correct);
-            dp_model_backward(m, x, dout, nl, false);
+            for (size_t b = b0; b < b1; b++) {
+                size_t cnt = batch_rows(b, B, n), lo = 0, hi = 0;
+                dp_shard_rows(cnt, rank, size, &lo, &hi);
+                int nl = (int)(hi - lo);
+                dp_split_gather(tr, s.order + b * B + lo, nl, s.x, s.labels, s.values);
+                const float *o = dp_model_forward(m, s.x, nl);
+                dp_targets t = {s.labels, s.values};
+                /* Each rank's gradient is its slices' SUM scaled by 1/(rows in the group),
+                 * so the allreduced sum is the gradient of the group's mean loss. */
+                ls += dp_loss_eval(cfg->loss, o, &t, nl, k, 1.0f / (float)group, dout, &correct);
+                dp_model_backward(m, s.x, dout, nl, b > b0);
+            }
             grads[n_params + TAIL_LOSS] = (float)ls;
             grads[n_params + TAIL_CORRECT] = (float)correct;
             if (!skip_allreduce &&
-                (rc = dp_comm_allreduce_sum_f32(c, grads, n_params + 2)) != DP_OK) {
+                (rc = dp_comm_allreduce_sum_f32(c, grads, n_params + TAIL_USED)) != DP_OK) {
                 goto out;
             }
-            float batch_loss = grads[n_params + TAIL_LOSS];
-            if (!isfinite(batch_loss)) {
+            float group_loss = grads[n_params + TAIL_LOSS];
+            if (!isfinite(group_loss)) {
                 rc = dp_err(DP_ENONFINITE,
                             "the training loss became %s at epoch %d, step %ld (learning rate "
                             "%g): training diverged; try a lower --lr",
-                            isnan(batch_loss) ? "NaN" : "infinite", epoch + 1, step + 1, lr);
+                            isnan(group_loss) ? "NaN" : "infinite", epoch + 1, step + 1, lr);
                 goto out;
             }
-            loss_sum += batch_loss;
+            loss_sum += group_loss;
             correct_sum += grads[n_params + TAIL_CORRECT];
-            seen += cnt;
+            seen += group;
+            if (cfg->clip_norm > 0.0f) {
+                clip_global_norm(grads, n_params, cfg->clip_norm);
+            }
             lr = dp_sched_lr(cfg->sched, cfg->sgd.lr, step, total_steps);
             dp_sgd_cfg sgd = cfg->sgd;
             sgd.lr = lr;
             step++;
-            dp_sgd_step(&sgd, step, n_params, params, grads, momentum_buf);
+            dp_sgd_step(&sgd, step, n_params, params, grads, s.mom);
         }
         double seconds = dp_comm_max_f64(c, dp_wtime() - t0);
         res->train_seconds += seconds;
@@ -263,23 +421,47 @@ done:
         res->steps_done = step;
         res->train.n = seen;
         res->train.loss = loss_sum / (double)seen;
-        res->train.accuracy = tr->labels ? correct_sum / (double)seen : NAN;
-        if (d->test.n > 0) {
-            if ((rc = dp_evaluate(m, cfg->loss, &d->test, cfg->eval_batch, c, &res->test)) !=
-                DP_OK) {
-                goto out;
-            }
+        res->train.accuracy = tr->labels && is_classification(cfg->loss)
+                                  ? correct_sum / (double)seen
+                                  : NAN;
+        if (s.n_val > 0 && (rc = dp_evaluate(m, cfg->loss, tr, s.val, s.n_val, cfg->eval_batch,
+                                             c, &res->val)) != DP_OK) {
+            goto out;
+        }
+        if (d->test.n > 0 && (rc = dp_evaluate(m, cfg->loss, &d->test, NULL, 0, cfg->eval_batch,
+                                               c, &res->test)) != DP_OK) {
+            goto out;
         }
         report_epoch(cfg, epoch + 1, step, lr, res, seconds, (double)seen / seconds);
+        if (cfg->patience > 0) {
+            /* Every rank holds the same validation loss: the decision is collective. */
+            if (res->val.loss < best_val - cfg->min_delta) {
+                best_val = res->val.loss;
+                res->best_epoch = epoch + 1;
+                bad_epochs = 0;
+                memcpy(s.best, params, n_params * sizeof *params);
+            } else if (++bad_epochs >= cfg->patience) {
+                res->stopped_early = epoch + 1 < cfg->epochs;
+                break;
+            }
+        }
+    }
+    if (cfg->patience > 0 && res->best_epoch > 0 && res->best_epoch != res->epochs_done) {
+        /* Keep the best weights; the final figures describe them. */
+        memcpy(params, s.best, n_params * sizeof *params);
+        if (s.n_val > 0 && (rc = dp_evaluate(m, cfg->loss, tr, s.val, s.n_val, cfg->eval_batch,
+                                             c, &res->val)) != DP_OK) {
+            goto out;
+        }
+        if (d->test.n > 0 && (rc = dp_evaluate(m, cfg->loss, &d->test, NULL, 0, cfg->eval_batch,
+                                               c, &res->test)) != DP_OK) {
+            goto out;
+        }
     }
     res->samples_per_s = res->train_seconds > 0.0
                              ? (double)res->train.n * res->epochs_done / res->train_seconds
                              : 0.0;
 out:
-    free(perm);
-    free(x);
-    free(labels);
-    free(values);
-    free(momentum_buf);
+    loop_free(&s);
     return rc;
 }
