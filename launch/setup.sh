@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(gcc make libc6-dev cmake pkg-config
       libopenmpi-dev openmpi-bin libopenblas-dev
-      libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcriterion-dev
+      libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcriterion-dev libinih-dev
       dataset-fashion-mnist)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <ini.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,11 @@ static void help(FILE *f)
 "  --patience P        early stopping: stop after P epochs without a validation\n"
 "                      loss below best - min-delta; keep the best weights; 0=off [%d]\n"
 "  --min-delta X       improvement that resets the patience                     [%g]\n"
+"config file:\n"
+"  --config FILE       INI file of these options (keys are option names without\n"
+"                      the dashes, in sections [data] [model] [optimizer]\n"
+"                      [training] [output]); command-line options override it.\n"
+"                      Examples: launch/configs/*.ini\n"
 "output and runtime:\n"
 "  --out DIR           writes DIR/model.h5, DIR/metrics.jsonl, DIR/config.json [%s]\n"
 "  --eval-batch N      rows per forward pass when evaluating, per rank          [%d]\n"
@@ -104,7 +110,7 @@ enum {
     OPT_DATA = 256, OPT_LAYERS, OPT_ACT, OPT_LOSS, OPT_INIT, OPT_OPTIM, OPT_LR, OPT_MOMENTUM,
     OPT_NESTEROV, OPT_DAMPENING, OPT_WD, OPT_SCHED, OPT_BATCH, OPT_DROP_LAST, OPT_EPOCHS,
     OPT_SEED, OPT_OUT, OPT_EVAL_BATCH, OPT_THREADS, OPT_QUIET, OPT_ACCUM, OPT_CLIP, OPT_VALF,
-    OPT_PATIENCE, OPT_MIN_DELTA,
+    OPT_PATIENCE, OPT_MIN_DELTA, OPT_CONFIG,
 };
 
 static int parse_enum(const char *opt, const char *s, int (*parse)(const char *), int *out)
@@ -117,7 +123,7 @@ static int parse_enum(const char *opt, const char *s, int (*parse)(const char *)
     return DP_OK;
 }
 
-static int parse_args(int argc, char **argv, train_opts *o)
+static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
 {
     static const struct option longopts[] = {
         {"data", required_argument, 0, OPT_DATA},
@@ -145,6 +151,7 @@ static int parse_args(int argc, char **argv, train_opts *o)
         {"val-fraction", required_argument, 0, OPT_VALF},
         {"patience", required_argument, 0, OPT_PATIENCE},
         {"min-delta", required_argument, 0, OPT_MIN_DELTA},
+        {"config", required_argument, 0, OPT_CONFIG},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -198,6 +205,7 @@ static int parse_args(int argc, char **argv, train_opts *o)
         case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
         case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->threads = (int)l; break;
         case OPT_QUIET: o->quiet = true; break;
+        case OPT_CONFIG: break; /* read before the options, see read_config */
         case OPT_ACCUM: DP_TRY(dp_cli_int("--accumulate", optarg, 1, 1 << 20, &l)); o->tc.accumulate = (int)l; break;
         case OPT_CLIP: DP_TRY(dp_cli_float("--clip-norm", optarg, 0.0, 1e30, &o->tc.clip_norm)); break;
         case OPT_VALF: DP_TRY(dp_cli_float("--val-fraction", optarg, 0.0, 0.99, &o->tc.val_fraction)); break;
@@ -211,7 +219,7 @@ static int parse_args(int argc, char **argv, train_opts *o)
     if (optind < argc) {
         DP_FAIL(DP_EINVAL, "unexpected argument '%s' (see dptrain train --help)", argv[optind]);
     }
-    if (o->help) {
+    if (o->help || !check_required) {
         goto done;
     }
     if (!o->data) {
@@ -222,6 +230,143 @@ static int parse_args(int argc, char **argv, train_opts *o)
     }
 done:
     return rc;
+}
+
+/* --config FILE: an INI file whose keys are train options. Each key becomes "--key=value"
+ * ahead of the command line (so the command line overrides it), after the value has been
+ * checked on its own so that a bad one is reported with its line. */
+#define DP_MAX_CONFIG_ARGS 128
+
+typedef struct {
+    char *args[DP_MAX_CONFIG_ARGS];
+    int n;
+    char msg[512];
+} config_ctx;
+
+static int is_flag_option(const char *key)
+{
+    static const char *const flags[] = {"nesterov", "drop-last", "quiet"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (strcmp(flags[i], key) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int config_handler(void *user, const char *section, const char *name, const char *value)
+{
+    config_ctx *cx = user;
+    static const char *const sections[] = {"", "data", "model", "optimizer", "training", "output"};
+    bool known = false;
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+        known = known || strcmp(sections[i], section) == 0;
+    }
+    if (!known) {
+        snprintf(cx->msg, sizeof cx->msg, "unknown section [%s] (sections: data, model, "
+                 "optimizer, training, output)", section);
+        return 0;
+    }
+    char key[64];
+    if (snprintf(key, sizeof key, "%s", name) >= (int)sizeof key) {
+        snprintf(cx->msg, sizeof cx->msg, "unknown key '%.40s...'", name);
+        return 0;
+    }
+    for (char *p = key; *p; p++) {
+        *p = (*p == '_') ? '-' : *p;
+    }
+    if (strcmp(key, "config") == 0 || strcmp(key, "help") == 0) {
+        snprintf(cx->msg, sizeof cx->msg, "key '%s' is not allowed in a config file", name);
+        return 0;
+    }
+    char arg[4200];
+    if (is_flag_option(key)) {
+        if (strcmp(value, "true") == 0) {
+            snprintf(arg, sizeof arg, "--%s", key);
+        } else if (strcmp(value, "false") == 0) {
+            return 1;
+        } else {
+            snprintf(cx->msg, sizeof cx->msg, "%s = '%s': must be true or false", name, value);
+            return 0;
+        }
+    } else {
+        snprintf(arg, sizeof arg, "--%s=%s", key, value);
+    }
+    /* Check the key and value alone, on scratch options. */
+    train_opts scratch;
+    defaults(&scratch);
+    char *one[] = {"train", arg, NULL};
+    if (parse_args(2, one, &scratch, false) != DP_OK) {
+        const char *why = dp_errmsg();
+        if (strstr(why, "unknown option")) {
+            snprintf(cx->msg, sizeof cx->msg, "unknown key '%s' in [%s] (keys are the options "
+                     "of dptrain train --help)", name, section);
+        } else {
+            snprintf(cx->msg, sizeof cx->msg, "%s", why);
+        }
+        return 0;
+    }
+    if (cx->n == DP_MAX_CONFIG_ARGS || !(cx->args[cx->n] = strdup(arg))) {
+        snprintf(cx->msg, sizeof cx->msg, "too many keys");
+        return 0;
+    }
+    cx->n++;
+    return 1;
+}
+
+/* Finds --config in argv; if present, reads it and returns a new argv (in *out, *out_argc):
+ * argv[0], the file's options, then argv[1..] without --config. */
+static int read_config(int argc, char **argv, config_ctx *cx, char ***out, int *out_argc)
+{
+    const char *file = NULL;
+    *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            file = argv[i + 1];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            file = argv[i] + 9;
+        }
+    }
+    if (!file) {
+        return DP_OK;
+    }
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        return dp_err(DP_EINVAL, "--config %s: cannot open (%s)", file, strerror(errno));
+    }
+    int line = ini_parse_file(f, config_handler, cx);
+    fclose(f);
+    if (line != 0) {
+        return dp_err(DP_EINVAL, "%s:%d: %s", file, line,
+                      cx->msg[0] ? cx->msg : "not a valid INI line (expected key = value)");
+    }
+    char **v = calloc((size_t)(cx->n + argc + 1), sizeof *v);
+    if (!v) {
+        return dp_err(DP_ENOMEM, "out of memory reading %s", file);
+    }
+    int k = 0;
+    v[k++] = argv[0];
+    for (int i = 0; i < cx->n; i++) {
+        v[k++] = cx->args[i];
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            i++;
+        } else if (strncmp(argv[i], "--config=", 9) != 0) {
+            v[k++] = argv[i];
+        }
+    }
+    *out = v;
+    *out_argc = k;
+    return DP_OK;
+}
+
+static void config_free(config_ctx *cx, char **argv)
+{
+    for (int i = 0; i < cx->n; i++) {
+        free(cx->args[i]);
+    }
+    free(argv);
 }
 
 /* "784,256,128,10" -> sizes; hidden layers get act, the output identity (losses fuse it). */
@@ -349,6 +494,8 @@ int dp_cmd_train(int argc, char **argv)
     dp_model_cfg mc = {0};
     char cfgjson[4096], path[4096], ctx[4200] = "";
     dp_train_result res;
+    config_ctx cfgctx = {.n = 0};
+    char **cfg_argv = NULL;
 
     if ((rc = dp_dist_init(&argc, &argv)) != DP_OK) {
         fprintf(stderr, "dptrain: error: cannot start MPI: %s\n", dp_errmsg());
@@ -363,7 +510,13 @@ int dp_cmd_train(int argc, char **argv)
 
     /* Options: every rank parses the same argv and reaches the same verdict. */
     defaults(&o);
-    rc = parse_args(argc, argv, &o);
+    rc = read_config(argc, argv, &cfgctx, &cfg_argv, &argc);
+    if (rc == DP_OK && cfg_argv) {
+        argv = cfg_argv;
+    }
+    if (rc == DP_OK) {
+        rc = parse_args(argc, argv, &o, true);
+    }
     if (rc == DP_OK && !o.help) {
         rc = parse_layers(o.layers, o.hidden_act, &mc);
     }
@@ -489,5 +642,6 @@ out:
     dp_dataset_free(&d);
     dp_comm_free(&c);
     dp_dist_finalize();
+    config_free(&cfgctx, cfg_argv);
     return exit_code(status);
 }
