@@ -15,15 +15,57 @@ typedef enum {
     DP_ACT_RELU,
     DP_ACT_SIGMOID,
     DP_ACT_TANH,
-    DP_ACT_SOFTMAX, /* row-wise; as a model output it is fused into the cross-entropy */
+    DP_ACT_SOFTMAX,    /* row-wise; as a model output it is fused into the cross-entropy */
+    DP_ACT_STEP,       /* "step": x > 0 ? 1 : 0 (0 at 0); derivative 0 a.e.: not trainable */
+    DP_ACT_LEAKY_RELU, /* "leaky-relu": x > 0 ? x : 0.01 x (torch default slope) */
+    DP_ACT_ELU,        /* "elu": x > 0 ? x : alpha (exp(x) - 1), alpha = 1 */
+    DP_ACT_GELU,       /* "gelu": exact erf form x Phi(x) = x/2 (1 + erf(x/sqrt 2)), as torch */
     DP_ACT_COUNT
 } dp_act;
 
+#define DP_LEAKY_RELU_SLOPE 0.01f
+#define DP_ELU_ALPHA 1.0f
+
+/* Losses. The model's output is logits for the fused losses (cross-entropy, sparse and
+ * categorical cross-entropy, binary-cross-entropy), a probability for
+ * binary-cross-entropy-probs (its output layer must be dp_loss_output_act() = sigmoid), and
+ * a value for the regression losses. "Per-row loss" is what dp_loss_eval sums. */
 typedef enum {
-    DP_LOSS_CROSS_ENTROPY = 0, /* softmax + cross-entropy on integer class labels */
-    DP_LOSS_MSE,               /* mean over outputs of squared error, float targets */
+    DP_LOSS_CROSS_ENTROPY = 0, /* "cross-entropy": softmax + CE on integer labels (B):
+                                * -log softmax(out)[label] */
+    DP_LOSS_MSE,               /* "mse": mean over the k outputs of (out - value)^2 */
+    DP_LOSS_SPARSE_CCE,        /* "sparse-categorical-cross-entropy": the same as
+                                * cross-entropy (an alias with Keras's name) */
+    DP_LOSS_CCE,               /* "categorical-cross-entropy": softmax + CE on float target
+                                * rows y = values (B,k), one-hot or probabilities:
+                                * -sum_j y_j log softmax(out)_j; gradient
+                                * softmax(out) sum_j y_j - y (= softmax - y for rows summing
+                                * to 1); correct when argmax out == argmax y */
+    DP_LOSS_BCE_LOGITS,        /* "binary-cross-entropy": sigmoid + BCE on logits x, stable
+                                * form max(x,0) - x y + log(1 + exp(-|x|)), mean over the k
+                                * outputs (torch BCEWithLogitsLoss, per row); targets y in
+                                * [0,1] from values (B,k), or, if values == NULL and k == 1,
+                                * from labels (B) in {0,1}; correct when every output has
+                                * (x > 0) == (y > 0.5) */
+    DP_LOSS_BCE_PROBS,         /* "binary-cross-entropy-probs": BCE on probabilities p = out
+                                * (after a sigmoid output layer), mean over the k outputs of
+                                * -(y log p + (1-y) log(1-p)) with p first clamped to
+                                * [DP_BCE_EPS, 1 - DP_BCE_EPS] as Keras does (torch instead
+                                * clamps each log at -100). The gradient
+                                * (p - y) / (p (1 - p)) / k uses the clamped p, so it stays
+                                * finite. Targets and correct rows as binary-cross-entropy,
+                                * with p > 0.5 in place of x > 0 */
+    DP_LOSS_MAE,               /* "mae": mean over the k outputs of |out - value| (torch
+                                * L1Loss); gradient sign(out - value) / k, 0 where equal */
+    DP_LOSS_RMSE,              /* "rmse": dp_loss_eval returns the same sum of per-row MSEs
+                                * and the same gradient as mse. The trainer takes
+                                * rmse = sqrt(global mean MSE) (dp_loss_report) and scales the
+                                * allreduced MSE gradient by 1 / (2 rmse), the chain rule of
+                                * the square root (leaving it at 0 when rmse == 0) */
     DP_LOSS_COUNT
 } dp_loss;
+
+#define DP_BCE_EPS 1e-7 /* probability clamp of binary-cross-entropy-probs (Keras epsilon) */
 
 typedef enum {
     DP_INIT_HE_NORMAL = 0, /* N(0, 2/fan_in) */
@@ -49,20 +91,40 @@ void dp_act_forward(dp_act a, float *y, const float *x, int B, int n);
 void dp_act_backward(dp_act a, float *dx, const float *dy, const float *x, const float *y,
                      int B, int n);
 
-/* Targets of one batch: labels (B) for classification, or values (B,k) for regression. */
+/* False for activations whose derivative is zero almost everywhere (step): a layer with
+ * one cannot learn by gradient descent. dp_act_backward still works (writes zeros). */
+bool dp_act_trainable(dp_act a);
+
+/* Targets of one batch: labels (B) for classification, or values (B,k) for float targets. */
 typedef struct {
     const int32_t *labels;
     const float *values;
 } dp_targets;
 
-/* Loss of B rows of model output out (B,k) against t.
- * Returns the SUM over rows of the per-row loss (cross-entropy: -log softmax(out)[label];
- * MSE: mean over the k outputs of (out - value)^2), in double.
+/* Loss of B rows of model output out (B,k) against t (see dp_loss for each loss).
+ * Returns the SUM over rows of the per-row loss, in double (NaN if l is unknown or the
+ * targets it needs are NULL).
  * If dout != NULL it is overwritten with scale * d(sum of per-row losses)/d(out), (B,k):
  * pass scale = 1/global_batch to get the gradient of the global mean.
- * If n_correct != NULL, adds the number of rows whose argmax equals the label (CE only). */
+ * If n_correct != NULL and dp_loss_has_accuracy(l), adds the number of correct rows
+ * (cross-entropy: argmax == label; see dp_loss for the others); otherwise leaves it. */
 double dp_loss_eval(dp_loss l, const float *out, const dp_targets *t, int B, int k, float scale,
                     float *dout, long *n_correct);
+
+/* The reported loss from a sum of per-row losses over count rows: sum/count, or
+ * sqrt(sum/count) for rmse. NaN if count == 0. */
+double dp_loss_report(dp_loss l, double sum, size_t count);
+/* True if l needs integer class labels (cross-entropy, sparse-categorical-cross-entropy). */
+bool dp_loss_needs_labels(dp_loss l);
+/* True if l needs float targets (B,k) (mse, rmse, mae, categorical-cross-entropy).
+ * Both binary-cross-entropy losses need neither: they take float targets (B,k), or labels
+ * in {0,1} when the model has k == 1 output. */
+bool dp_loss_needs_values(dp_loss l);
+/* The activation the model's last layer must have: sigmoid for binary-cross-entropy-probs,
+ * identity for every other loss (the fused losses take logits). */
+dp_act dp_loss_output_act(dp_loss l);
+/* True if dp_loss_eval counts correct rows (every classification loss). */
+bool dp_loss_has_accuracy(dp_loss l);
 
 /* A dense layer: views into the model's arenas, not owners. w is (out,in), as in PyTorch. */
 typedef struct {

@@ -1,5 +1,6 @@
 /* test_core.c: unit tests of the math core: sgemm against a reference and by hand,
  * finite-difference gradient checks of dense layers, activations, losses and whole models,
+ * every loss by hand (values, gradients, correct rows, stability, the trainer's helpers),
  * model layout and initialization, names, the counter-based rng and the BLAS kernel policy.
  * Expected values come from independent computation in the test (central differences in
  * double, hand-worked formulas), never from program output. */
@@ -500,6 +501,75 @@ Test(core_grad, activation_values_by_hand)
     cr_assert(isfinite(sb[1]) && sb[1] >= 0.0f && sb[1] < 1e-30f);
 }
 
+Test(core_grad, new_activation_values_by_hand)
+{
+    const float x[5] = {-2.0f, -1.0f, 0.0f, 1.0f, 3.0f};
+    float y[5];
+    dp_act_forward(DP_ACT_STEP, y, x, 1, 5);
+    const float step[5] = {0, 0, 0, 1, 1}; /* 0 at 0 */
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(y[i], step[i], "step(%g) = %g", x[i], y[i]);
+    }
+    dp_act_forward(DP_ACT_LEAKY_RELU, y, x, 1, 5);
+    const float leaky[5] = {-0.02f, -0.01f, 0.0f, 1.0f, 3.0f};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_float_eq(y[i], leaky[i], 1e-7f, "leaky-relu(%g) = %g", x[i], y[i]);
+    }
+    dp_act_forward(DP_ACT_ELU, y, x, 1, 5);
+    const double elu[5] = {exp(-2.0) - 1.0, exp(-1.0) - 1.0, 0.0, 1.0, 3.0};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_float_eq(y[i], (float)elu[i], 1e-7f, "elu(%g) = %g", x[i], y[i]);
+    }
+    /* gelu(x) = x Phi(x): Phi(1) = 0.8413447460685429, Phi(-1) = 1 - Phi(1),
+     * Phi(3) = 0.9986501019683699, Phi(-2) = 0.022750131948179195. */
+    dp_act_forward(DP_ACT_GELU, y, x, 1, 5);
+    const double gelu[5] = {-2.0 * 0.022750131948179195, -(1.0 - 0.8413447460685429), 0.0,
+                            0.8413447460685429, 3.0 * 0.9986501019683699};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_float_eq(y[i], (float)gelu[i], 1e-6f, "gelu(%g) = %.9g, want %.9g", x[i],
+                           y[i], gelu[i]);
+    }
+    /* gelu'(0) = Phi(0) = 1/2; gelu'(1) = Phi(1) + phi(1); elu'(0) = alpha = 1 (from y + 1);
+     * leaky'(0) = 0.01 (0 takes the negative side, as torch). */
+    const float z[2] = {0.0f, 1.0f}, ones[2] = {1.0f, 1.0f};
+    float yz[2], dz[2];
+    dp_act_forward(DP_ACT_GELU, yz, z, 1, 2);
+    dp_act_backward(DP_ACT_GELU, dz, ones, z, yz, 1, 2);
+    cr_assert_float_eq(dz[0], 0.5f, 1e-7f);
+    cr_assert_float_eq(dz[1], (float)(0.8413447460685429 + exp(-0.5) / sqrt(2.0 * M_PI)), 1e-6f);
+    dp_act_forward(DP_ACT_ELU, yz, z, 1, 1);
+    dp_act_backward(DP_ACT_ELU, dz, ones, z, yz, 1, 1);
+    cr_assert_float_eq(dz[0], 1.0f, 1e-7f);
+    dp_act_forward(DP_ACT_LEAKY_RELU, yz, z, 1, 1);
+    dp_act_backward(DP_ACT_LEAKY_RELU, dz, ones, z, yz, 1, 1);
+    cr_assert_float_eq(dz[0], 0.01f, 1e-9f);
+    /* elu saturates at -alpha; gelu of -100 is -0 in float, not NaN. */
+    const float big[2] = {-100.0f, -100.0f};
+    float yb[2];
+    dp_act_forward(DP_ACT_ELU, yb, big, 1, 1);
+    cr_assert_float_eq(yb[0], -1.0f, 1e-7f);
+    dp_act_forward(DP_ACT_GELU, yb, big, 1, 2);
+    cr_assert(isfinite(yb[0]) && fabsf(yb[0]) < 1e-30f, "gelu(-100) = %g", yb[0]);
+}
+
+Test(core_grad, step_has_zero_gradient)
+{
+    enum { N = 6 };
+    const float x[N] = {-2.0f, -0.5f, 0.0f, 1e-30f, 0.5f, 2.0f};
+    float y[N], dy[N], dx[N];
+    tfill(dy, N, -1, 1, 606);
+    tfill_nan(dx, N); /* must be overwritten */
+    dp_act_forward(DP_ACT_STEP, y, x, 1, N);
+    dp_act_backward(DP_ACT_STEP, dx, dy, x, y, 1, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(dx[i], 0.0f, "step backward dx[%d] = %g, want 0", i, dx[i]);
+    }
+    cr_assert(!dp_act_trainable(DP_ACT_STEP));
+    /* The generic check (activations) also covers step: the central difference is 0 too. */
+    double e = gradcheck_act(DP_ACT_STEP, 3, 5, 4040);
+    cr_assert_lt(e, 1e-12, "step: max rel err %g", e);
+}
+
 /* --- losses: L = dp_loss_eval(out) --- */
 
 typedef struct {
@@ -515,24 +585,53 @@ static double loss_loss(void *p)
     return dp_loss_eval(d->l, d->out, &d->t, d->B, d->k, 1.0f, NULL, NULL);
 }
 
-/* Max relative error of dout (scale * dL/dout) against scale * central differences. */
-static double gradcheck_loss(dp_loss l, int B, int k, float scale, uint64_t seed)
+/* Max relative error of dout (scale * dL/dout) against scale * central differences (h = 1e-4),
+ * on data valid for the loss: outputs in [-3, 3] (binary-cross-entropy-probs: probabilities in
+ * [0.2, 0.8], away from the clamp); targets in [-2, 2] for regression, in [0, 1] for the
+ * cross-entropies (categorical: rows NOT summing to 1, which checks the sum(y) factor of the
+ * gradient); mae outputs kept >= 0.05 from their targets (the kink). labels_only: the
+ * targets are labels (r * 7 + 3) % k, or r % 2 for binary cross-entropy, and values NULL. */
+static double gradcheck_loss_on(dp_loss l, int B, int k, float scale, uint64_t seed,
+                                bool labels_only)
 {
     size_t t = (size_t)B * k;
     float *out = talloc(t), *dout = talloc(t), *values = talloc(t);
     int32_t *labels = calloc((size_t)B, sizeof *labels);
     cr_assert_not_null(labels);
-    tfill(out, t, -3.0f, 3.0f, seed);
-    tfill(values, t, -2.0f, 2.0f, seed + 1);
-    for (int r = 0; r < B; r++) {
-        labels[r] = (int32_t)((r * 7 + 3) % k);
+    bool binary = l == DP_LOSS_BCE_LOGITS || l == DP_LOSS_BCE_PROBS;
+    bool regression = l == DP_LOSS_MSE || l == DP_LOSS_RMSE || l == DP_LOSS_MAE;
+    if (l == DP_LOSS_BCE_PROBS) {
+        tfill(out, t, 0.2f, 0.8f, seed);
+    } else {
+        tfill(out, t, -3.0f, 3.0f, seed);
     }
-    loss_ctx ctx = {.l = l, .out = out, .t = {.labels = labels, .values = values}, .B = B, .k = k};
+    if (regression) {
+        tfill(values, t, -2.0f, 2.0f, seed + 1);
+    } else {
+        tfill(values, t, 0.0f, 1.0f, seed + 1);
+    }
+    if (l == DP_LOSS_MAE) {
+        for (size_t i = 0; i < t; i++) {
+            if (fabsf(out[i] - values[i]) < 0.05f) {
+                out[i] = values[i] + 0.1f;
+            }
+        }
+    }
+    for (int r = 0; r < B; r++) {
+        labels[r] = binary ? r % 2 : (int32_t)((r * 7 + 3) % k);
+    }
+    loss_ctx ctx = {.l = l,
+                    .out = out,
+                    .t = {.labels = labels, .values = labels_only ? NULL : values},
+                    .B = B,
+                    .k = k};
     tfill_nan(dout, t);
     double L = dp_loss_eval(l, out, &ctx.t, B, k, scale, dout, NULL);
-    cr_assert(isfinite(L));
-    /* CE and MSE are smooth; the loss is summed in double: h = 1e-3 */
-    double e = gradcheck_vec(out, t, dout, scale, 1e-3f, loss_loss, &ctx);
+    cr_assert(isfinite(L), "loss %s (B=%d, k=%d) = %g", dp_loss_name(l), B, k, L);
+    /* Smooth where probed. Every loss is computed in double from the float outputs, so the
+     * difference quotient carries ~1e-16 L / h of rounding: a small step, h = 1e-4, keeps
+     * the truncation error (h^2/6 f''') small even for bce-probs' 1/p^2 curvature. */
+    double e = gradcheck_vec(out, t, dout, scale, 1e-4f, loss_loss, &ctx);
     free(out);
     free(dout);
     free(values);
@@ -540,20 +639,44 @@ static double gradcheck_loss(dp_loss l, int B, int k, float scale, uint64_t seed
     return e;
 }
 
-/* The loss is computed in double from float inputs: measured error ~1e-7. Tolerance 1e-4. */
+/* The loss is computed in double from float inputs: the error is the float rounding of dout
+ * (~1e-7) plus truncation, h^2/(3 p^2) relative for bce-probs (< 1e-6 for p >= 0.2; measured
+ * max below 1e-6 over all losses). Tolerance 1e-4. */
 Test(core_grad, losses)
 {
     const float scales[2] = {1.0f, 1.0f / 7.0f};
+    const int shapes[3][2] = {{5, 4}, {4, 3}, {1, 1}}; /* (B, k) */
     for (int l = 0; l < DP_LOSS_COUNT; l++) {
         for (int s = 0; s < 2; s++) {
-            double e = gradcheck_loss((dp_loss)l, 5, 4, scales[s], 500 + 10 * l);
-            cr_assert_lt(e, 1e-4, "loss %s scale %g: max rel err %g", dp_loss_name(l),
-                         scales[s], e);
-            e = gradcheck_loss((dp_loss)l, 1, 1, scales[s], 600 + 10 * l);
-            cr_assert_lt(e, 1e-4, "loss %s (1x1) scale %g: max rel err %g", dp_loss_name(l),
-                         scales[s], e);
+            for (int h = 0; h < 3; h++) {
+                int B = shapes[h][0], k = shapes[h][1];
+                bool labels_only = dp_loss_needs_labels(l);
+                double e = gradcheck_loss_on((dp_loss)l, B, k, scales[s], 500 + 10 * l + h,
+                                             labels_only);
+                cr_assert_lt(e, 1e-4, "loss %s (B=%d, k=%d) scale %g: max rel err %g",
+                             dp_loss_name(l), B, k, scales[s], e);
+            }
         }
     }
+}
+
+Test(core_grad, binary_losses_on_labels)
+{
+    /* k = 1 and values == NULL: the 0/1 labels are the targets. */
+    const dp_loss ls[2] = {DP_LOSS_BCE_LOGITS, DP_LOSS_BCE_PROBS};
+    for (int i = 0; i < 2; i++) {
+        for (int s = 0; s < 2; s++) {
+            float scale = s ? 1.0f / 7.0f : 1.0f;
+            double e = gradcheck_loss_on(ls[i], 4, 1, scale, 900 + 10 * i, true);
+            cr_assert_lt(e, 1e-4, "loss %s on labels, scale %g: max rel err %g",
+                         dp_loss_name(ls[i]), scale, e);
+        }
+    }
+    /* Labels need k == 1: with k = 2 and no values there are no targets. */
+    const float out[2] = {0.5f, 0.5f};
+    const int32_t lab[1] = {1};
+    dp_targets t = {.labels = lab};
+    cr_assert(isnan(dp_loss_eval(DP_LOSS_BCE_LOGITS, out, &t, 1, 2, 1.0f, NULL, NULL)));
 }
 
 Test(core_grad, cross_entropy_by_hand)
@@ -638,6 +761,277 @@ Test(core_grad, mse_by_hand)
     cr_assert_eq(correct, 0, "MSE must not count correct rows");
 }
 
+/* --- the losses added after cross-entropy and mse, by hand --- */
+
+TestSuite(core_losses);
+
+Test(core_losses, bce_logits_by_hand)
+{
+    /* Row 0: x = [0, 2], y = [1, 0.25]:
+     *   l(0, 1) = 0 - 0 + log(1 + 1) = ln 2, l(2, 0.25) = 2 - 0.5 + log(1 + e^-2);
+     *   per-row loss = mean; dout = (sigmoid(x) - y) / 2 = [(0.5 - 1) / 2, (s(2) - 0.25) / 2].
+     * Row 1: x = [0, 0], y = [0, 0]: ln 2 each, mean ln 2; dout = [0.25, 0.25]. */
+    const float out[4] = {0.0f, 2.0f, 0.0f, 0.0f}, y[4] = {1.0f, 0.25f, 0.0f, 0.0f};
+    dp_targets t = {.values = y};
+    float dout[4];
+    double L = dp_loss_eval(DP_LOSS_BCE_LOGITS, out, &t, 2, 2, 1.0f, dout, NULL);
+    double row0 = 0.5 * (log(2.0) + 1.5 + log1p(exp(-2.0)));
+    cr_assert_float_eq(L, row0 + log(2.0), 1e-12, "BCE = %.12g", L);
+    double s2 = 1.0 / (1.0 + exp(-2.0));
+    cr_assert_float_eq(dout[0], -0.25f, 1e-7f);
+    cr_assert_float_eq(dout[1], (float)((s2 - 0.25) / 2.0), 1e-7f);
+    cr_assert_float_eq(dout[2], 0.25f, 1e-7f);
+    cr_assert_float_eq(dout[3], 0.25f, 1e-7f);
+    /* x = 0, y = 1 alone: ln 2; scale 1/7 reaches the gradient only. */
+    L = dp_loss_eval(DP_LOSS_BCE_LOGITS, out, &t, 1, 1, 1.0f / 7.0f, dout, NULL);
+    cr_assert_float_eq(L, log(2.0), 1e-12);
+    cr_assert_float_eq(dout[0], -0.5f / 7.0f, 1e-8f);
+    /* Label targets (k = 1): label 1 with x = 0 is the same ln 2. */
+    const int32_t lab[1] = {1};
+    dp_targets tl = {.labels = lab};
+    L = dp_loss_eval(DP_LOSS_BCE_LOGITS, out, &tl, 1, 1, 1.0f, dout, NULL);
+    cr_assert_float_eq(L, log(2.0), 1e-12);
+    cr_assert_float_eq(dout[0], -0.5f, 1e-7f);
+}
+
+Test(core_losses, bce_probs_by_hand)
+{
+    /* p = 0.5, y = 1: -log 0.5 = ln 2, dL/dp = (p - y) / (p (1 - p)) = -0.5 / 0.25 = -2.
+     * p = 0.8, y = 0: -log 0.2, dL/dp = 0.8 / 0.16 = 5. k = 2: mean, gradient / 2. */
+    const float out[2] = {0.5f, 0.8f}, y[2] = {1.0f, 0.0f};
+    dp_targets t = {.values = y};
+    float dout[2];
+    double L = dp_loss_eval(DP_LOSS_BCE_PROBS, out, &t, 1, 1, 1.0f, dout, NULL);
+    cr_assert_float_eq(L, log(2.0), 1e-12);
+    cr_assert_float_eq(dout[0], -2.0f, 1e-6f);
+    L = dp_loss_eval(DP_LOSS_BCE_PROBS, out, &t, 1, 2, 1.0f, dout, NULL);
+    double p1 = (double)0.8f; /* the float the model would output */
+    cr_assert_float_eq(L, 0.5 * (log(2.0) - log(1.0 - p1)), 1e-12);
+    cr_assert_float_eq(dout[0], -1.0f, 1e-6f);
+    cr_assert_float_eq(dout[1], 2.5f, 1e-5f);
+    /* The Keras clamp: p = 0 with y = 1 costs -log(1e-7), p = 1 with y = 1 costs
+     * -log(1 - 1e-7); both gradients stay finite. */
+    const float edge[3] = {0.0f, 1.0f, 1.0f}, ey[3] = {1.0f, 1.0f, 0.0f};
+    dp_targets te = {.values = ey};
+    float de[3];
+    L = dp_loss_eval(DP_LOSS_BCE_PROBS, edge, &te, 3, 1, 1.0f, de, NULL);
+    double want = -log(1e-7) - log1p(-1e-7) - log(1e-7);
+    cr_assert_float_eq(L, want, 1e-9, "clamped BCE = %.12g, want %.12g", L, want);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(isfinite(de[i]), "clamped gradient [%d] = %g", i, de[i]);
+    }
+    cr_assert_lt(de[0], 0.0f, "p too small for y = 1 must push p up");
+    cr_assert_gt(de[2], 0.0f, "p too large for y = 0 must push p down");
+}
+
+Test(core_losses, mae_by_hand)
+{
+    /* Row 0: out [1, -3], target [0, 0]: (1 + 3) / 2 = 2; dout = sign / 2 = [0.5, -0.5].
+     * Row 1: out [2, 5], target [2, 4]: (0 + 1) / 2 = 0.5; dout = [0 (exact), 0.5]. */
+    const float out[4] = {1, -3, 2, 5}, values[4] = {0, 0, 2, 4};
+    dp_targets t = {.values = values};
+    float dout[4];
+    long correct = 3;
+    double L = dp_loss_eval(DP_LOSS_MAE, out, &t, 1, 2, 1.0f, dout, &correct);
+    cr_assert_float_eq(L, 2.0, 1e-12, "MAE row 0 = %g, want 2", L);
+    L = dp_loss_eval(DP_LOSS_MAE, out, &t, 2, 2, 0.5f, dout, &correct);
+    cr_assert_float_eq(L, 2.5, 1e-12);
+    const float want[4] = {0.25f, -0.25f, 0.0f, 0.25f};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(dout[i], want[i], "MAE dout[%d] = %g, want %g", i, dout[i], want[i]);
+    }
+    cr_assert_eq(correct, 3, "MAE must not count correct rows");
+}
+
+Test(core_losses, rmse_is_mse_until_reported)
+{
+    const float out[4] = {1, 3, 2, 2}, values[4] = {0, 0, 1, 3};
+    dp_targets t = {.values = values};
+    float d_mse[4], d_rmse[4];
+    double a = dp_loss_eval(DP_LOSS_MSE, out, &t, 2, 2, 0.25f, d_mse, NULL);
+    double b = dp_loss_eval(DP_LOSS_RMSE, out, &t, 2, 2, 0.25f, d_rmse, NULL);
+    cr_assert_eq(a, b);
+    cr_assert_float_eq(b, 6.0, 1e-12); /* as in mse_by_hand */
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(d_mse[i], d_rmse[i]);
+    }
+    cr_assert_float_eq(dp_loss_report(DP_LOSS_RMSE, 8.0, 2), 2.0, 1e-15);
+    cr_assert_float_eq(dp_loss_report(DP_LOSS_MSE, 8.0, 2), 4.0, 1e-15);
+    cr_assert_float_eq(dp_loss_report(DP_LOSS_CROSS_ENTROPY, 3.0, 4), 0.75, 1e-15);
+    cr_assert_float_eq(dp_loss_report(DP_LOSS_MAE, 3.0, 4), 0.75, 1e-15);
+    cr_assert(isnan(dp_loss_report(DP_LOSS_MSE, 0.0, 0)));
+}
+
+Test(core_losses, cce_one_hot_equals_sparse_ce)
+{
+    enum { B = 4, K = 3 };
+    float out[B * K], onehot[B * K] = {0};
+    int32_t labels[B] = {2, 0, 1, 1};
+    tfill(out, B * K, -3, 3, 4242);
+    for (int r = 0; r < B; r++) {
+        onehot[r * K + labels[r]] = 1.0f;
+    }
+    dp_targets tl = {.labels = labels}, tv = {.values = onehot};
+    float d_ce[B * K], d_sp[B * K], d_cc[B * K];
+    long c_ce = 0, c_sp = 0, c_cc = 0;
+    double ce = dp_loss_eval(DP_LOSS_CROSS_ENTROPY, out, &tl, B, K, 0.25f, d_ce, &c_ce);
+    double sp = dp_loss_eval(DP_LOSS_SPARSE_CCE, out, &tl, B, K, 0.25f, d_sp, &c_sp);
+    double cc = dp_loss_eval(DP_LOSS_CCE, out, &tv, B, K, 0.25f, d_cc, &c_cc);
+    cr_assert_eq(ce, sp, "sparse-categorical-cross-entropy must be cross-entropy");
+    cr_assert_float_eq(cc, ce, 1e-12, "CCE one-hot %.15g vs sparse CE %.15g", cc, ce);
+    for (int i = 0; i < B * K; i++) {
+        cr_assert_eq(d_sp[i], d_ce[i]);
+        cr_assert_float_eq(d_cc[i], d_ce[i], 1e-7f, "dout[%d]: CCE %g, CE %g", i, d_cc[i],
+                           d_ce[i]);
+    }
+    cr_assert_eq(c_sp, c_ce);
+    cr_assert_eq(c_cc, c_ce);
+}
+
+Test(core_losses, cce_probability_rows_by_hand)
+{
+    /* logits [0, ln 3]: softmax [1/4, 3/4]; y = [1/2, 1/2]:
+     * L = -(log(1/4) + log(3/4)) / 2, dout = softmax - y = [-1/4, 1/4].
+     * Unnormalized y = [1, 1] (sum 2): L doubles, dout = 2 softmax - y = [-1/2, 1/2]. */
+    const float out[4] = {0.0f, (float)log(3.0), 0.0f, (float)log(3.0)};
+    const float y[4] = {0.5f, 0.5f, 1.0f, 1.0f};
+    dp_targets t = {.values = y};
+    float dout[4];
+    double L = dp_loss_eval(DP_LOSS_CCE, out, &t, 2, 2, 1.0f, dout, NULL);
+    double row = -0.5 * (log(0.25) + log(0.75));
+    cr_assert_float_eq(L, 3.0 * row, 1e-7, "CCE = %.12g, want %.12g", L, 3.0 * row);
+    const float want[4] = {-0.25f, 0.25f, -0.5f, 0.5f};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_float_eq(dout[i], want[i], 1e-6f, "dout[%d] = %g, want %g", i, dout[i],
+                           want[i]);
+    }
+}
+
+Test(core_losses, stable_at_large_logits)
+{
+    /* BCE on logits +-1000 (k = 1): y matching costs log(1 + e^-1000) ~ 0 with gradient 0;
+     * y opposite costs 1000 with gradient +-1. */
+    const float x[4] = {1000.0f, -1000.0f, 1000.0f, -1000.0f}, y[4] = {1, 0, 0, 1};
+    dp_targets t = {.values = y};
+    float dout[4];
+    long correct = 0;
+    double L = dp_loss_eval(DP_LOSS_BCE_LOGITS, x, &t, 4, 1, 1.0f, dout, &correct);
+    cr_assert(isfinite(L), "BCE of +-1000 logits is %g", L);
+    cr_assert_float_eq(L, 2000.0, 1e-9);
+    const float want[4] = {0.0f, 0.0f, 1.0f, -1.0f};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_float_eq(dout[i], want[i], 1e-7f, "BCE dout[%d] = %g", i, dout[i]);
+    }
+    cr_assert_eq(correct, 2);
+    /* CCE on logits [1000, -1000]: y = [0, 1] costs 2000, y = [1, 0] ~ 0, y = [1/2, 1/2]
+     * costs 1000; gradients softmax - y = [1, -1], [0, 0], [1/2, -1/2]. */
+    const float o[6] = {1000.0f, -1000.0f, 1000.0f, -1000.0f, 1000.0f, -1000.0f};
+    const float yc[6] = {0, 1, 1, 0, 0.5f, 0.5f};
+    dp_targets tc = {.values = yc};
+    float dc[6];
+    correct = 0;
+    L = dp_loss_eval(DP_LOSS_CCE, o, &tc, 3, 2, 1.0f, dc, &correct);
+    cr_assert(isfinite(L), "CCE of +-1000 logits is %g", L);
+    cr_assert_float_eq(L, 3000.0, 1e-9);
+    const float wc[6] = {1, -1, 0, 0, 0.5f, -0.5f};
+    for (int i = 0; i < 6; i++) {
+        cr_assert_float_eq(dc[i], wc[i], 1e-7f, "CCE dout[%d] = %g", i, dc[i]);
+    }
+    cr_assert_eq(correct, 2, "rows 2 and 3 (argmax y is the first maximum, 0)");
+}
+
+Test(core_losses, counts_correct)
+{
+    /* CCE: argmax out 2, 0, 1; argmax y 2, 1, 1 -> 2 correct (added to 5). */
+    const float o3[9] = {0.1f, 0.2f, 0.9f, 5.0f, -1.0f, 2.0f, -3.0f, 4.0f, 3.9f};
+    const float y3[9] = {0, 0, 1, 0.2f, 0.5f, 0.3f, 0, 1, 0};
+    dp_targets t3 = {.values = y3};
+    long c = 5;
+    dp_loss_eval(DP_LOSS_CCE, o3, &t3, 3, 3, 1.0f, NULL, &c);
+    cr_assert_eq(c, 7, "CCE n_correct = %ld, want 5 + 2", c);
+    /* Sparse CE: labels 2, 1, 1 -> 2 correct. */
+    const int32_t l3[3] = {2, 1, 1};
+    dp_targets tl3 = {.labels = l3};
+    c = 0;
+    dp_loss_eval(DP_LOSS_SPARSE_CCE, o3, &tl3, 3, 3, 1.0f, NULL, &c);
+    cr_assert_eq(c, 2, "sparse CE n_correct = %ld", c);
+    /* BCE (k = 2): a row is correct only if every output is on the right side.
+     * logits [1, -1] y [1, 0]: yes; [1, 1] y [1, 0]: no; [-0.5, 0] y [0.2, 0.4]: yes
+     * (x = 0 is not > 0, 0.4 is not > 0.5). */
+    const float x[6] = {1, -1, 1, 1, -0.5f, 0}, y[6] = {1, 0, 1, 0, 0.2f, 0.4f};
+    dp_targets t = {.values = y};
+    c = 0;
+    dp_loss_eval(DP_LOSS_BCE_LOGITS, x, &t, 3, 2, 1.0f, NULL, &c);
+    cr_assert_eq(c, 2, "BCE logits n_correct = %ld", c);
+    /* The same on probabilities, threshold 0.5. */
+    const float p[6] = {0.9f, 0.1f, 0.6f, 0.7f, 0.4f, 0.5f};
+    c = 0;
+    dp_loss_eval(DP_LOSS_BCE_PROBS, p, &t, 3, 2, 1.0f, NULL, &c);
+    cr_assert_eq(c, 2, "BCE probs n_correct = %ld", c);
+    /* Labels with k = 1: logits [2, -1, 0.5, -3], labels [1, 1, 0, 0] -> rows 0 and 3. */
+    const float xl[4] = {2, -1, 0.5f, -3};
+    const int32_t lb[4] = {1, 1, 0, 0};
+    dp_targets tl = {.labels = lb};
+    c = 0;
+    dp_loss_eval(DP_LOSS_BCE_LOGITS, xl, &tl, 4, 1, 1.0f, NULL, &c);
+    cr_assert_eq(c, 2, "BCE logits on labels n_correct = %ld", c);
+    const float pl[4] = {0.9f, 0.2f, 0.7f, 0.01f};
+    c = 0;
+    dp_loss_eval(DP_LOSS_BCE_PROBS, pl, &tl, 4, 1, 1.0f, NULL, &c);
+    cr_assert_eq(c, 2, "BCE probs on labels n_correct = %ld", c);
+    /* Regression losses leave the count alone. */
+    const dp_loss reg[3] = {DP_LOSS_MSE, DP_LOSS_RMSE, DP_LOSS_MAE};
+    for (int i = 0; i < 3; i++) {
+        c = 9;
+        dp_loss_eval(reg[i], o3, &t3, 3, 3, 1.0f, NULL, &c);
+        cr_assert_eq(c, 9, "%s changed n_correct", dp_loss_name(reg[i]));
+    }
+}
+
+Test(core_losses, missing_targets_give_nan)
+{
+    const float out[2] = {0.5f, 0.5f}, v[2] = {1, 0};
+    const int32_t lab[1] = {0};
+    dp_targets only_labels = {.labels = lab}, only_values = {.values = v};
+    cr_assert(isnan(dp_loss_eval(DP_LOSS_CCE, out, &only_labels, 1, 2, 1.0f, NULL, NULL)));
+    cr_assert(isnan(dp_loss_eval(DP_LOSS_MAE, out, &only_labels, 1, 2, 1.0f, NULL, NULL)));
+    cr_assert(isnan(dp_loss_eval(DP_LOSS_SPARSE_CCE, out, &only_values, 1, 2, 1.0f, NULL, NULL)));
+    cr_assert(isnan(dp_loss_eval(DP_LOSS_COUNT, out, &only_values, 1, 2, 1.0f, NULL, NULL)));
+}
+
+Test(core_losses, trainer_helpers)
+{
+    /* One row per loss: needs labels, needs values, output activation, has accuracy. */
+    const struct {
+        dp_loss l;
+        bool labels, values;
+        dp_act act;
+        bool acc;
+    } want[] = {
+        {DP_LOSS_CROSS_ENTROPY, true, false, DP_ACT_IDENTITY, true},
+        {DP_LOSS_MSE, false, true, DP_ACT_IDENTITY, false},
+        {DP_LOSS_SPARSE_CCE, true, false, DP_ACT_IDENTITY, true},
+        {DP_LOSS_CCE, false, true, DP_ACT_IDENTITY, true},
+        {DP_LOSS_BCE_LOGITS, false, false, DP_ACT_IDENTITY, true},
+        {DP_LOSS_BCE_PROBS, false, false, DP_ACT_SIGMOID, true},
+        {DP_LOSS_MAE, false, true, DP_ACT_IDENTITY, false},
+        {DP_LOSS_RMSE, false, true, DP_ACT_IDENTITY, false},
+    };
+    cr_assert_eq(sizeof want / sizeof want[0], DP_LOSS_COUNT, "a loss is missing here");
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const char *n = dp_loss_name(want[i].l);
+        cr_assert_eq(dp_loss_needs_labels(want[i].l), want[i].labels, "%s needs_labels", n);
+        cr_assert_eq(dp_loss_needs_values(want[i].l), want[i].values, "%s needs_values", n);
+        cr_assert_eq(dp_loss_output_act(want[i].l), want[i].act, "%s output_act", n);
+        cr_assert_eq(dp_loss_has_accuracy(want[i].l), want[i].acc, "%s has_accuracy", n);
+    }
+    for (int a = 0; a < DP_ACT_COUNT; a++) {
+        cr_assert_eq(dp_act_trainable(a), a != DP_ACT_STEP, "dp_act_trainable(%s)",
+                     dp_act_name(a));
+    }
+    cr_assert(!dp_act_trainable(DP_ACT_COUNT));
+}
+
 /* --- whole model: L = loss(forward(x)) as a function of every parameter --- */
 
 typedef struct {
@@ -694,7 +1088,7 @@ static double gradcheck_model(int n_layers, const int *sizes, const dp_act *act,
     const float h = 1e-2f;
     const float *out = dp_model_forward(m, x, B);
     for (int i = 0; i < n_layers; i++) {
-        if (act[i] == DP_ACT_RELU) {
+        if (act[i] == DP_ACT_RELU || act[i] == DP_ACT_LEAKY_RELU) {
             for (int j = 0; j < B * sizes[i + 1]; j++) {
                 cr_assert_gt(fabsf(m->z[i][j]), 0.05f,
                              "test setup: relu input z[%d][%d] = %g too near the kink; "
@@ -754,6 +1148,30 @@ Test(core_grad, model_single_layer_ce)
     const dp_act act[1] = {DP_ACT_IDENTITY};
     double e = gradcheck_model(1, sizes, act, DP_LOSS_CROSS_ENTROPY, 6, 1.0f, 10);
     cr_assert_lt(e, 1e-2, "model 5-4 CE: max rel err %g", e);
+}
+
+Test(core_grad, model_gelu_elu_bce_probs)
+{
+    /* Sigmoid output layer (dp_loss_output_act) feeding binary-cross-entropy-probs. */
+    const int sizes[4] = {3, 4, 5, 2};
+    const dp_act act[3] = {DP_ACT_GELU, DP_ACT_ELU, dp_loss_output_act(DP_LOSS_BCE_PROBS)};
+    cr_assert_eq(act[2], DP_ACT_SIGMOID);
+    double e = gradcheck_model(3, sizes, act, DP_LOSS_BCE_PROBS, 4, 1.0f, 41);
+    cr_assert_lt(e, 1e-2, "model gelu/elu/sigmoid BCE-probs: max rel err %g", e);
+    e = gradcheck_model(3, sizes, act, DP_LOSS_BCE_PROBS, 4, 1.0f / 7.0f, 41);
+    cr_assert_lt(e, 1e-2, "model gelu/elu/sigmoid BCE-probs scale 1/7: max rel err %g", e);
+}
+
+Test(core_grad, model_leaky_cce_bce_logits_mae)
+{
+    const int sizes[3] = {4, 6, 3};
+    const dp_act act[2] = {DP_ACT_LEAKY_RELU, DP_ACT_IDENTITY};
+    const dp_loss ls[3] = {DP_LOSS_CCE, DP_LOSS_BCE_LOGITS, DP_LOSS_MAE};
+    for (int i = 0; i < 3; i++) {
+        double e = gradcheck_model(2, sizes, act, ls[i], 3, 1.0f, 12);
+        cr_assert_lt(e, 1e-2, "model 4-6-3 leaky-relu %s: max rel err %g",
+                     dp_loss_name(ls[i]), e);
+    }
 }
 
 Test(core_grad, model_backward_accumulate)
@@ -1067,13 +1485,24 @@ Test(core_names, documented_spellings)
     cr_assert_eq(dp_act_parse("softmax"), DP_ACT_SOFTMAX);
     cr_assert_eq(dp_loss_parse("cross-entropy"), DP_LOSS_CROSS_ENTROPY);
     cr_assert_eq(dp_loss_parse("mse"), DP_LOSS_MSE);
+    cr_assert_eq(dp_act_parse("step"), DP_ACT_STEP);
+    cr_assert_eq(dp_act_parse("leaky-relu"), DP_ACT_LEAKY_RELU);
+    cr_assert_eq(dp_act_parse("elu"), DP_ACT_ELU);
+    cr_assert_eq(dp_act_parse("gelu"), DP_ACT_GELU);
+    cr_assert_eq(dp_loss_parse("sparse-categorical-cross-entropy"), DP_LOSS_SPARSE_CCE);
+    cr_assert_eq(dp_loss_parse("categorical-cross-entropy"), DP_LOSS_CCE);
+    cr_assert_eq(dp_loss_parse("binary-cross-entropy"), DP_LOSS_BCE_LOGITS);
+    cr_assert_eq(dp_loss_parse("binary-cross-entropy-probs"), DP_LOSS_BCE_PROBS);
+    cr_assert_eq(dp_loss_parse("mae"), DP_LOSS_MAE);
+    cr_assert_eq(dp_loss_parse("rmse"), DP_LOSS_RMSE);
     cr_assert_eq(dp_init_parse("he-normal"), DP_INIT_HE_NORMAL);
     cr_assert_eq(dp_init_parse("zero"), DP_INIT_ZERO);
 }
 
 Test(core_names, unknown_names)
 {
-    cr_assert_eq(dp_act_parse("gelu"), -1);
+    cr_assert_eq(dp_act_parse("selu"), -1);
+    cr_assert_eq(dp_act_parse("leaky_relu"), -1);
     cr_assert_eq(dp_act_parse(""), -1);
     cr_assert_eq(dp_act_parse("relu "), -1);
     cr_assert_eq(dp_loss_parse("hinge"), -1);
