@@ -31,7 +31,7 @@ typedef struct {
 } dp_train_cfg;
 
 typedef struct {
-    double loss;      /* mean loss per sample */
+    double loss;      /* reported loss (dp_loss_report: the mean; root mean for rmse) */
     double accuracy;  /* fraction correct (classification), else NaN */
     size_t n;         /* samples counted */
 } dp_eval_result;

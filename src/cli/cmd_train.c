@@ -61,8 +61,14 @@ static void help(FILE *f)
 "data and model:\n"
 "  --data FILE         HDF5 dataset (layout: datasets/README.md)               (required)\n"
 "  --layers SIZES      layer sizes, inputs first: 784,256,128,10               (required)\n"
-"  --activation NAME   hidden-layer activation: relu, tanh, sigmoid, identity  [%s]\n"
-"  --loss NAME         cross-entropy (softmax, integer labels) or mse          [%s]\n"
+"  --activation NAME   hidden-layer activation: relu, leaky-relu, elu, gelu,\n"
+"                      tanh, sigmoid, identity                                  [%s]\n"
+"  --loss NAME         cross-entropy = sparse-categorical-cross-entropy\n"
+"                      (softmax, integer labels); categorical-cross-entropy\n"
+"                      (softmax, one-hot or probability rows);\n"
+"                      binary-cross-entropy (on logits; targets in [0,1], or 0/1\n"
+"                      labels with 1 output); binary-cross-entropy-probs (adds a\n"
+"                      sigmoid output layer); mse, rmse, mae                    [%s]\n"
 "  --init NAME         weights: he-normal, he-uniform, xavier-normal,\n"
 "                      xavier-uniform, zero (biases start at 0)                 [%s]\n"
 "optimization:\n"
@@ -168,6 +174,10 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
             if (v == DP_ACT_SOFTMAX) {
                 DP_FAIL(DP_EINVAL, "--activation softmax: softmax is only an output (it is "
                                    "part of --loss cross-entropy)");
+            }
+            if (!dp_act_trainable((dp_act)v)) {
+                DP_FAIL(DP_EINVAL, "--activation %s: its gradient is zero almost everywhere, so "
+                                   "the network cannot be trained", optarg);
             }
             o->hidden_act = (dp_act)v;
             break;
@@ -369,8 +379,9 @@ static void config_free(config_ctx *cx, char **argv)
     free(argv);
 }
 
-/* "784,256,128,10" -> sizes; hidden layers get act, the output identity (losses fuse it). */
-static int parse_layers(const char *spec, dp_act act, dp_model_cfg *mc)
+/* "784,256,128,10" -> sizes; hidden layers get act, the output layer the activation the
+ * loss needs (identity where the loss fuses softmax or sigmoid). */
+static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg *mc)
 {
     int n = 0;
     const char *p = spec;
@@ -394,7 +405,7 @@ static int parse_layers(const char *spec, dp_act act, dp_model_cfg *mc)
     }
     mc->n_layers = n - 1;
     for (int i = 0; i < mc->n_layers; i++) {
-        mc->act[i] = (i == mc->n_layers - 1) ? DP_ACT_IDENTITY : act;
+        mc->act[i] = (i == mc->n_layers - 1) ? dp_loss_output_act(loss) : act;
     }
     return DP_OK;
 }
@@ -518,7 +529,7 @@ int dp_cmd_train(int argc, char **argv)
         rc = parse_args(argc, argv, &o, true);
     }
     if (rc == DP_OK && !o.help) {
-        rc = parse_layers(o.layers, o.hidden_act, &mc);
+        rc = parse_layers(o.layers, o.hidden_act, o.tc.loss, &mc);
     }
     if (rc != DP_OK || o.help) {
         if (root) {

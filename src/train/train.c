@@ -71,26 +71,44 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
                       "--layers: the model takes %d inputs but /train/x has %d features per row",
                       mc->sizes[0], tr->n_features);
     }
-    if (cfg->loss == DP_LOSS_CROSS_ENTROPY) {
-        if (!tr->labels) {
-            return dp_err(DP_EINVAL, "--loss cross-entropy needs integer class labels, but "
-                                     "/train/y holds float regression targets (use --loss mse)");
-        }
-        if (k != d->n_classes) {
-            return dp_err(DP_EINVAL, "--layers: the model has %d outputs but the data has %d "
-                                     "classes", k, d->n_classes);
-        }
-    } else if (cfg->loss == DP_LOSS_MSE) {
-        if (!tr->values) {
-            return dp_err(DP_EINVAL, "--loss mse needs float targets, but /train/y holds "
-                                     "integer class labels (use --loss cross-entropy)");
-        }
-        if (k != tr->n_targets) {
-            return dp_err(DP_EINVAL, "--layers: the model has %d outputs but /train/y has %d "
-                                     "targets per row", k, tr->n_targets);
-        }
-    } else {
+    const dp_loss l = cfg->loss;
+    if (l < 0 || l >= DP_LOSS_COUNT) {
         return dp_err(DP_EINVAL, "unknown loss");
+    }
+    const char *ln = dp_loss_name(l);
+    if (dp_loss_needs_labels(l) && !tr->labels) {
+        return dp_err(DP_EINVAL, "--loss %s needs integer class labels, but /train/y holds "
+                                 "float targets (use mse, rmse, mae or categorical-cross-"
+                                 "entropy)", ln);
+    }
+    if (dp_loss_needs_values(l) && !tr->values) {
+        return dp_err(DP_EINVAL, "--loss %s needs float targets, but /train/y holds integer "
+                                 "class labels (use cross-entropy)", ln);
+    }
+    if (tr->labels && dp_loss_needs_labels(l) && k != d->n_classes) {
+        return dp_err(DP_EINVAL, "--layers: the model has %d outputs but the data has %d "
+                                 "classes", k, d->n_classes);
+    }
+    bool bce = !dp_loss_needs_labels(l) && !dp_loss_needs_values(l);
+    if (bce && tr->labels && (k != 1 || d->n_classes != 2)) {
+        return dp_err(DP_EINVAL, "--loss %s on integer labels needs 0/1 labels (2 classes, the "
+                                 "data has %d) and a model with 1 output (it has %d)", ln,
+                      d->n_classes, k);
+    }
+    if (tr->values && k != tr->n_targets) {
+        return dp_err(DP_EINVAL, "--layers: the model has %d outputs but /train/y has %d "
+                                 "targets per row", k, tr->n_targets);
+    }
+    for (int i = 0; i < mc->n_layers; i++) {
+        if (!dp_act_trainable(mc->act[i])) {
+            return dp_err(DP_EINVAL, "layer %d has activation %s, whose gradient is zero "
+                                     "almost everywhere: it cannot be trained", i + 1,
+                          dp_act_name(mc->act[i]));
+        }
+    }
+    if (mc->act[mc->n_layers - 1] != dp_loss_output_act(l)) {
+        return dp_err(DP_EINVAL, "--loss %s needs a %s output layer", ln,
+                      dp_act_name(dp_loss_output_act(l)));
     }
     if (cfg->epochs < 0) {
         return dp_err(DP_EINVAL, "--epochs %d: must be >= 0", cfg->epochs);
@@ -152,8 +170,6 @@ int dp_train_sync_params(dp_model *m, const dp_comm *c)
     return dp_comm_bcast_f32(c, dp_model_params(m), dp_model_n_params(m), 0);
 }
 
-static bool is_classification(dp_loss l) { return l == DP_LOSS_CROSS_ENTROPY; }
-
 int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows, size_t n_rows,
                 int eval_batch, const dp_comm *c, dp_eval_result *out)
 {
@@ -193,8 +209,8 @@ done:
     }
     if (rc == DP_OK) {
         out->n = n;
-        out->loss = n ? sums[0] / (double)n : NAN;
-        out->accuracy = (n && is_classification(loss)) ? sums[1] / (double)n : NAN;
+        out->loss = dp_loss_report(loss, sums[0], n);
+        out->accuracy = (n && dp_loss_has_accuracy(loss)) ? sums[1] / (double)n : NAN;
     }
     free(idx);
     free(x);
@@ -406,6 +422,14 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             loss_sum += group_loss;
             correct_sum += grads[n_params + TAIL_CORRECT];
             seen += group;
+            if (cfg->loss == DP_LOSS_RMSE) {
+                /* The gradient is that of the mean squared error m; d sqrt(m) = dm/(2 sqrt m). */
+                double rmse = dp_loss_report(DP_LOSS_RMSE, group_loss, group);
+                float f = rmse > 0.0 ? (float)(0.5 / rmse) : 0.0f;
+                for (size_t i = 0; i < n_params; i++) {
+                    grads[i] *= f;
+                }
+            }
             if (cfg->clip_norm > 0.0f) {
                 clip_global_norm(grads, n_params, cfg->clip_norm);
             }
@@ -420,10 +444,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
         res->epochs_done = epoch + 1;
         res->steps_done = step;
         res->train.n = seen;
-        res->train.loss = loss_sum / (double)seen;
-        res->train.accuracy = tr->labels && is_classification(cfg->loss)
-                                  ? correct_sum / (double)seen
-                                  : NAN;
+        /* For rmse: the root of the epoch's mean squared error, not a mean of roots. */
+        res->train.loss = dp_loss_report(cfg->loss, loss_sum, seen);
+        res->train.accuracy = dp_loss_has_accuracy(cfg->loss) ? correct_sum / (double)seen : NAN;
         if (s.n_val > 0 && (rc = dp_evaluate(m, cfg->loss, tr, s.val, s.n_val, cfg->eval_batch,
                                              c, &res->val)) != DP_OK) {
             goto out;
