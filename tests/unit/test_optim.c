@@ -1,7 +1,9 @@
 /* test_optim.c: unit tests of dp_sgd_step against torch.optim.SGD's documented rule, worked
- * by hand, and of the learning-rate schedules. */
+ * by hand, and of the learning-rate schedules (expected values worked by hand from the
+ * torch.optim.lr_scheduler definitions). The other optimizers: test_optim2.c. */
 #include <criterion/criterion.h>
 
+#include "dptrain/err.h"
 #include "dptrain/optim.h"
 
 #include <math.h>
@@ -202,4 +204,188 @@ Test(optim_sched, names)
     cr_assert_eq(dp_sched_parse("cosine"), DP_SCHED_COSINE);
     cr_assert_eq(dp_sched_parse("linear"), -1);
     cr_assert_eq(dp_sched_parse(""), -1);
+}
+
+/* dp_sched_lr_at must agree with `want` to float precision (relative 1e-6). */
+#define expect_lr(s, step, spe, total, want)                                                  \
+    do {                                                                                       \
+        const double want_ = (want);                                                           \
+        const float got_ = dp_sched_lr_at((s), (step), (spe), (total));                       \
+        cr_assert(fabs(got_ - want_) <= 1e-6 * fabs(want_) + 1e-12,                            \
+                  "%s: lr at step %ld (steps/epoch %ld) = %.9g, want %.9g",                   \
+                  dp_sched_name((s)->kind), (long)(step), (long)(spe), got_, want_);           \
+    } while (0)
+
+Test(optim_sched, names_all)
+{
+    static const char *const want[DP_SCHED_COUNT] = {"constant", "cosine", "step", "multistep",
+                                                     "exponential"};
+    for (int s = 0; s < DP_SCHED_COUNT; s++) {
+        cr_assert_str_eq(dp_sched_name(s), want[s]);
+        cr_assert_eq(dp_sched_parse(want[s]), s);
+    }
+    cr_assert_eq(dp_sched_parse(NULL), -1);
+    cr_assert_str_eq(dp_sched_name(DP_SCHED_COUNT), "?");
+}
+
+Test(optim_sched, constant_and_cosine_match_the_old_interface)
+{
+    /* The new function with no warmup gives what dp_sched_lr gave (and still gives). */
+    dp_sched_cfg s = {.kind = DP_SCHED_CONSTANT, .base_lr = 0.05f};
+    const long steps[5] = {0, 1, 333, 999, 1000};
+    for (int i = 0; i < 5; i++) {
+        expect_lr(&s, steps[i], 7, 1000, 0.05f);
+    }
+    s.kind = DP_SCHED_COSINE;
+    s.base_lr = 0.2f;
+    /* Per step, not per epoch: steps_per_epoch must not matter. */
+    expect_lr(&s, 0, 7, 1000, 0.2f);
+    expect_lr(&s, 250, 7, 1000, 0.2f * (1.0 + sqrt(0.5)) / 2.0);
+    expect_lr(&s, 500, 7, 1000, 0.1f);
+    expect_lr(&s, 1000, 7, 1000, 0.0);
+    expect_lr(&s, 1001, 7, 1000, 0.0);
+    for (long k = 0; k <= 1000; k += 37) {
+        cr_assert_eq(dp_sched_lr_at(&s, k, 1, 1000), dp_sched_lr(DP_SCHED_COSINE, 0.2f, k, 1000),
+                     "step %ld", k);
+    }
+}
+
+Test(optim_sched, step)
+{
+    /* StepLR: lr gamma^floor(epoch / step_size); base 0.1, gamma 0.5, every 3 epochs,
+     * 10 steps per epoch. Steps 0..29 are epochs 0..2: 0.1; step 30 (epoch 3): 0.05;
+     * step 59 (epoch 5): 0.05; step 60 (epoch 6): 0.025; step 95 (epoch 9): 0.0125. */
+    dp_sched_cfg s = {.kind = DP_SCHED_STEP, .base_lr = 0.1f, .gamma = 0.5f, .step_size = 3};
+    cr_assert_eq(dp_sched_check(&s), DP_OK, "%s", dp_errmsg());
+    expect_lr(&s, 0, 10, 1000, 0.1f);
+    expect_lr(&s, 29, 10, 1000, 0.1f);
+    expect_lr(&s, 30, 10, 1000, 0.05f);
+    expect_lr(&s, 59, 10, 1000, 0.05f);
+    expect_lr(&s, 60, 10, 1000, 0.025f);
+    expect_lr(&s, 95, 10, 1000, 0.0125f);
+    /* steps_per_epoch 0 counts as 1: step 7 is epoch 7, floor(7 / 3) = 2 decays. */
+    expect_lr(&s, 7, 0, 1000, 0.025f);
+}
+
+Test(optim_sched, multistep)
+{
+    /* MultiStepLR: lr gamma^(number of milestones <= epoch); milestones {2, 5, 9}, gamma 0.1,
+     * base 1, 4 steps per epoch. Epochs 0-1 (steps 0-7): 1; epoch 2 (step 8): 0.1;
+     * epoch 4 (step 19): 0.1; epoch 5 (step 20): 0.01; epoch 8 (step 35): 0.01;
+     * epoch 9 (step 36): 0.001; epoch 100: 0.001. */
+    dp_sched_cfg s = {.kind = DP_SCHED_MULTISTEP, .base_lr = 1.0f, .gamma = 0.1f,
+                      .milestones = {2, 5, 9}, .n_milestones = 3};
+    cr_assert_eq(dp_sched_check(&s), DP_OK, "%s", dp_errmsg());
+    const double g = 0.1f; /* gamma as stored */
+    expect_lr(&s, 0, 4, 1000, 1.0);
+    expect_lr(&s, 7, 4, 1000, 1.0);
+    expect_lr(&s, 8, 4, 1000, g);
+    expect_lr(&s, 19, 4, 1000, g);
+    expect_lr(&s, 20, 4, 1000, g * g);
+    expect_lr(&s, 35, 4, 1000, g * g);
+    expect_lr(&s, 36, 4, 1000, g * g * g);
+    expect_lr(&s, 400, 4, 1000, g * g * g);
+}
+
+Test(optim_sched, exponential)
+{
+    /* ExponentialLR: lr gamma^epoch; base 0.5, gamma 0.9, 5 steps per epoch: steps 0-4:
+     * 0.5; step 5: 0.45; step 17 (epoch 3): 0.5 * 0.729 = 0.3645. */
+    dp_sched_cfg s = {.kind = DP_SCHED_EXPONENTIAL, .base_lr = 0.5f, .gamma = 0.9f};
+    cr_assert_eq(dp_sched_check(&s), DP_OK, "%s", dp_errmsg());
+    const double g = 0.9f;
+    expect_lr(&s, 0, 5, 1000, 0.5);
+    expect_lr(&s, 4, 5, 1000, 0.5);
+    expect_lr(&s, 5, 5, 1000, 0.5 * g);
+    expect_lr(&s, 17, 5, 1000, 0.5 * g * g * g);
+}
+
+Test(optim_sched, warmup)
+{
+    /* Constant 0.4 with 10 warmup steps from factor 0.1: lr (0.1 + 0.9 step / 10) for
+     * step < 10. Step 0: 0.04 (= lr start_factor); step 5: 0.4 * 0.55 = 0.22;
+     * step 9: 0.4 * 0.91 = 0.364; step 10 and after: 0.4. */
+    dp_sched_cfg s = {.kind = DP_SCHED_CONSTANT, .base_lr = 0.4f, .warmup_steps = 10,
+                      .warmup_start_factor = 0.1f};
+    cr_assert_eq(dp_sched_check(&s), DP_OK, "%s", dp_errmsg());
+    const double f = 0.1f, lr = 0.4f;
+    expect_lr(&s, 0, 3, 100, lr * f);
+    expect_lr(&s, 5, 3, 100, lr * (f + (1 - f) * 0.5));
+    expect_lr(&s, 9, 3, 100, lr * (f + (1 - f) * 0.9));
+    expect_lr(&s, 10, 3, 100, lr);
+    expect_lr(&s, 50, 3, 100, lr);
+    /* Strictly rising through the warmup. */
+    for (long k = 1; k <= 10; k++) {
+        cr_assert_gt(dp_sched_lr_at(&s, k, 3, 100), dp_sched_lr_at(&s, k - 1, 3, 100),
+                     "warmup fell at step %ld", k);
+    }
+}
+
+Test(optim_sched, warmup_composes)
+{
+    /* Cosine over 100 steps with 20 warmup steps from 0.25: the warmup factor multiplies the
+     * cosine value. Step 0: 0.25 lr; step 10: (0.25 + 0.75 * 0.5) lr (1 + cos(pi/10)) / 2;
+     * step 20: lr (1 + cos(pi/5)) / 2 exactly the cosine; step 100: 0. */
+    dp_sched_cfg s = {.kind = DP_SCHED_COSINE, .base_lr = 1.0f, .warmup_steps = 20,
+                      .warmup_start_factor = 0.25f};
+    const double pi = 3.14159265358979323846;
+    expect_lr(&s, 0, 1, 100, 0.25);
+    expect_lr(&s, 10, 1, 100, 0.625 * (1 + cos(pi / 10)) / 2);
+    expect_lr(&s, 20, 1, 100, (1 + cos(pi / 5)) / 2);
+    expect_lr(&s, 100, 1, 100, 0.0);
+    /* Step schedule (gamma 0.5 every epoch of 4 steps) under 6 warmup steps from 0.5:
+     * step 5 is epoch 1: 0.5 * (0.5 + 0.5 * 5/6) = 0.5 * 11/12; step 6: 0.5 exactly. */
+    s = (dp_sched_cfg){.kind = DP_SCHED_STEP, .base_lr = 1.0f, .gamma = 0.5f, .step_size = 1,
+                       .warmup_steps = 6, .warmup_start_factor = 0.5f};
+    expect_lr(&s, 0, 4, 100, 0.5);
+    expect_lr(&s, 5, 4, 100, 0.5 * 11.0 / 12.0);
+    expect_lr(&s, 6, 4, 100, 0.5);
+    expect_lr(&s, 8, 4, 100, 0.25);
+}
+
+/* dp_sched_check must fail with DP_EINVAL and a message containing msg. */
+static void expect_sched_reject(dp_sched_cfg s, const char *msg)
+{
+    dp_err_clear();
+    int rc = dp_sched_check(&s);
+    cr_assert_eq(rc, DP_EINVAL, "%s schedule accepted (rc %d), want '%s'",
+                 dp_sched_name(s.kind), rc, msg);
+    cr_assert(strstr(dp_errmsg(), msg) != NULL, "message '%s' lacks '%s'", dp_errmsg(), msg);
+}
+
+Test(optim_sched, check)
+{
+    const dp_sched_cfg ok = {.kind = DP_SCHED_CONSTANT, .base_lr = 0.1f};
+    cr_assert_eq(dp_sched_check(&ok), DP_OK, "%s", dp_errmsg());
+    /* warmup_start_factor is only checked with a warmup. */
+    dp_sched_cfg s = ok;
+    s.warmup_start_factor = 0.0f;
+    cr_assert_eq(dp_sched_check(&s), DP_OK, "%s", dp_errmsg());
+
+    s = ok, s.base_lr = 0.0f;
+    expect_sched_reject(s, "--lr 0");
+    s = ok, s.kind = DP_SCHED_COUNT;
+    expect_sched_reject(s, "--lr-schedule");
+    s = ok, s.kind = DP_SCHED_STEP, s.gamma = 0.5f, s.step_size = 0;
+    expect_sched_reject(s, "--step-size 0: must be >= 1");
+    s = ok, s.kind = DP_SCHED_STEP, s.step_size = 2, s.gamma = 0.0f;
+    expect_sched_reject(s, "--gamma 0: must be a positive number");
+    s = ok, s.kind = DP_SCHED_EXPONENTIAL, s.gamma = NAN;
+    expect_sched_reject(s, "--gamma nan");
+    s = ok, s.kind = DP_SCHED_MULTISTEP, s.gamma = 0.1f, s.n_milestones = 0;
+    expect_sched_reject(s, "--milestones: give 1 to 16 epochs (got 0)");
+    s.n_milestones = 17;
+    expect_sched_reject(s, "--milestones: give 1 to 16 epochs (got 17)");
+    s.n_milestones = 3, s.milestones[0] = 2, s.milestones[1] = 5, s.milestones[2] = 5;
+    expect_sched_reject(s, "--milestones: 5 after 5: must be strictly increasing");
+    s.milestones[0] = 0, s.milestones[2] = 9;
+    expect_sched_reject(s, "--milestones: epoch 0: must be >= 1");
+    s = ok, s.warmup_steps = -1;
+    expect_sched_reject(s, "--warmup-steps -1: must be >= 0");
+    s = ok, s.warmup_steps = 5, s.warmup_start_factor = 0.0f;
+    expect_sched_reject(s, "--warmup-start-factor 0: must be in (0, 1]");
+    s.warmup_start_factor = 1.5f;
+    expect_sched_reject(s, "--warmup-start-factor 1.5: must be in (0, 1]");
+    s.warmup_start_factor = 1.0f;
+    cr_assert_eq(dp_sched_check(&s), DP_OK, "%s", dp_errmsg());
 }
