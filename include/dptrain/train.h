@@ -16,8 +16,8 @@ typedef struct {
     size_t batch;     /* global batch in rows; 0 means the whole training set (full batch) */
     bool drop_last;   /* drop a last partial batch instead of training on it */
     uint64_t seed;    /* drives the per-epoch permutation */
-    dp_sgd_cfg sgd;
-    dp_sched sched;
+    dp_optim_cfg opt;  /* optimizer and its hyperparameters (opt.lr is the base rate) */
+    dp_sched_cfg sched; /* schedule; its base_lr is taken from opt.lr */
     int eval_batch;   /* rows per forward pass during evaluation, per rank */
     float val_fraction; /* hold out this fraction of /train (seeded, deterministic) for
                          * validation; 0 = none */

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <ini.h>
 #include <sched.h>
 #include <stdio.h>
@@ -21,8 +22,43 @@
 #define DPTRAIN_VERSION "dev"
 #endif
 
+/* Optimizer hyperparameter flags: the dp_optim_cfg field each sets and the optimizers it
+ * applies to. Values are applied over torch's defaults for the chosen optimizer once all
+ * options are read, so their order does not matter; a flag that does not apply is refused. */
+#define OPT_BIT(k) (1u << (k))
+#define ADAM_FAMILY (OPT_BIT(DP_OPT_ADAM) | OPT_BIT(DP_OPT_ADAMW) | OPT_BIT(DP_OPT_NADAM) | OPT_BIT(DP_OPT_ADAMAX))
+#define ALL_OPTIMS ((1u << DP_OPT_COUNT) - 1)
+static const struct {
+    const char *flag;
+    size_t offset;
+    unsigned optims;
+    const char *what;
+} hp_flags[] = {
+    {"lr", offsetof(dp_optim_cfg, lr), ALL_OPTIMS, "learning rate"},
+    {"weight-decay", offsetof(dp_optim_cfg, weight_decay), ALL_OPTIMS,
+     "L2 penalty (adamw: decoupled decay)"},
+    {"momentum", offsetof(dp_optim_cfg, momentum), OPT_BIT(DP_OPT_SGD) | OPT_BIT(DP_OPT_RMSPROP),
+     "momentum (sgd, rmsprop)"},
+    {"dampening", offsetof(dp_optim_cfg, dampening), OPT_BIT(DP_OPT_SGD), "momentum dampening (sgd)"},
+    {"alpha", offsetof(dp_optim_cfg, alpha), OPT_BIT(DP_OPT_RMSPROP), "smoothing constant (rmsprop)"},
+    {"rho", offsetof(dp_optim_cfg, rho), OPT_BIT(DP_OPT_ADADELTA), "running-average coefficient (adadelta)"},
+    {"lr-decay", offsetof(dp_optim_cfg, lr_decay), OPT_BIT(DP_OPT_ADAGRAD), "learning-rate decay (adagrad)"},
+    {"initial-accumulator-value", offsetof(dp_optim_cfg, initial_accumulator_value),
+     OPT_BIT(DP_OPT_ADAGRAD), "start of the squared-gradient sum (adagrad)"},
+    {"beta1", offsetof(dp_optim_cfg, beta1), ADAM_FAMILY, "first betas coefficient (adam family)"},
+    {"beta2", offsetof(dp_optim_cfg, beta2), ADAM_FAMILY, "second betas coefficient (adam family)"},
+    {"eps", offsetof(dp_optim_cfg, eps), ALL_OPTIMS & ~OPT_BIT(DP_OPT_SGD), "term added for stability"},
+    {"momentum-decay", offsetof(dp_optim_cfg, momentum_decay), OPT_BIT(DP_OPT_NADAM),
+     "momentum decay (nadam)"},
+};
+#define N_HP (sizeof hp_flags / sizeof hp_flags[0])
+
 typedef struct {
     const char *data, *out, *layers;
+    dp_optim_kind optim;
+    const char *hp_val[N_HP]; /* hyperparameter values given, or NULL */
+    bool nesterov, centered, amsgrad;
+    const char *milestones;
     dp_act hidden_act;
     dp_init init;
     dp_train_cfg tc;
@@ -41,10 +77,29 @@ static void defaults(train_opts *o)
     o->tc.epochs = 10;
     o->tc.batch = 128;
     o->tc.seed = 1;
-    o->tc.sgd = (dp_sgd_cfg){.lr = 0.05f, .momentum = 0.9f};
-    o->tc.sched = DP_SCHED_COSINE;
+    o->optim = DP_OPT_SGD;
+    dp_optim_defaults(o->optim, &o->tc.opt);
+    o->tc.sched = (dp_sched_cfg){.kind = DP_SCHED_COSINE, .gamma = 0.1f, .step_size = 30,
+                                 .warmup_start_factor = 1.0f / 3.0f};
     o->tc.eval_batch = 1000;
     o->tc.accumulate = 1;
+}
+
+/* The defaults of every optimizer, one line each, from dp_optim_defaults. */
+static void help_optim_defaults(FILE *f)
+{
+    fprintf(f, "\noptimizer defaults (torch.optim):\n");
+    for (int k = 0; k < DP_OPT_COUNT; k++) {
+        dp_optim_cfg c;
+        dp_optim_defaults((dp_optim_kind)k, &c);
+        fprintf(f, "  %-9s", dp_optim_name((dp_optim_kind)k));
+        for (size_t i = 0; i < N_HP; i++) {
+            if (hp_flags[i].optims & OPT_BIT(k)) {
+                fprintf(f, " %s %g", hp_flags[i].flag, *(const float *)((const char *)&c + hp_flags[i].offset));
+            }
+        }
+        fprintf(f, "\n");
+    }
 }
 
 static void help(FILE *f)
@@ -71,14 +126,24 @@ static void help(FILE *f)
 "                      sigmoid output layer); mse, rmse, mae                    [%s]\n"
 "  --init NAME         weights: he-normal, he-uniform, xavier-normal,\n"
 "                      xavier-uniform, zero (biases start at 0)                 [%s]\n"
-"optimization:\n"
-"  --optimizer NAME    sgd (with --momentum/--nesterov)                        [sgd]\n"
-"  --lr X              learning rate                                            [%g]\n"
-"  --momentum X        momentum, 0 for plain SGD                                [%g]\n"
-"  --nesterov          Nesterov momentum                                        [off]\n"
-"  --dampening X       momentum dampening (torch.optim.SGD)                     [%g]\n"
-"  --weight-decay X    L2 penalty added to the gradient                         [%g]\n"
-"  --lr-schedule NAME  constant, or cosine (decays to 0 over the run)           [%s]\n"
+"optimization (hyperparameter names and defaults are torch.optim's; see below):\n"
+"  --optimizer NAME    sgd, adagrad, rmsprop, adadelta, adam, adamw, nadam, adamax [sgd]\n"
+"  --lr X --weight-decay X --momentum X --dampening X --alpha X --rho X\n"
+"  --lr-decay X --initial-accumulator-value X --beta1 X --beta2 X --eps X\n"
+"  --momentum-decay X  each applies only to the optimizers that have it\n"
+"  --nesterov          Nesterov momentum (sgd)\n"
+"  --centered          centered RMSprop (rmsprop)\n"
+"  --amsgrad           AMSGrad variant (adam, adamw)\n"
+"  --lr-schedule NAME  constant; cosine (per step, to 0 at the end); step\n"
+"                      (x gamma every --step-size epochs); multistep (x gamma at\n"
+"                      each of --milestones E1,E2,..); exponential (x gamma per\n"
+"                      epoch)                                                   [%s]\n"
+"  --gamma X           decay factor of step, multistep, exponential            [%g]\n"
+"  --step-size N       epochs between decays (step)                            [%d]\n"
+"  --milestones LIST   epochs at which to decay (multistep), e.g. 30,60\n"
+"  --warmup-steps N    linear warmup over the first N steps, from\n"
+"                      lr x --warmup-start-factor (Goyal et al.); 0 = off       [0]\n"
+"  --warmup-start-factor X                                                      [%.4g]\n"
 "  --batch N|full      global batch size, split over the ranks                  [%zu]\n"
 "  --drop-last         drop a last partial batch (default: train on it)\n"
 "  --epochs N          passes over the training set                             [%d]\n"
@@ -106,17 +171,19 @@ static void help(FILE *f)
 "exit status: 0 done, 1 run-time error (data, I/O, MPI), 2 usage error,\n"
 "             4 training diverged (loss became NaN or infinite).\n",
             dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), dp_init_name(d.init),
-            d.tc.sgd.lr, d.tc.sgd.momentum, d.tc.sgd.dampening, d.tc.sgd.weight_decay,
-            dp_sched_name(d.tc.sched), d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
+            dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
+            d.tc.sched.warmup_start_factor, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
             d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
             d.out, d.tc.eval_batch);
 }
 
 enum {
-    OPT_DATA = 256, OPT_LAYERS, OPT_ACT, OPT_LOSS, OPT_INIT, OPT_OPTIM, OPT_LR, OPT_MOMENTUM,
-    OPT_NESTEROV, OPT_DAMPENING, OPT_WD, OPT_SCHED, OPT_BATCH, OPT_DROP_LAST, OPT_EPOCHS,
+    OPT_DATA = 256, OPT_LAYERS, OPT_ACT, OPT_LOSS, OPT_INIT, OPT_OPTIM,
+    OPT_NESTEROV, OPT_SCHED, OPT_BATCH, OPT_DROP_LAST, OPT_EPOCHS,
     OPT_SEED, OPT_OUT, OPT_EVAL_BATCH, OPT_THREADS, OPT_QUIET, OPT_ACCUM, OPT_CLIP, OPT_VALF,
-    OPT_PATIENCE, OPT_MIN_DELTA, OPT_CONFIG,
+    OPT_PATIENCE, OPT_MIN_DELTA, OPT_CONFIG, OPT_CENTERED, OPT_AMSGRAD, OPT_GAMMA, OPT_STEP_SIZE,
+    OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR,
+    OPT_HP = 512, /* + index into hp_flags */
 };
 
 static int parse_enum(const char *opt, const char *s, int (*parse)(const char *), int *out)
@@ -129,20 +196,59 @@ static int parse_enum(const char *opt, const char *s, int (*parse)(const char *)
     return DP_OK;
 }
 
+/* Applies the optimizer's torch defaults, then the hyperparameters given (refusing those
+ * that do not apply), then the switches; parses --milestones. */
+static int finish_optim(train_opts *o)
+{
+    int rc = DP_OK;
+    dp_optim_cfg *c = &o->tc.opt;
+    const char *name = dp_optim_name(o->optim);
+    dp_optim_defaults(o->optim, c);
+    for (size_t i = 0; i < N_HP; i++) {
+        char opt[64];
+        if (!o->hp_val[i]) {
+            continue;
+        }
+        snprintf(opt, sizeof opt, "--%s", hp_flags[i].flag);
+        if (!(hp_flags[i].optims & OPT_BIT(o->optim))) {
+            DP_FAIL(DP_EINVAL, "%s does not apply to --optimizer %s", opt, name);
+        }
+        DP_TRY(dp_cli_float(opt, o->hp_val[i], -1e30, 1e30,
+                            (float *)((char *)c + hp_flags[i].offset)));
+    }
+    c->nesterov = o->nesterov;
+    c->centered = o->centered;
+    c->amsgrad = o->amsgrad;
+    if (o->milestones) {
+        dp_sched_cfg *sc = &o->tc.sched;
+        const char *p = o->milestones;
+        sc->n_milestones = 0;
+        while (*p) {
+            char *end = NULL;
+            long v = strtol(p, &end, 10);
+            if (end == p || (*end && *end != ',') || v < 1 || v > 1000000 ||
+                sc->n_milestones == DP_SCHED_MAX_MILESTONES) {
+                DP_FAIL(DP_EINVAL, "--milestones '%s': give up to %d epochs separated by commas, "
+                                   "e.g. 30,60", o->milestones, DP_SCHED_MAX_MILESTONES);
+            }
+            sc->milestones[sc->n_milestones++] = (int)v;
+            p = *end ? end + 1 : end;
+        }
+    }
+done:
+    return rc;
+}
+
 static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
 {
-    static const struct option longopts[] = {
+    static const struct option base_opts[] = {
         {"data", required_argument, 0, OPT_DATA},
         {"layers", required_argument, 0, OPT_LAYERS},
         {"activation", required_argument, 0, OPT_ACT},
         {"loss", required_argument, 0, OPT_LOSS},
         {"init", required_argument, 0, OPT_INIT},
         {"optimizer", required_argument, 0, OPT_OPTIM},
-        {"lr", required_argument, 0, OPT_LR},
-        {"momentum", required_argument, 0, OPT_MOMENTUM},
         {"nesterov", no_argument, 0, OPT_NESTEROV},
-        {"dampening", required_argument, 0, OPT_DAMPENING},
-        {"weight-decay", required_argument, 0, OPT_WD},
         {"lr-schedule", required_argument, 0, OPT_SCHED},
         {"batch", required_argument, 0, OPT_BATCH},
         {"drop-last", no_argument, 0, OPT_DROP_LAST},
@@ -158,9 +264,23 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"patience", required_argument, 0, OPT_PATIENCE},
         {"min-delta", required_argument, 0, OPT_MIN_DELTA},
         {"config", required_argument, 0, OPT_CONFIG},
+        {"centered", no_argument, 0, OPT_CENTERED},
+        {"amsgrad", no_argument, 0, OPT_AMSGRAD},
+        {"gamma", required_argument, 0, OPT_GAMMA},
+        {"step-size", required_argument, 0, OPT_STEP_SIZE},
+        {"milestones", required_argument, 0, OPT_MILESTONES},
+        {"warmup-steps", required_argument, 0, OPT_WARMUP},
+        {"warmup-start-factor", required_argument, 0, OPT_WARMUP_FACTOR},
         {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
     };
+    const size_t n_base = sizeof base_opts / sizeof base_opts[0];
+    struct option longopts[sizeof base_opts / sizeof base_opts[0] + N_HP + 1];
+    memcpy(longopts, base_opts, sizeof base_opts);
+    for (size_t i = 0; i < N_HP; i++) {
+        longopts[n_base + i] = (struct option){hp_flags[i].flag, required_argument, 0,
+                                               OPT_HP + (int)i};
+    }
+    longopts[n_base + N_HP] = (struct option){0, 0, 0, 0};
     int rc = DP_OK, c, v = 0;
     long l = 0;
     opterr = 0; /* we print our own message, once, from rank 0 */
@@ -183,23 +303,16 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
             break;
         case OPT_LOSS: DP_TRY(parse_enum("--loss", optarg, dp_loss_parse, &v)); o->tc.loss = v; break;
         case OPT_INIT: DP_TRY(parse_enum("--init", optarg, dp_init_parse, &v)); o->init = v; break;
-        case OPT_OPTIM:
-            if (strcmp(optarg, "sgd") != 0) {
-                DP_FAIL(DP_EINVAL, "--optimizer: unknown value '%s' (available: sgd)", optarg);
-            }
-            break;
-        case OPT_LR: DP_TRY(dp_cli_float("--lr", optarg, 1e-30, 1e6, &o->tc.sgd.lr)); break;
-        case OPT_MOMENTUM:
-            DP_TRY(dp_cli_float("--momentum", optarg, 0.0, 0.999999, &o->tc.sgd.momentum));
-            break;
-        case OPT_NESTEROV: o->tc.sgd.nesterov = true; break;
-        case OPT_DAMPENING:
-            DP_TRY(dp_cli_float("--dampening", optarg, 0.0, 1.0, &o->tc.sgd.dampening));
-            break;
-        case OPT_WD:
-            DP_TRY(dp_cli_float("--weight-decay", optarg, 0.0, 1e3, &o->tc.sgd.weight_decay));
-            break;
-        case OPT_SCHED: DP_TRY(parse_enum("--lr-schedule", optarg, dp_sched_parse, &v)); o->tc.sched = v; break;
+        case OPT_OPTIM: DP_TRY(parse_enum("--optimizer", optarg, dp_optim_parse, &v)); o->optim = v; break;
+        case OPT_NESTEROV: o->nesterov = true; break;
+        case OPT_CENTERED: o->centered = true; break;
+        case OPT_AMSGRAD: o->amsgrad = true; break;
+        case OPT_SCHED: DP_TRY(parse_enum("--lr-schedule", optarg, dp_sched_parse, &v)); o->tc.sched.kind = v; break;
+        case OPT_GAMMA: DP_TRY(dp_cli_float("--gamma", optarg, 0.0, 1e6, &o->tc.sched.gamma)); break;
+        case OPT_STEP_SIZE: DP_TRY(dp_cli_int("--step-size", optarg, 1, 1000000, &l)); o->tc.sched.step_size = (int)l; break;
+        case OPT_MILESTONES: o->milestones = optarg; break;
+        case OPT_WARMUP: DP_TRY(dp_cli_int("--warmup-steps", optarg, 0, 1L << 40, &l)); o->tc.sched.warmup_steps = l; break;
+        case OPT_WARMUP_FACTOR: DP_TRY(dp_cli_float("--warmup-start-factor", optarg, 0.0, 1.0, &o->tc.sched.warmup_start_factor)); break;
         case OPT_BATCH:
             if (strcmp(optarg, "full") == 0) {
                 o->tc.batch = 0;
@@ -223,9 +336,15 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         case OPT_MIN_DELTA: DP_TRY(dp_cli_float("--min-delta", optarg, 0.0, 1e30, &o->tc.min_delta)); break;
         case 'h': o->help = true; break;
         case ':': DP_FAIL(DP_EINVAL, "option '%s' needs a value", argv[optind - 1]);
-        default: DP_FAIL(DP_EINVAL, "unknown option '%s' (see dptrain train --help)", argv[optind - 1]);
+        default:
+            if (c >= OPT_HP && c < OPT_HP + (int)N_HP) {
+                o->hp_val[c - OPT_HP] = optarg;
+                break;
+            }
+            DP_FAIL(DP_EINVAL, "unknown option '%s' (see dptrain train --help)", argv[optind - 1]);
         }
     }
+    DP_TRY(finish_optim(o));
     if (optind < argc) {
         DP_FAIL(DP_EINVAL, "unexpected argument '%s' (see dptrain train --help)", argv[optind]);
     }
@@ -255,7 +374,7 @@ typedef struct {
 
 static int is_flag_option(const char *key)
 {
-    static const char *const flags[] = {"nesterov", "drop-last", "quiet"};
+    static const char *const flags[] = {"nesterov", "centered", "amsgrad", "drop-last", "quiet"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (strcmp(flags[i], key) == 0) {
             return 1;
@@ -442,16 +561,36 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
                  mc->sizes[i]);
     }
     const dp_train_cfg *t = &o->tc;
+    const dp_sched_cfg *sc = &t->sched;
+    char hp[1024] = "", ms[DP_SCHED_MAX_MILESTONES * 12] = "";
+    for (size_t i = 0; i < N_HP; i++) {
+        if (hp_flags[i].optims & OPT_BIT(o->optim)) {
+            char key[64];
+            snprintf(key, sizeof key, "%s", hp_flags[i].flag);
+            for (char *p = key; *p; p++) {
+                *p = *p == '-' ? '_' : *p;
+            }
+            snprintf(hp + strlen(hp), sizeof hp - strlen(hp), "\"%s\":%g,", key,
+                     *(const float *)((const char *)&t->opt + hp_flags[i].offset));
+        }
+    }
+    for (int i = 0; i < sc->n_milestones; i++) {
+        snprintf(ms + strlen(ms), sizeof ms - strlen(ms), "%s%d", i ? "," : "", sc->milestones[i]);
+    }
     snprintf(buf, cap,
              "{\"version\":\"%s\",\"data\":\"%s\",\"layers\":[%s],\"activation\":\"%s\","
-             "\"loss\":\"%s\",\"init\":\"%s\",\"optimizer\":\"sgd\",\"lr\":%g,\"momentum\":%g,"
-             "\"nesterov\":%s,\"dampening\":%g,\"weight_decay\":%g,\"lr_schedule\":\"%s\","
+             "\"loss\":\"%s\",\"init\":\"%s\",\"optimizer\":\"%s\",%s\"nesterov\":%s,"
+             "\"centered\":%s,\"amsgrad\":%s,\"lr_schedule\":\"%s\",\"gamma\":%g,"
+             "\"step_size\":%d,\"milestones\":[%s],\"warmup_steps\":%ld,"
+             "\"warmup_start_factor\":%g,"
              "\"batch\":%zu,\"drop_last\":%s,\"epochs\":%d,\"seed\":%llu,\"eval_batch\":%d,"
              "\"accumulate\":%d,\"clip_norm\":%g,\"val_fraction\":%g,\"patience\":%d,"
              "\"min_delta\":%g,\"ranks\":%d,\"out\":\"%s\"}",
              DPTRAIN_VERSION, o->data, sizes, dp_act_name(o->hidden_act), dp_loss_name(t->loss),
-             dp_init_name(o->init), t->sgd.lr, t->sgd.momentum, t->sgd.nesterov ? "true" : "false",
-             t->sgd.dampening, t->sgd.weight_decay, dp_sched_name(t->sched), t->batch,
+             dp_init_name(o->init), dp_optim_name(o->optim), hp,
+             t->opt.nesterov ? "true" : "false", t->opt.centered ? "true" : "false",
+             t->opt.amsgrad ? "true" : "false", dp_sched_name(sc->kind), sc->gamma,
+             sc->step_size, ms, sc->warmup_steps, sc->warmup_start_factor, t->batch,
              t->drop_last ? "true" : "false", t->epochs, (unsigned long long)t->seed,
              t->eval_batch, t->accumulate, t->clip_norm, t->val_fraction, t->patience,
              t->min_delta, n_ranks, o->out);
@@ -535,6 +674,7 @@ int dp_cmd_train(int argc, char **argv)
         if (root) {
             if (o.help && rc == DP_OK) {
                 help(stdout);
+                help_optim_defaults(stdout);
             } else {
                 dp_cli_error(dp_errmsg());
             }

@@ -145,16 +145,13 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
     if (!(cfg->clip_norm >= 0.0f) || !isfinite(cfg->clip_norm)) {
         return dp_err(DP_EINVAL, "--clip-norm %g: must be >= 0", cfg->clip_norm);
     }
-    if (!(cfg->sgd.lr > 0.0f) || !isfinite(cfg->sgd.lr)) {
-        return dp_err(DP_EINVAL, "--lr %g: must be a positive number", cfg->sgd.lr);
+    int rc = dp_optim_check(&cfg->opt);
+    if (rc == DP_OK) {
+        dp_sched_cfg sc = cfg->sched;
+        sc.base_lr = cfg->opt.lr;
+        rc = dp_sched_check(&sc);
     }
-    if (cfg->sgd.momentum < 0.0f || cfg->sgd.momentum >= 1.0f) {
-        return dp_err(DP_EINVAL, "--momentum %g: must be in [0, 1)", cfg->sgd.momentum);
-    }
-    if (cfg->sgd.nesterov && cfg->sgd.momentum == 0.0f) {
-        return dp_err(DP_EINVAL, "--nesterov needs --momentum > 0");
-    }
-    return DP_OK;
+    return rc;
 }
 
 int dp_train_max_rows(const dp_train_cfg *cfg, const dp_dataset *d, int n_ranks)
@@ -280,7 +277,9 @@ typedef struct {
     size_t n_rows, n_val;   /* training rows, held-out rows */
     size_t *rows, *val;     /* file rows used for training / validation */
     size_t *perm, *order;   /* per-epoch permutation of [0, n_rows), and rows[perm[i]] */
-    float *x, *values, *mom, *best;
+    float *x, *values, *best;
+    float *slots[DP_OPTIM_MAX_SLOTS]; /* optimizer state, n_params floats each */
+    double scalar;                    /* optimizer scalar state (Nadam's mu_product) */
     int32_t *labels;
 } loop_state;
 
@@ -293,7 +292,9 @@ static void loop_free(loop_state *s)
     free(s->x);
     free(s->values);
     free(s->labels);
-    free(s->mom);
+    for (int i = 0; i < DP_OPTIM_MAX_SLOTS; i++) {
+        free(s->slots[i]);
+    }
     free(s->best);
 }
 
@@ -318,7 +319,11 @@ static int loop_alloc(loop_state *s, const dp_dataset *d)
     } else {
         DP_CALLOC(s->values, max_local * (size_t)mc->sizes[mc->n_layers]);
     }
-    DP_CALLOC(s->mom, n_params);
+    for (int i = 0; i < dp_optim_n_slots(&cfg->opt); i++) {
+        DP_CALLOC(s->slots[i], n_params);
+    }
+    dp_optim_init_slots(&cfg->opt, n_params, s->slots);
+    s->scalar = 1.0;
     if (cfg->patience > 0) {
         DP_CALLOC(s->best, n_params);
     }
@@ -361,7 +366,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     float *params = dp_model_params(m), *grads = dp_model_grads(m), *dout = dp_model_dout(m);
     loop_state s = {.cfg = cfg, .m = m, .tr = tr, .c = c};
     long step = 0;
-    float lr = cfg->sgd.lr;
+    float lr = cfg->opt.lr;
+    dp_sched_cfg sched = cfg->sched;
+    sched.base_lr = cfg->opt.lr;
     double best_val = INFINITY;
     int bad_epochs = 0;
     /* Test hook: the multi-rank tests prove that they notice unsummed gradients. */
@@ -433,11 +440,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             if (cfg->clip_norm > 0.0f) {
                 clip_global_norm(grads, n_params, cfg->clip_norm);
             }
-            lr = dp_sched_lr(cfg->sched, cfg->sgd.lr, step, total_steps);
-            dp_sgd_cfg sgd = cfg->sgd;
-            sgd.lr = lr;
+            lr = dp_sched_lr_at(&sched, step, steps_per_epoch, total_steps);
             step++;
-            dp_sgd_step(&sgd, step, n_params, params, grads, s.mom);
+            dp_optim_step(&cfg->opt, lr, step, n_params, params, grads, s.slots, &s.scalar);
         }
         double seconds = dp_comm_max_f64(c, dp_wtime() - t0);
         res->train_seconds += seconds;

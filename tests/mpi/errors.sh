@@ -33,7 +33,12 @@ expect_exit 4 "divergence stops the run" "became (NaN|infinite).*lower --lr" -- 
     run_np 2 train "${OK[@]}" --lr 1e6 --momentum 0 --out "$WORK/diverged"
 if [ -e "$WORK/diverged/model.h5" ]; then fail "a diverged run wrote a model"
 else pass "a diverged run writes no model"; fi
-expect_exit 0 "train --help lists options with defaults" "--lr X .*\[0.05\]" -- "$DPTRAIN" train --help
+expect_exit 0 "train --help lists options with defaults" "adam +lr 0.001 weight-decay 0 beta1 0.9 beta2 0.999" -- "$DPTRAIN" train --help
+expect_exit 2 "a hyperparameter of another optimizer" "--beta1 does not apply to --optimizer sgd" -- \
+    run_np 2 train "${OK[@]}" --beta1 0.8 --out "$WORK/r"
+expect_exit 2 "AMSGrad on SGD" "amsgrad" -- run_np 2 train "${OK[@]}" --amsgrad --out "$WORK/r"
+expect_exit 2 "out-of-range beta2" "beta2" -- run_np 2 train "${OK[@]}" --optimizer adam --beta2 1.5 --out "$WORK/r"
+expect_exit 2 "bad milestones" "--milestones '3,x'" -- run_np 2 train "${OK[@]}" --lr-schedule multistep --milestones 3,x --out "$WORK/r"
 expect_exit 2 "unknown command" "unknown command 'trian'" -- "$DPTRAIN" trian
 expect_exit 2 "convert without --out" "--out FILE.h5 is required" -- "$DPTRAIN" convert idx --dir /nonexistent
 expect_exit 1 "convert a missing IDX file" "/nonexistent" -- "$DPTRAIN" convert idx --dir /nonexistent --out "$WORK/x.h5"
