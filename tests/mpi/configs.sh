@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every ready config under launch/configs runs for a short time on 2 ranks and its training
+# Every ready config under launch/configs runs for 2 epochs on 2 ranks and its training
 # loss goes down (last epoch below first). Bad config files are refused with file:line.
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,7 +31,7 @@ for cfg in "$ROOT"/launch/configs/*.ini; do
         echo "skipped $name: no data for $want"; continue
     fi
     n_configs=$((n_configs + 1))
-    if ! run_np 2 train --config "$cfg" --data "$data" --epochs 3 --out "$WORK/$name" \
+    if ! run_np 2 train --config "$cfg" --data "$data" --epochs 2 --out "$WORK/$name" \
          --quiet >"$WORK/$name.log" 2>&1; then
         fail "$name: run failed: $(tail -3 "$WORK/$name.log")"; continue
     fi

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# compare_optimizers.sh: trains the Fashion-MNIST MLP once with each optimizer config
+# (launch/configs/optim_*.ini, 5 epochs each) and prints their test accuracies as a Markdown
+# table, also written to runs/compare_optimizers.md. Per-epoch curves: runs/optim_*/metrics.jsonl.
+#   NP=2 EPOCHS=5 launch/compare_optimizers.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NP=${NP:-2}
+EPOCHS=${EPOCHS:-5}
+DATA=datasets/fashion_mnist.h5
+launch/setup.sh >/dev/null
+launch/build.sh >/dev/null
+[ -s "$DATA" ] || build/dptrain convert idx --dir /usr/share/datasets/fashion-mnist --out "$DATA"
+MPI=(mpirun -np "$NP")
+[ "$(id -u)" = 0 ] && MPI+=(--allow-run-as-root)
+[ "$NP" -gt "$(nproc)" ] && MPI+=(--oversubscribe)
+field() { tail -1 "$1" | grep -o "\"$2\":[0-9.e+-]*" | cut -d: -f2; }
+{
+    echo "| optimizer | hyperparameters | train loss | test loss | test accuracy | seconds |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    for cfg in launch/configs/optim_*.ini; do
+        name=$(basename "$cfg" .ini); name=${name#optim_}
+        "${MPI[@]}" build/dptrain train --config "$cfg" --epochs "$EPOCHS" --quiet >/dev/null
+        m=runs/optim_$name/metrics.jsonl
+        hp=$(sed -n '/^\[optimizer\]/,/^\[/p' "$cfg" | grep -v '^\[\|^optimizer\|^lr-schedule\|^$' | tr '\n' ' ')
+        secs=$(awk -F'"seconds":' '{split($2,a,/[,}]/); s+=a[1]} END{printf "%.1f", s}' "$m")
+        printf '| %s | %s| %.4f | %.4f | %.4f | %s |\n' "$name" "$hp" "$(field "$m" train_loss)" \
+            "$(field "$m" test_loss)" "$(field "$m" test_accuracy)" "$secs"
+    done
+} | tee runs/compare_optimizers.md
+echo "(Fashion-MNIST, 784-256-128-10 ReLU, batch 128, cosine schedule, seed 1, $EPOCHS epochs, $NP ranks)"
