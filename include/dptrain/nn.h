@@ -144,7 +144,17 @@ void dp_dense_backward(dp_dense *l, float *dx, const float *dy, const float *x, 
 /* Fills w from init (fan_in = in, fan_out = out) and sets b to zero; stream from rng. */
 void dp_dense_init(dp_dense *l, dp_init init, uint64_t seed, int layer_index);
 
-/* The model: a stack of dense layers. Opaque. */
+/* The model: a stack of dense layers, each optionally followed by batch normalization of its
+ * pre-activation and by dropout on its output. Opaque.
+ *
+ * Layer i computes, in training mode (dp_model_forward_train):
+ *   u = x w^T + b                       dense product (B, out_i)
+ *   z = gamma * (u - mean) / sqrt(var + eps) + beta    if batchnorm[i]; else z = u
+ *   a = act_i(z)
+ *   y = a * mask / (1 - dropout[i])      if dropout[i] > 0; else y = a
+ * where mean and var (biased) are taken per feature over the whole global batch (every rank's
+ * rows), and mask is 0 or 1 per (sample, unit) from the counter-based RNG. In evaluation mode
+ * (dp_model_forward) there is no dropout and batch norm uses the running statistics. */
 typedef struct dp_model dp_model;
 
 typedef struct {
@@ -154,15 +164,32 @@ typedef struct {
     dp_init init;                    /* weight initializer; biases start at zero */
     uint64_t seed;                   /* initialization seed */
     int max_batch;                   /* most rows per forward/backward; buffers sized for it */
+    float dropout[DP_MAX_LAYERS];    /* inverted dropout on layer i's output (after its
+                                      * activation); 0 = none; in [0, 1); 0 on the last layer */
+    bool batchnorm[DP_MAX_LAYERS];   /* batch normalization of layer i's pre-activation (between
+                                      * the dense product and the activation), learnable gamma
+                                      * (init 1) and beta (init 0); not on the last layer */
+    float bn_momentum;               /* running-statistics momentum in (0, 1], torch's
+                                      * convention: running = (1 - m) running + m batch;
+                                      * 0 means the default 0.1 */
+    float bn_eps;                    /* > 0, added to the variance; 0 means the default 1e-5 */
 } dp_model_cfg;
 
-/* Builds the model, allocates every buffer and initializes the weights from cfg->seed. */
+#define DP_BN_MOMENTUM_DEFAULT 0.1f
+#define DP_BN_EPS_DEFAULT 1e-5f
+
+/* Builds the model, allocates every buffer and initializes the weights from cfg->seed.
+ * Entries of dropout/batchnorm beyond n_layers are ignored. */
 int dp_model_create(const dp_model_cfg *cfg, dp_model **out);
 void dp_model_free(dp_model **m); /* NULL-safe; sets *m = NULL */
 
+/* The config the model was built with, bn_momentum and bn_eps replaced by their defaults
+ * where 0 was given. */
 const dp_model_cfg *dp_model_config(const dp_model *m);
 size_t dp_model_n_params(const dp_model *m);
-float *dp_model_params(dp_model *m); /* flat array of n_params */
+/* Flat array of n_params. Per layer i, in order: w (out,in), b (out), then, if batchnorm[i],
+ * gamma (out) and beta (out). */
+float *dp_model_params(dp_model *m);
 /* Flat array of n_params, same layout as the parameters, followed by DP_GRAD_TAIL spare
  * floats: the trainer puts per-step sums there so that they ride the gradient allreduce. */
 float *dp_model_grads(dp_model *m);
@@ -170,12 +197,69 @@ float *dp_model_grads(dp_model *m);
 dp_dense *dp_model_layer(dp_model *m, int i);
 const dp_dense *dp_model_layer_const(const dp_model *m, int i);
 
-/* Runs B rows (B <= max_batch) of x (B, sizes[0]) through the model; returns the output
+/* State that is not a parameter (not trained, not allreduced, but saved with the model): the
+ * batch-norm running statistics, per batch-norm layer in layer order: running_mean (out)
+ * then running_var (out). Starts at mean 0, var 1. Every rank holds the same values (they
+ * are updated from globally reduced statistics). n_buffers is 0 without batch norm. */
+float *dp_model_buffers(dp_model *m);
+size_t dp_model_n_buffers(const dp_model *m);
+/* If layer i has batch norm, sets the non-NULL pointers to its gamma, beta (parameters),
+ * running_mean and running_var (buffers), each of out_i floats, and returns 1; otherwise
+ * sets them to NULL and returns 0. */
+int dp_model_bn_layer(const dp_model *m, int i, float **gamma, float **beta,
+                      float **running_mean, float **running_var);
+
+/* Runs B rows (B <= max_batch) of x (B, sizes[0]) through the model in evaluation mode (no
+ * dropout; batch norm with the running statistics); returns the output
  * (B, sizes[n_layers]) after the last layer's activation, valid until the next forward. */
 const float *dp_model_forward(dp_model *m, const float *x, int B);
+
+/* Sums buf[0..n) over every rank, in place (the trainer passes an MPI allreduce). Every rank
+ * must make the same calls in the same order, also a rank with B == 0 rows. Returns DP_OK or
+ * a dp status (having recorded a dp_err message). */
+typedef int (*dp_sum_fn)(void *ctx, double *buf, size_t n);
+
+typedef struct {
+    uint64_t seed;            /* dropout masks */
+    long step;                /* dropout masks: the optimizer step (plus micro-batch index if
+                               * accumulating, the trainer decides) */
+    const size_t *sample_ids; /* (B): global id of each row (its row in the dataset file);
+                               * may be NULL if B == 0 or no layer has dropout */
+    dp_sum_fn sum;            /* NULL: this process holds the whole batch */
+    void *sum_ctx;
+} dp_train_ctx;
+
+/* Tag of the dropout masks. Row r, unit j of layer i is kept iff
+ *   u = (dp_rng_hash(dp_rng_hash(seed ^ DP_RNG_TAG_DROPOUT, step),
+ *                    ((uint64_t)i << 56) ^ (sample_ids[r] * out_i + j)) >> 40) * 2^-24
+ * (that is dp_rng_uniform of dp_rng_make(seed ^ TAG, step) at that counter) is >= dropout[i];
+ * kept units are scaled by 1 / (1 - dropout[i]). The mask depends on the sample id, not the
+ * row position, so any split of the global batch over ranks gives the same masks. */
+#define DP_RNG_TAG_DROPOUT 0x44524f50ULL /* "DROP" */
+
+/* Training-mode forward of B rows (0 <= B <= max_batch): dropout masks keyed by
+ * (ctx->seed, ctx->step, layer, sample id, unit), batch norm with per-feature statistics
+ * over the whole global batch (sums of x and x^2 per feature in double, plus the row count,
+ * reduced with one ctx->sum call per batch-norm layer, in layer order), running statistics
+ * updated (unbiased variance for running_var, like torch). Returns the output as
+ * dp_model_forward. Returns NULL, with a dp_err message, if ctx->sum fails, if a batch-norm
+ * layer sees fewer than 2 rows in the global batch (the same on every rank), or on a bad
+ * argument (ctx NULL, B out of range, sample_ids NULL with B > 0 and dropout: caller bugs,
+ * checked before any sum). Collective over the ranks behind ctx->sum if the model has batch
+ * norm; Local otherwise. Allocates nothing. The model keeps the pointer ctx for the next
+ * dp_model_backward: the caller keeps *ctx alive (and unchanged) until then. */
+const float *dp_model_forward_train(dp_model *m, const float *x, int B, const dp_train_ctx *ctx);
+
 /* Backpropagates dout (B, outputs) = dL/d(output of the last forward) through the model;
- * x must be the input of that forward. Writes (or, if accumulate, adds) the gradients. */
-void dp_model_backward(dp_model *m, const float *x, const float *dout, int B, bool accumulate);
+ * x and B must be those of that forward. Writes (or, if accumulate, adds) the gradients.
+ * Uses the mode of the last forward: after dp_model_forward, the evaluation-mode derivative
+ * (batch norm as the fixed affine map of the running statistics); after
+ * dp_model_forward_train, the dropout masks and the training-mode batch-norm backward, whose
+ * per-feature global sums of dy and dy*xhat go through the ctx->sum of that forward (one
+ * call per batch-norm layer, last layer first; collective as the forward). Each rank's
+ * gradient is its rows' contribution: summed over ranks it is the gradient of the global
+ * loss. Returns DP_OK, or the status of a failed ctx->sum (message recorded). */
+int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, bool accumulate);
 /* A scratch buffer of (max_batch, outputs) floats for the caller's dL/d(output). */
 float *dp_model_dout(dp_model *m);
 

@@ -26,6 +26,10 @@ typedef struct {
     float min_delta;
     float clip_norm;  /* scale the gradient down to this global L2 norm; 0 = off */
     int accumulate;   /* micro-batches per optimizer step (gradient accumulation), >= 1 */
+    float plateau_factor;  /* reduce-on-plateau: multiply the lr by this when the watched loss
+                            * (validation, else training) has not improved by a relative 1e-4
+                            * (torch's default threshold) for plateau_patience epochs; 0 = off */
+    int plateau_patience;
     FILE *log;        /* one human-readable line per epoch, or NULL (set on rank 0 only) */
     FILE *metrics;    /* one JSON object per epoch, or NULL (set on rank 0 only) */
 } dp_train_cfg;

@@ -59,9 +59,19 @@ int dp_cmd_compare(int argc, char **argv)
     }
     for (int i = 0; i < ca->n_layers; i++) {
         const dp_dense *la = dp_model_layer_const(a, i), *lb = dp_model_layer_const(b, i);
-        const float *ta[2] = {la->w, la->b}, *tb[2] = {lb->w, lb->b};
-        size_t n[2] = {(size_t)la->out * la->in, (size_t)la->out};
-        for (int t = 0; t < 2; t++) {
+        static const char *const names[6] = {"weight", "bias", "bn_gamma", "bn_beta",
+                                             "bn_running_mean", "bn_running_var"};
+        float *ta[6] = {la->w, la->b}, *tb[6] = {lb->w, lb->b};
+        size_t n[6] = {(size_t)la->out * la->in, (size_t)la->out};
+        int n_t = 2, bn_a = dp_model_bn_layer(a, i, &ta[2], &ta[3], &ta[4], &ta[5]);
+        if (bn_a != dp_model_bn_layer(b, i, &tb[2], &tb[3], &tb[4], &tb[5])) {
+            DP_FAIL(DP_EINVAL, "compare: layer %d has batch normalization in only one file", i);
+        }
+        if (bn_a) {
+            n_t = 6;
+            n[2] = n[3] = n[4] = n[5] = (size_t)la->out;
+        }
+        for (int t = 0; t < n_t; t++) {
             double worst = 0.0;
             size_t bad = 0;
             for (size_t j = 0; j < n[t]; j++) {
@@ -69,8 +79,8 @@ int dp_cmd_compare(int argc, char **argv)
                 worst = diff > worst ? diff : worst;
                 bad += !(diff <= atol + rtol * fabs((double)tb[t][j]));
             }
-            printf("layers/%d/%-6s max |a-b| %.3e  %zu of %zu outside tolerance\n", i,
-                   t ? "bias" : "weight", worst, bad, n[t]);
+            printf("layers/%d/%-15s max |a-b| %.3e  %zu of %zu outside tolerance\n", i,
+                   names[t], worst, bad, n[t]);
             mismatched += bad > 0;
         }
     }

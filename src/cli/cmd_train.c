@@ -59,6 +59,9 @@ typedef struct {
     const char *hp_val[N_HP]; /* hyperparameter values given, or NULL */
     bool nesterov, centered, amsgrad;
     const char *milestones;
+    int lr_scaling; /* 0, or the base batch of the linear scaling rule */
+    const char *dropout, *batchnorm; /* per hidden layer: one value for all, or a list */
+    float bn_momentum, bn_eps;
     dp_act hidden_act;
     dp_init init;
     dp_train_cfg tc;
@@ -83,6 +86,9 @@ static void defaults(train_opts *o)
                                  .warmup_start_factor = 1.0f / 3.0f};
     o->tc.eval_batch = 1000;
     o->tc.accumulate = 1;
+    o->tc.plateau_patience = 10;
+    o->bn_momentum = 0.1f;
+    o->bn_eps = 1e-5f;
 }
 
 /* The defaults of every optimizer, one line each, from dp_optim_defaults. */
@@ -124,6 +130,12 @@ static void help(FILE *f)
 "                      binary-cross-entropy (on logits; targets in [0,1], or 0/1\n"
 "                      labels with 1 output); binary-cross-entropy-probs (adds a\n"
 "                      sigmoid output layer); mse, rmse, mae                    [%s]\n"
+"  --dropout P|LIST    inverted dropout after each hidden layer: one probability\n"
+"                      for all, or one per hidden layer (0.5,0.2); masks depend\n"
+"                      on (seed, step, layer, row), never on N               [0]\n"
+"  --batchnorm on|off|LIST  batch normalization before each hidden activation\n"
+"                      (statistics summed over all ranks); LIST: 1,0,..      [off]\n"
+"  --bn-momentum X --bn-eps X  running-statistics momentum and epsilon [0.1, 1e-5]\n"
 "  --init NAME         weights: he-normal, he-uniform, xavier-normal,\n"
 "                      xavier-uniform, zero (biases start at 0)                 [%s]\n"
 "optimization (hyperparameter names and defaults are torch.optim's; see below):\n"
@@ -144,6 +156,12 @@ static void help(FILE *f)
 "  --warmup-steps N    linear warmup over the first N steps, from\n"
 "                      lr x --warmup-start-factor (Goyal et al.); 0 = off       [0]\n"
 "  --warmup-start-factor X                                                      [%.4g]\n"
+"  --lr-scaling RULE   none, or linear[:BASE] (Goyal et al.): lr x global batch x\n"
+"                      accumulate / BASE (256 if not given)                    [none]\n"
+"  --plateau-factor F  reduce-on-plateau: lr x F after --plateau-patience epochs\n"
+"                      without improvement of the validation loss (training\n"
+"                      loss without --val-fraction); 0 = off                    [0]\n"
+"  --plateau-patience N                                                         [%d]\n"
 "  --batch N|full      global batch size, split over the ranks                  [%zu]\n"
 "  --drop-last         drop a last partial batch (default: train on it)\n"
 "  --epochs N          passes over the training set                             [%d]\n"
@@ -172,7 +190,7 @@ static void help(FILE *f)
 "             4 training diverged (loss became NaN or infinite).\n",
             dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), dp_init_name(d.init),
             dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
-            d.tc.sched.warmup_start_factor, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
+            d.tc.sched.warmup_start_factor, d.tc.plateau_patience, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
             d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
             d.out, d.tc.eval_batch);
 }
@@ -182,7 +200,8 @@ enum {
     OPT_NESTEROV, OPT_SCHED, OPT_BATCH, OPT_DROP_LAST, OPT_EPOCHS,
     OPT_SEED, OPT_OUT, OPT_EVAL_BATCH, OPT_THREADS, OPT_QUIET, OPT_ACCUM, OPT_CLIP, OPT_VALF,
     OPT_PATIENCE, OPT_MIN_DELTA, OPT_CONFIG, OPT_CENTERED, OPT_AMSGRAD, OPT_GAMMA, OPT_STEP_SIZE,
-    OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR,
+    OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
+    OPT_LR_SCALING, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -271,6 +290,13 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"milestones", required_argument, 0, OPT_MILESTONES},
         {"warmup-steps", required_argument, 0, OPT_WARMUP},
         {"warmup-start-factor", required_argument, 0, OPT_WARMUP_FACTOR},
+        {"plateau-factor", required_argument, 0, OPT_PLATEAU_FACTOR},
+        {"plateau-patience", required_argument, 0, OPT_PLATEAU_PATIENCE},
+        {"lr-scaling", required_argument, 0, OPT_LR_SCALING},
+        {"dropout", required_argument, 0, OPT_DROPOUT},
+        {"batchnorm", required_argument, 0, OPT_BATCHNORM},
+        {"bn-momentum", required_argument, 0, OPT_BN_MOMENTUM},
+        {"bn-eps", required_argument, 0, OPT_BN_EPS},
         {"help", no_argument, 0, 'h'},
     };
     const size_t n_base = sizeof base_opts / sizeof base_opts[0];
@@ -311,6 +337,27 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         case OPT_GAMMA: DP_TRY(dp_cli_float("--gamma", optarg, 0.0, 1e6, &o->tc.sched.gamma)); break;
         case OPT_STEP_SIZE: DP_TRY(dp_cli_int("--step-size", optarg, 1, 1000000, &l)); o->tc.sched.step_size = (int)l; break;
         case OPT_MILESTONES: o->milestones = optarg; break;
+        case OPT_DROPOUT: o->dropout = optarg; break;
+        case OPT_BATCHNORM: o->batchnorm = optarg; break;
+        case OPT_BN_MOMENTUM: DP_TRY(dp_cli_float("--bn-momentum", optarg, 0.0, 1.0, &o->bn_momentum)); break;
+        case OPT_BN_EPS: DP_TRY(dp_cli_float("--bn-eps", optarg, 1e-30, 1.0, &o->bn_eps)); break;
+        case OPT_PLATEAU_FACTOR: DP_TRY(dp_cli_float("--plateau-factor", optarg, 0.0, 0.999999, &o->tc.plateau_factor)); break;
+        case OPT_PLATEAU_PATIENCE: DP_TRY(dp_cli_int("--plateau-patience", optarg, 0, 1000000, &l)); o->tc.plateau_patience = (int)l; break;
+        case OPT_LR_SCALING:
+            if (strcmp(optarg, "none") == 0) {
+                o->lr_scaling = 0;
+            } else if (strncmp(optarg, "linear", 6) == 0 &&
+                       (optarg[6] == '\0' || optarg[6] == ':')) {
+                o->lr_scaling = 256;
+                if (optarg[6] == ':') {
+                    DP_TRY(dp_cli_int("--lr-scaling linear:BASE", optarg + 7, 1, 1L << 30, &l));
+                    o->lr_scaling = (int)l;
+                }
+            } else {
+                DP_FAIL(DP_EINVAL, "--lr-scaling: unknown value '%s' (none, linear or "
+                                   "linear:BASE_BATCH)", optarg);
+            }
+            break;
         case OPT_WARMUP: DP_TRY(dp_cli_int("--warmup-steps", optarg, 0, 1L << 40, &l)); o->tc.sched.warmup_steps = l; break;
         case OPT_WARMUP_FACTOR: DP_TRY(dp_cli_float("--warmup-start-factor", optarg, 0.0, 1.0, &o->tc.sched.warmup_start_factor)); break;
         case OPT_BATCH:
@@ -498,6 +545,73 @@ static void config_free(config_ctx *cx, char **argv)
     free(argv);
 }
 
+/* Per-hidden-layer values: "X" for every hidden layer or "X1,X2,..." one each. */
+static int parse_per_layer(const char *opt, const char *spec, int n_hidden, double lo, double hi,
+                           double *out)
+{
+    int n = 0;
+    const char *p = spec;
+    while (*p) {
+        char *end = NULL;
+        double v = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || !(v >= lo && v <= hi) || n == DP_MAX_LAYERS) {
+            return dp_err(DP_EINVAL, "%s '%s': give one value in [%g, %g], or one per hidden "
+                                     "layer separated by commas", opt, spec, lo, hi);
+        }
+        out[n++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 1) {
+        for (int i = 1; i < n_hidden; i++) {
+            out[i] = out[0];
+        }
+    } else if (n != n_hidden) {
+        return dp_err(DP_EINVAL, "%s '%s': %d values for %d hidden layers", opt, spec, n,
+                      n_hidden);
+    }
+    return DP_OK;
+}
+
+/* --dropout and --batchnorm into the model configuration (hidden layers only). */
+static int parse_regularizers(const train_opts *o, dp_model_cfg *mc)
+{
+    int rc = DP_OK, hidden = mc->n_layers - 1;
+    double v[DP_MAX_LAYERS] = {0};
+    if (o->dropout) {
+        if (hidden == 0) {
+            return dp_err(DP_EINVAL, "--dropout: the model has no hidden layer");
+        }
+        DP_TRY(parse_per_layer("--dropout", o->dropout, hidden, 0.0, 0.99, v));
+        for (int i = 0; i < hidden; i++) {
+            mc->dropout[i] = (float)v[i];
+        }
+    }
+    if (o->batchnorm && strcmp(o->batchnorm, "off") != 0) {
+        if (hidden == 0) {
+            return dp_err(DP_EINVAL, "--batchnorm: the model has no hidden layer");
+        }
+        if (strcmp(o->batchnorm, "on") == 0) {
+            v[0] = 1.0;
+            for (int i = 1; i < hidden; i++) {
+                v[i] = 1.0;
+            }
+        } else {
+            DP_TRY(parse_per_layer("--batchnorm", o->batchnorm, hidden, 0.0, 1.0, v));
+        }
+        for (int i = 0; i < hidden; i++) {
+            if (v[i] != 0.0 && v[i] != 1.0) {
+                return dp_err(DP_EINVAL, "--batchnorm '%s': use on, off, or 0/1 per hidden "
+                                         "layer", o->batchnorm);
+            }
+            mc->batchnorm[i] = v[i] == 1.0;
+        }
+    }
+    mc->bn_momentum = o->bn_momentum;
+    mc->bn_eps = o->bn_eps;
+done:
+    return rc;
+}
+
 /* "784,256,128,10" -> sizes; hidden layers get act, the output layer the activation the
  * loss needs (identity where the loss fuses softmax or sigmoid). */
 static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg *mc)
@@ -585,7 +699,9 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              "\"warmup_start_factor\":%g,"
              "\"batch\":%zu,\"drop_last\":%s,\"epochs\":%d,\"seed\":%llu,\"eval_batch\":%d,"
              "\"accumulate\":%d,\"clip_norm\":%g,\"val_fraction\":%g,\"patience\":%d,"
-             "\"min_delta\":%g,\"ranks\":%d,\"out\":\"%s\"}",
+             "\"min_delta\":%g,\"plateau_factor\":%g,\"plateau_patience\":%d,"
+             "\"dropout\":\"%s\",\"batchnorm\":\"%s\",\"bn_momentum\":%g,\"bn_eps\":%g,"
+             "\"ranks\":%d,\"out\":\"%s\"}",
              DPTRAIN_VERSION, o->data, sizes, dp_act_name(o->hidden_act), dp_loss_name(t->loss),
              dp_init_name(o->init), dp_optim_name(o->optim), hp,
              t->opt.nesterov ? "true" : "false", t->opt.centered ? "true" : "false",
@@ -593,7 +709,8 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              sc->step_size, ms, sc->warmup_steps, sc->warmup_start_factor, t->batch,
              t->drop_last ? "true" : "false", t->epochs, (unsigned long long)t->seed,
              t->eval_batch, t->accumulate, t->clip_norm, t->val_fraction, t->patience,
-             t->min_delta, n_ranks, o->out);
+             t->min_delta, t->plateau_factor, t->plateau_patience, o->dropout ? o->dropout : "0",
+             o->batchnorm ? o->batchnorm : "off", o->bn_momentum, o->bn_eps, n_ranks, o->out);
 }
 
 /* Threads per rank: the CPUs this rank may run on, shared by the ranks of the node. */
@@ -670,6 +787,9 @@ int dp_cmd_train(int argc, char **argv)
     if (rc == DP_OK && !o.help) {
         rc = parse_layers(o.layers, o.hidden_act, o.tc.loss, &mc);
     }
+    if (rc == DP_OK && !o.help) {
+        rc = parse_regularizers(&o, &mc);
+    }
     if (rc != DP_OK || o.help) {
         if (root) {
             if (o.help && rc == DP_OK) {
@@ -700,6 +820,17 @@ int dp_cmd_train(int argc, char **argv)
     rc = dp_dataset_load(o.data, &d);
     if ((status = agree(c, rc, "")) != DP_OK) {
         goto out;
+    }
+    if (o.lr_scaling > 0) {
+        /* Goyal et al.'s linear scaling rule: the rate grows with the rows per step. */
+        size_t n = d->train.n - dp_val_count(d->train.n, o.tc.val_fraction);
+        size_t B = (o.tc.batch == 0 || o.tc.batch > n) ? n : o.tc.batch;
+        double f = (double)B * o.tc.accumulate / o.lr_scaling;
+        if (root && !o.quiet) {
+            printf("lr scaling: %g x %zu rows per step / %d = %g\n", o.tc.opt.lr,
+                   B * (size_t)o.tc.accumulate, o.lr_scaling, o.tc.opt.lr * f);
+        }
+        o.tc.opt.lr = (float)(o.tc.opt.lr * f);
     }
     mc.init = o.init;
     mc.seed = o.tc.seed;

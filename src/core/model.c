@@ -1,10 +1,16 @@
-/* model.c: the MLP model: one flat parameter array, one flat gradient array, and the
- * per-layer activation buffers, all allocated at creation. */
+/* model.c: the MLP model: one flat parameter array, one flat gradient array, one flat array
+ * of batch-norm running statistics, and the per-layer activation, batch-norm and dropout
+ * buffers, all allocated at creation. Evaluation and training forward, and the backward of
+ * whichever ran last. Layouts: model_impl.h. */
 #include "model_impl.h"
 
 #include "dptrain/err.h"
+#include "dptrain/rng.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int check_cfg(const dp_model_cfg *c)
 {
@@ -28,6 +34,32 @@ static int check_cfg(const dp_model_cfg *c)
     if (c->max_batch < 1) {
         return dp_err(DP_EINVAL, "model: max_batch is %d (must be >= 1)", c->max_batch);
     }
+    const int last = c->n_layers - 1;
+    for (int i = 0; i < c->n_layers; i++) {
+        float p = c->dropout[i];
+        if (!(p >= 0.0f && p < 1.0f)) {
+            return dp_err(DP_EINVAL, "model: dropout of layer %d is %g (must be in [0, 1))", i,
+                          p);
+        }
+        if (i == last && p != 0.0f) {
+            return dp_err(DP_EINVAL,
+                          "model: dropout %g on layer %d, the output layer (dropout is only "
+                          "allowed on hidden layers)", p, i);
+        }
+        if (i == last && c->batchnorm[i]) {
+            return dp_err(DP_EINVAL,
+                          "model: batch norm on layer %d, the output layer (batch norm is only "
+                          "allowed on hidden layers)", i);
+        }
+    }
+    if (!(c->bn_momentum >= 0.0f && c->bn_momentum <= 1.0f)) {
+        return dp_err(DP_EINVAL, "model: batch-norm momentum %g (must be in (0, 1]; 0 means %g)",
+                      c->bn_momentum, DP_BN_MOMENTUM_DEFAULT);
+    }
+    if (!(c->bn_eps >= 0.0f && isfinite(c->bn_eps))) {
+        return dp_err(DP_EINVAL, "model: batch-norm eps %g (must be > 0; 0 means %g)",
+                      c->bn_eps, DP_BN_EPS_DEFAULT);
+    }
     return DP_OK;
 }
 
@@ -39,14 +71,28 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
     DP_TRY(check_cfg(cfg));
     DP_CALLOC(m, 1);
     m->cfg = *cfg;
+    if (m->cfg.bn_momentum == 0.0f) {
+        m->cfg.bn_momentum = DP_BN_MOMENTUM_DEFAULT;
+    }
+    if (m->cfg.bn_eps == 0.0f) {
+        m->cfg.bn_eps = DP_BN_EPS_DEFAULT;
+    }
     int L = cfg->n_layers, widest = cfg->sizes[0];
+    for (int i = L; i < DP_MAX_LAYERS; i++) { /* ignored entries: keep the copy clean */
+        m->cfg.dropout[i] = 0.0f;
+        m->cfg.batchnorm[i] = false;
+    }
     for (int i = 0; i < L; i++) {
-        m->n_params += (size_t)cfg->sizes[i + 1] * cfg->sizes[i] + cfg->sizes[i + 1];
+        size_t o = (size_t)cfg->sizes[i + 1];
+        m->n_params += o * cfg->sizes[i] + o + (cfg->batchnorm[i] ? 2 * o : 0);
+        m->n_buffers += cfg->batchnorm[i] ? 2 * o : 0;
         widest = cfg->sizes[i + 1] > widest ? cfg->sizes[i + 1] : widest;
     }
     DP_CALLOC(m->params, m->n_params);
     DP_CALLOC(m->grads, m->n_params + DP_GRAD_TAIL);
-    size_t off = 0, mb = (size_t)cfg->max_batch;
+    DP_CALLOC(m->buffers, m->n_buffers);
+    DP_CALLOC(m->red, 2 * (size_t)widest + 1);
+    size_t off = 0, boff = 0, mb = (size_t)cfg->max_batch;
     for (int i = 0; i < L; i++) {
         dp_dense *l = &m->layers[i];
         l->in = cfg->sizes[i];
@@ -61,6 +107,30 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
         DP_CALLOC(m->z[i], mb * l->out);
         DP_CALLOC(m->a[i], mb * l->out);
         dp_dense_init(l, cfg->init, cfg->seed, i);
+        if (cfg->batchnorm[i]) {
+            m->gamma[i] = m->params + off;
+            m->dgamma[i] = m->grads + off;
+            off += (size_t)l->out;
+            m->beta[i] = m->params + off;
+            m->dbeta[i] = m->grads + off;
+            off += (size_t)l->out;
+            m->run_mean[i] = m->buffers + boff;
+            boff += (size_t)l->out;
+            m->run_var[i] = m->buffers + boff;
+            boff += (size_t)l->out;
+            for (int j = 0; j < l->out; j++) {
+                m->gamma[i][j] = 1.0f;
+                m->beta[i][j] = 0.0f;
+                m->run_mean[i][j] = 0.0f;
+                m->run_var[i][j] = 1.0f;
+            }
+            DP_CALLOC(m->xhat[i], mb * l->out);
+            DP_CALLOC(m->invstd[i], l->out);
+        }
+        if (cfg->dropout[i] > 0.0f) {
+            DP_CALLOC(m->mask[i], mb * l->out);
+            DP_CALLOC(m->drop[i], mb * l->out);
+        }
     }
     DP_CALLOC(m->scratch[0], mb * widest);
     DP_CALLOC(m->scratch[1], mb * widest);
@@ -81,12 +151,18 @@ void dp_model_free(dp_model **pm)
     for (int i = 0; i < DP_MAX_LAYERS; i++) {
         free(m->z[i]);
         free(m->a[i]);
+        free(m->xhat[i]);
+        free(m->invstd[i]);
+        free(m->mask[i]);
+        free(m->drop[i]);
     }
     free(m->scratch[0]);
     free(m->scratch[1]);
     free(m->dout);
     free(m->params);
     free(m->grads);
+    free(m->buffers);
+    free(m->red);
     free(m);
     *pm = NULL;
 }
@@ -98,30 +174,254 @@ float *dp_model_grads(dp_model *m) { return m->grads; }
 dp_dense *dp_model_layer(dp_model *m, int i) { return &m->layers[i]; }
 const dp_dense *dp_model_layer_const(const dp_model *m, int i) { return &m->layers[i]; }
 float *dp_model_dout(dp_model *m) { return m->dout; }
+float *dp_model_buffers(dp_model *m) { return m->buffers; }
+size_t dp_model_n_buffers(const dp_model *m) { return m->n_buffers; }
+
+int dp_model_bn_layer(const dp_model *m, int i, float **gamma, float **beta,
+                      float **running_mean, float **running_var)
+{
+    bool has = i >= 0 && i < m->cfg.n_layers && m->cfg.batchnorm[i];
+    if (gamma) {
+        *gamma = has ? m->gamma[i] : NULL;
+    }
+    if (beta) {
+        *beta = has ? m->beta[i] : NULL;
+    }
+    if (running_mean) {
+        *running_mean = has ? m->run_mean[i] : NULL;
+    }
+    if (running_var) {
+        *running_var = has ? m->run_var[i] : NULL;
+    }
+    return has ? 1 : 0;
+}
+
+/* The input of layer i + 1 produced by layer i in the current mode. */
+static const float *layer_output(const dp_model *m, int i)
+{
+    return (m->training && m->drop[i]) ? m->drop[i] : m->a[i];
+}
+
+/* z (B,n) = gamma * xhat + beta, xhat = (u - mean) * invstd, where u is z on entry. */
+static void bn_apply(dp_model *m, int i, int B, const double *mean)
+{
+    int n = m->layers[i].out;
+    float *z = m->z[i], *xh = m->xhat[i];
+    const float *g = m->gamma[i], *be = m->beta[i], *is = m->invstd[i];
+    for (int r = 0; r < B; r++) {
+        for (int j = 0; j < n; j++) {
+            size_t k = (size_t)r * n + j;
+            xh[k] = (float)(((double)z[k] - mean[j]) * is[j]);
+            z[k] = g[j] * xh[k] + be[j];
+        }
+    }
+}
+
+/* Evaluation-mode batch norm of layer i: the running statistics. */
+static void bn_forward_eval(dp_model *m, int i, int B)
+{
+    int n = m->layers[i].out;
+    double *mean = m->red;
+    for (int j = 0; j < n; j++) {
+        mean[j] = m->run_mean[i][j];
+        m->invstd[i][j] = (float)(1.0 / sqrt((double)m->run_var[i][j] + m->cfg.bn_eps));
+    }
+    bn_apply(m, i, B, mean);
+}
+
+/* Copies the current error message (the sum's) into a dp_err naming what failed. */
+static int sum_failed(int rc, const char *what, int layer)
+{
+    char prev[512];
+    snprintf(prev, sizeof prev, "%s", dp_errmsg());
+    return dp_err(rc, "model: %s of layer %d: the sum across ranks failed: %s", what, layer,
+                  prev[0] ? prev : dp_strstatus(rc));
+}
+
+/* Training-mode batch norm of layer i over the global batch; updates the running stats. */
+static int bn_forward_train(dp_model *m, int i, int B, const dp_train_ctx *ctx)
+{
+    int rc = DP_OK, n = m->layers[i].out;
+    const float *z = m->z[i];
+    double *s1 = m->red, *s2 = m->red + n;
+    memset(m->red, 0, (2 * (size_t)n + 1) * sizeof *m->red);
+    for (int r = 0; r < B; r++) {
+        for (int j = 0; j < n; j++) {
+            double v = z[(size_t)r * n + j];
+            s1[j] += v;
+            s2[j] += v * v;
+        }
+    }
+    m->red[2 * n] = (double)B;
+    if (ctx->sum && (rc = ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n + 1)) != DP_OK) {
+        return sum_failed(rc, "batch-norm statistics", i);
+    }
+    double N = m->red[2 * n];
+    if (N < 2.0) {
+        return dp_err(DP_EINVAL,
+                      "model: batch norm of layer %d needs at least 2 rows in the global batch, "
+                      "got %.0f (use a larger batch or drop the last partial batch)", i, N);
+    }
+    m->bn_count = N;
+    double mom = m->cfg.bn_momentum, eps = m->cfg.bn_eps;
+    for (int j = 0; j < n; j++) {
+        double mean = s1[j] / N, var = s2[j] / N - mean * mean;
+        var = var > 0.0 ? var : 0.0;
+        s1[j] = mean;
+        m->invstd[i][j] = (float)(1.0 / sqrt(var + eps));
+        m->run_mean[i][j] = (float)((1.0 - mom) * m->run_mean[i][j] + mom * mean);
+        m->run_var[i][j] = (float)((1.0 - mom) * m->run_var[i][j] + mom * var * N / (N - 1.0));
+    }
+    bn_apply(m, i, B, s1);
+    return DP_OK;
+}
+
+/* Dropout of layer i: mask[i] from the counter-based RNG, drop[i] = a[i] * mask[i]. */
+static void dropout_forward(dp_model *m, int i, int B, const dp_train_ctx *ctx)
+{
+    int n = m->layers[i].out;
+    float p = m->cfg.dropout[i], scale = 1.0f / (1.0f - p);
+    dp_rng rng = dp_rng_make(ctx->seed ^ DP_RNG_TAG_DROPOUT, (uint64_t)ctx->step);
+    const uint64_t layer_bits = (uint64_t)i << 56;
+    const float *a = m->a[i];
+    float *mask = m->mask[i], *d = m->drop[i];
+    for (int r = 0; r < B; r++) {
+        uint64_t base = (uint64_t)ctx->sample_ids[r] * (uint64_t)n;
+        for (int j = 0; j < n; j++) {
+            size_t k = (size_t)r * n + j;
+            rng.ctr = layer_bits ^ (base + (uint64_t)j);
+            mask[k] = dp_rng_uniform(&rng) >= p ? scale : 0.0f;
+            d[k] = a[k] * mask[k];
+        }
+    }
+}
 
 const float *dp_model_forward(dp_model *m, const float *x, int B)
 {
+    m->training = false;
+    m->ctx = NULL;
     const float *in = x;
     for (int i = 0; i < m->cfg.n_layers; i++) {
         dp_dense *l = &m->layers[i];
         dp_dense_forward(l, m->z[i], in, B);
+        if (m->gamma[i]) {
+            bn_forward_eval(m, i, B);
+        }
         dp_act_forward(l->act, m->a[i], m->z[i], B, l->out);
         in = m->a[i];
     }
     return in;
 }
 
-void dp_model_backward(dp_model *m, const float *x, const float *dout, int B, bool accumulate)
+const float *dp_model_forward_train(dp_model *m, const float *x, int B, const dp_train_ctx *ctx)
 {
-    const float *g = dout; /* dL/d(post-activation output of layer i) */
-    int which = 0;
+    m->training = false; /* until this forward completes, backward has nothing to use */
+    m->ctx = NULL;
+    if (!ctx) {
+        dp_err(DP_EINVAL, "model: training forward without a context");
+        return NULL;
+    }
+    if (B < 0 || B > m->cfg.max_batch) {
+        dp_err(DP_EINVAL, "model: training forward of %d rows (allowed 0 to max_batch = %d)", B,
+               m->cfg.max_batch);
+        return NULL;
+    }
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        if (m->drop[i] && B > 0 && !ctx->sample_ids) {
+            dp_err(DP_EINVAL, "model: layer %d has dropout but the training context has no "
+                              "sample ids", i);
+            return NULL;
+        }
+    }
+    m->training = true;
+    const float *in = x;
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        dp_dense *l = &m->layers[i];
+        dp_dense_forward(l, m->z[i], in, B);
+        if (m->gamma[i] && bn_forward_train(m, i, B, ctx) != DP_OK) {
+            m->training = false;
+            return NULL;
+        }
+        dp_act_forward(l->act, m->a[i], m->z[i], B, l->out);
+        if (m->drop[i]) {
+            dropout_forward(m, i, B, ctx);
+        }
+        in = layer_output(m, i);
+    }
+    m->ctx = ctx;
+    return in;
+}
+
+/* Batch-norm backward of layer i, in place: dz (B,n) = dL/dz on entry, dL/du on return.
+ * Writes or adds dgamma = sum dz xhat and dbeta = sum dz (this process's rows). */
+static int bn_backward(dp_model *m, int i, float *dz, int B, bool accumulate)
+{
+    int rc = DP_OK, n = m->layers[i].out;
+    const float *xh = m->xhat[i], *g = m->gamma[i], *is = m->invstd[i];
+    double *sdy = m->red, *sdyx = m->red + n;
+    memset(m->red, 0, 2 * (size_t)n * sizeof *m->red);
+    for (int r = 0; r < B; r++) {
+        for (int j = 0; j < n; j++) {
+            size_t k = (size_t)r * n + j;
+            sdy[j] += dz[k];
+            sdyx[j] += (double)dz[k] * xh[k];
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        m->dgamma[i][j] = (float)(accumulate ? m->dgamma[i][j] + sdyx[j] : sdyx[j]);
+        m->dbeta[i][j] = (float)(accumulate ? m->dbeta[i][j] + sdy[j] : sdy[j]);
+    }
+    if (!m->training) {
+        /* Evaluation mode: z = gamma (u - running_mean) invstd + beta, affine in u. */
+        for (int r = 0; r < B; r++) {
+            for (int j = 0; j < n; j++) {
+                dz[(size_t)r * n + j] *= g[j] * is[j];
+            }
+        }
+        return DP_OK;
+    }
+    const dp_train_ctx *ctx = m->ctx;
+    if (ctx->sum && (rc = ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n)) != DP_OK) {
+        return sum_failed(rc, "batch-norm backward sums", i);
+    }
+    /* dxhat = dz gamma; du = invstd (dxhat - mean_N(dxhat) - xhat mean_N(dxhat xhat)). */
+    const double inv_n = 1.0 / m->bn_count;
+    for (int j = 0; j < n; j++) {
+        sdy[j] *= inv_n;
+        sdyx[j] *= inv_n;
+    }
+    for (int r = 0; r < B; r++) {
+        for (int j = 0; j < n; j++) {
+            size_t k = (size_t)r * n + j;
+            double gs = (double)g[j] * is[j];
+            dz[k] = (float)(gs * ((double)dz[k] - sdy[j] - (double)xh[k] * sdyx[j]));
+        }
+    }
+    return DP_OK;
+}
+
+int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, bool accumulate)
+{
+    const float *g = dout; /* dL/d(output of layer i, after its dropout if any) */
+    int which = 0, rc = DP_OK;
     for (int i = m->cfg.n_layers - 1; i >= 0; i--) {
         dp_dense *l = &m->layers[i];
         float *dz = m->scratch[which];
+        if (m->training && m->mask[i]) {
+            const float *mask = m->mask[i];
+            for (size_t k = 0; k < (size_t)B * l->out; k++) {
+                dz[k] = g[k] * mask[k];
+            }
+            g = dz;
+        }
         dp_act_backward(l->act, dz, g, m->z[i], m->a[i], B, l->out);
+        if (m->gamma[i] && (rc = bn_backward(m, i, dz, B, accumulate)) != DP_OK) {
+            return rc;
+        }
         float *dx = (i > 0) ? m->scratch[which ^ 1] : NULL;
-        dp_dense_backward(l, dx, dz, i > 0 ? m->a[i - 1] : x, B, accumulate);
+        dp_dense_backward(l, dx, dz, i > 0 ? layer_output(m, i - 1) : x, B, accumulate);
         g = dx;
         which ^= 1;
     }
+    return DP_OK;
 }

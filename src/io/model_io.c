@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #define DP_MODEL_FORMAT "dptrain-model"
-#define DP_MODEL_FORMAT_VERSION 1
+#define DP_MODEL_FORMAT_VERSION 2 /* 2 added dropout and batch normalization */
 
 #define DP_H5(call)                                                                     \
     do {                                                                                \
@@ -119,6 +119,39 @@ done:
     return rc;
 }
 
+static int put_f32_attr(hid_t obj, const char *path, const char *name, const float *v, hsize_t n)
+{
+    int rc = DP_OK;
+    hid_t sp = H5I_INVALID_HID, a = H5I_INVALID_HID;
+    DP_H5(sp = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL));
+    DP_H5(a = H5Acreate2(obj, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT));
+    DP_H5(H5Awrite(a, H5T_NATIVE_FLOAT, v));
+done:
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    return rc;
+}
+
+static int get_f32_attr(hid_t obj, const char *path, const char *name, float *v, hsize_t n)
+{
+    int rc = DP_OK;
+    hid_t a = H5I_INVALID_HID, sp = H5I_INVALID_HID;
+    if (H5Aexists(obj, name) <= 0) {
+        DP_FAIL(DP_EFORMAT, "%s: attribute '%s' is missing", path, name);
+    }
+    DP_H5(a = H5Aopen(obj, name, H5P_DEFAULT));
+    DP_H5(sp = H5Aget_space(a));
+    if (H5Sget_simple_extent_npoints(sp) != (hssize_t)n) {
+        DP_FAIL(DP_EFORMAT, "%s: attribute '%s' does not have %llu values", path, name,
+                (unsigned long long)n);
+    }
+    DP_H5(H5Aread(a, H5T_NATIVE_FLOAT, v));
+done:
+    if (sp >= 0) H5Sclose(sp);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
 static int write_f32(hid_t loc, const char *path, const char *name, const float *v, int rank,
                      const hsize_t *dims)
 {
@@ -190,6 +223,13 @@ int dp_model_save(const dp_model *m, const char *path, const char *config_json)
             return dp_err(DP_ENONFINITE, "%s: not written: parameter %zu is %g", path, i, p[i]);
         }
     }
+    const float *buf = dp_model_buffers((dp_model *)m);
+    for (size_t i = 0; i < dp_model_n_buffers(m); i++) {
+        if (!isfinite(buf[i])) {
+            return dp_err(DP_ENONFINITE, "%s: not written: batch-norm statistic %zu is %g", path,
+                          i, buf[i]);
+        }
+    }
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
         return dp_err(DP_EINVAL, "%s: path too long", path);
     }
@@ -212,6 +252,14 @@ int dp_model_save(const dp_model *m, const char *path, const char *config_json)
     DP_TRY(put_str_attr(f, path, "activations", acts));
     DP_TRY(put_str_attr(f, path, "init", dp_init_name(mc->init)));
     DP_TRY(put_str_attr(f, path, "config", config_json ? config_json : ""));
+    int bn[DP_MAX_LAYERS];
+    for (int i = 0; i < nl; i++) {
+        bn[i] = mc->batchnorm[i];
+    }
+    DP_TRY(put_f32_attr(f, path, "dropout", mc->dropout, (hsize_t)nl));
+    DP_TRY(put_int_attr(f, path, "batchnorm", bn, (hsize_t)nl));
+    DP_TRY(put_f32_attr(f, path, "bn_momentum", &mc->bn_momentum, 1));
+    DP_TRY(put_f32_attr(f, path, "bn_eps", &mc->bn_eps, 1));
     DP_H5(g = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     for (int i = 0; i < nl; i++) {
         const dp_dense *l = dp_model_layer_const(m, i);
@@ -221,6 +269,13 @@ int dp_model_save(const dp_model *m, const char *path, const char *config_json)
         DP_TRY(write_f32(lg, path, "weight", l->w, 2, wd));
         DP_TRY(write_f32(lg, path, "bias", l->b, 1, bd));
         DP_TRY(put_str_attr(lg, path, "activation", dp_act_name(l->act)));
+        float *gamma, *beta, *rmean, *rvar;
+        if (dp_model_bn_layer(m, i, &gamma, &beta, &rmean, &rvar)) {
+            DP_TRY(write_f32(lg, path, "bn_gamma", gamma, 1, bd));
+            DP_TRY(write_f32(lg, path, "bn_beta", beta, 1, bd));
+            DP_TRY(write_f32(lg, path, "bn_running_mean", rmean, 1, bd));
+            DP_TRY(write_f32(lg, path, "bn_running_var", rvar, 1, bd));
+        }
         H5Gclose(lg);
         lg = H5I_INVALID_HID;
     }
@@ -297,6 +352,16 @@ int dp_model_load(const char *path, int max_batch, dp_model **out, char **config
     }
     DP_TRY(get_str_attr(f, path, "init", &init));
     mc.init = dp_init_parse(init) < 0 ? DP_INIT_ZERO : (dp_init)dp_init_parse(init);
+    if (version >= 2) {
+        int bn[DP_MAX_LAYERS];
+        DP_TRY(get_f32_attr(f, path, "dropout", mc.dropout, (hsize_t)mc.n_layers));
+        DP_TRY(get_int_attr(f, path, "batchnorm", bn, (hsize_t)mc.n_layers));
+        for (int i = 0; i < mc.n_layers; i++) {
+            mc.batchnorm[i] = bn[i] != 0;
+        }
+        DP_TRY(get_f32_attr(f, path, "bn_momentum", &mc.bn_momentum, 1));
+        DP_TRY(get_f32_attr(f, path, "bn_eps", &mc.bn_eps, 1));
+    }
     mc.max_batch = max_batch;
     DP_TRY(dp_model_create(&mc, &m));
     for (int i = 0; i < mc.n_layers; i++) {
@@ -306,6 +371,15 @@ int dp_model_load(const char *path, int max_batch, dp_model **out, char **config
         DP_TRY(read_f32(f, path, name, l->w, 2, wd));
         snprintf(name, sizeof name, "/layers/%d/bias", i);
         DP_TRY(read_f32(f, path, name, l->b, 1, bd));
+        float *bnt[4];
+        static const char *const bn_names[4] = {"bn_gamma", "bn_beta", "bn_running_mean",
+                                                "bn_running_var"};
+        if (dp_model_bn_layer(m, i, &bnt[0], &bnt[1], &bnt[2], &bnt[3])) {
+            for (int t = 0; t < 4; t++) {
+                snprintf(name, sizeof name, "/layers/%d/%s", i, bn_names[t]);
+                DP_TRY(read_f32(f, path, name, bnt[t], 1, bd));
+            }
+        }
     }
     if (config_json) {
         if (H5Aexists(f, "config") > 0) {

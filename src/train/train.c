@@ -48,6 +48,16 @@ void dp_val_split(size_t n, float f, uint64_t seed, size_t *train_rows, size_t *
     }
 }
 
+static bool has_batchnorm(const dp_model_cfg *mc)
+{
+    for (int i = 0; i < mc->n_layers; i++) {
+        if (mc->batchnorm[i]) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static size_t n_train_rows(const dp_train_cfg *cfg, const dp_dataset *d)
 {
     return d->train.n - dp_val_count(d->train.n, cfg->val_fraction);
@@ -133,8 +143,18 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
         return dp_err(DP_EINVAL, "--batch %zu is smaller than the number of ranks (%d): every "
                                  "rank needs at least one row of each batch", B, n_ranks);
     }
+    if (has_batchnorm(mc) && (B < 2 || (!cfg->drop_last && n % B == 1))) {
+        return dp_err(DP_EINVAL, "batch normalization needs at least 2 rows per batch, but %s "
+                                 "(use another --batch or --drop-last)",
+                      B < 2 ? "the batch has 1 row" : "the last batch of each epoch has 1 row");
+    }
     if (dp_n_batches(n, B, cfg->drop_last) == 0) {
         return dp_err(DP_EINVAL, "--drop-last leaves no batch: %zu rows, batch %zu", n, B);
+    }
+    if (cfg->plateau_factor < 0.0f || cfg->plateau_factor >= 1.0f || cfg->plateau_patience < 0) {
+        return dp_err(DP_EINVAL, "--plateau-factor %g / --plateau-patience %d: the factor must "
+                                 "be in [0, 1) (0 = off) and the patience >= 0",
+                      cfg->plateau_factor, cfg->plateau_patience);
     }
     if (cfg->accumulate < 1) {
         return dp_err(DP_EINVAL, "--accumulate %d: must be >= 1", cfg->accumulate);
@@ -164,7 +184,24 @@ int dp_train_max_rows(const dp_train_cfg *cfg, const dp_dataset *d, int n_ranks)
 
 int dp_train_sync_params(dp_model *m, const dp_comm *c)
 {
-    return dp_comm_bcast_f32(c, dp_model_params(m), dp_model_n_params(m), 0);
+    int rc = dp_comm_bcast_f32(c, dp_model_params(m), dp_model_n_params(m), 0);
+    if (rc == DP_OK && dp_model_n_buffers(m) > 0) {
+        rc = dp_comm_bcast_f32(c, dp_model_buffers(m), dp_model_n_buffers(m), 0);
+    }
+    return rc;
+}
+
+/* The model's reduction for synchronized batch-norm statistics: an allreduce over the
+ * ranks that remembers its status (the model only sees failure as a NULL output). */
+typedef struct {
+    const dp_comm *c;
+    int rc;
+} bn_sum;
+
+static int bn_sum_fn(void *p, double *buf, size_t n)
+{
+    bn_sum *s = p;
+    return s->rc = dp_comm_allreduce_sum_f64(s->c, buf, n);
 }
 
 int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows, size_t n_rows,
@@ -277,7 +314,7 @@ typedef struct {
     size_t n_rows, n_val;   /* training rows, held-out rows */
     size_t *rows, *val;     /* file rows used for training / validation */
     size_t *perm, *order;   /* per-epoch permutation of [0, n_rows), and rows[perm[i]] */
-    float *x, *values, *best;
+    float *x, *values, *best, *best_buffers;
     float *slots[DP_OPTIM_MAX_SLOTS]; /* optimizer state, n_params floats each */
     double scalar;                    /* optimizer scalar state (Nadam's mu_product) */
     int32_t *labels;
@@ -296,6 +333,7 @@ static void loop_free(loop_state *s)
         free(s->slots[i]);
     }
     free(s->best);
+    free(s->best_buffers);
 }
 
 static int loop_alloc(loop_state *s, const dp_dataset *d)
@@ -326,6 +364,7 @@ static int loop_alloc(loop_state *s, const dp_dataset *d)
     s->scalar = 1.0;
     if (cfg->patience > 0) {
         DP_CALLOC(s->best, n_params);
+        DP_CALLOC(s->best_buffers, dp_model_n_buffers(s->m));
     }
 done:
     return rc;
@@ -369,8 +408,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     float lr = cfg->opt.lr;
     dp_sched_cfg sched = cfg->sched;
     sched.base_lr = cfg->opt.lr;
-    double best_val = INFINITY;
-    int bad_epochs = 0;
+    double best_val = INFINITY, plateau_best = INFINITY;
+    int bad_epochs = 0, plateau_bad = 0;
+    float lr_factor = 1.0f; /* reduce-on-plateau's multiplier */
     /* Test hook: the multi-rank tests prove that they notice unsummed gradients. */
     const char *fault = getenv("DPTRAIN_TEST_FAULT");
     const bool skip_allreduce = fault && strcmp(fault, "skip-allreduce") == 0;
@@ -405,12 +445,26 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                 dp_shard_rows(cnt, rank, size, &lo, &hi);
                 int nl = (int)(hi - lo);
                 dp_split_gather(tr, s.order + b * B + lo, nl, s.x, s.labels, s.values);
-                const float *o = dp_model_forward(m, s.x, nl);
+                /* Dropout masks are keyed by (seed, step, layer, file row): any N gives the
+                 * same masks. Batch-norm statistics are summed over the ranks. */
+                bn_sum bs = {c, DP_OK};
+                dp_train_ctx tctx = {.seed = cfg->seed,
+                                     .step = step * (long)K + (long)(b - b0),
+                                     .sample_ids = s.order + b * B + lo,
+                                     .sum = size > 1 ? bn_sum_fn : NULL,
+                                     .sum_ctx = &bs};
+                const float *o = dp_model_forward_train(m, s.x, nl, &tctx);
+                if (!o) {
+                    rc = bs.rc != DP_OK ? bs.rc : DP_EINVAL;
+                    goto out;
+                }
                 dp_targets t = {s.labels, s.values};
                 /* Each rank's gradient is its slices' SUM scaled by 1/(rows in the group),
                  * so the allreduced sum is the gradient of the group's mean loss. */
                 ls += dp_loss_eval(cfg->loss, o, &t, nl, k, 1.0f / (float)group, dout, &correct);
-                dp_model_backward(m, s.x, dout, nl, b > b0);
+                if ((rc = dp_model_backward(m, s.x, dout, nl, b > b0)) != DP_OK) {
+                    goto out;
+                }
             }
             grads[n_params + TAIL_LOSS] = (float)ls;
             grads[n_params + TAIL_CORRECT] = (float)correct;
@@ -440,7 +494,7 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             if (cfg->clip_norm > 0.0f) {
                 clip_global_norm(grads, n_params, cfg->clip_norm);
             }
-            lr = dp_sched_lr_at(&sched, step, steps_per_epoch, total_steps);
+            lr = lr_factor * dp_sched_lr_at(&sched, step, steps_per_epoch, total_steps);
             step++;
             dp_optim_step(&cfg->opt, lr, step, n_params, params, grads, s.slots, &s.scalar);
         }
@@ -461,6 +515,23 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             goto out;
         }
         report_epoch(cfg, epoch + 1, step, lr, res, seconds, (double)seen / seconds);
+        if (cfg->plateau_factor > 0.0f) {
+            /* torch.optim.lr_scheduler.ReduceLROnPlateau, mode min, relative threshold 1e-4. */
+            double watched = s.n_val > 0 ? res->val.loss : res->train.loss;
+            if (watched < plateau_best * (1.0 - 1e-4)) {
+                plateau_best = watched;
+                plateau_bad = 0;
+            } else if (++plateau_bad > cfg->plateau_patience) {
+                lr_factor *= cfg->plateau_factor;
+                plateau_bad = 0;
+                if (cfg->log) {
+                    fprintf(cfg->log, "reduce-on-plateau: %s loss has not improved for %d "
+                                      "epochs; learning rate x %g\n",
+                            s.n_val > 0 ? "validation" : "training", cfg->plateau_patience + 1,
+                            cfg->plateau_factor);
+                }
+            }
+        }
         if (cfg->patience > 0) {
             /* Every rank holds the same validation loss: the decision is collective. */
             if (res->val.loss < best_val - cfg->min_delta) {
@@ -468,6 +539,8 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                 res->best_epoch = epoch + 1;
                 bad_epochs = 0;
                 memcpy(s.best, params, n_params * sizeof *params);
+                memcpy(s.best_buffers, dp_model_buffers(m),
+                       dp_model_n_buffers(m) * sizeof *s.best_buffers);
             } else if (++bad_epochs >= cfg->patience) {
                 res->stopped_early = epoch + 1 < cfg->epochs;
                 break;
@@ -477,6 +550,8 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     if (cfg->patience > 0 && res->best_epoch > 0 && res->best_epoch != res->epochs_done) {
         /* Keep the best weights; the final figures describe them. */
         memcpy(params, s.best, n_params * sizeof *params);
+        memcpy(dp_model_buffers(m), s.best_buffers,
+               dp_model_n_buffers(m) * sizeof *s.best_buffers);
         if (s.n_val > 0 && (rc = dp_evaluate(m, cfg->loss, tr, s.val, s.n_val, cfg->eval_batch,
                                              c, &res->val)) != DP_OK) {
             goto out;

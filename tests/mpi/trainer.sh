@@ -59,6 +59,19 @@ if awk -v a="$want" -v b="$got" 'BEGIN{exit !(a != "" && (a-b)^2 < 1e-8)}'; then
 else
     fail "kept weights' validation loss $got, best epoch's $want"
 fi
+# 5. Reduce-on-plateau: at lr 1e-8 the loss cannot improve by the relative 1e-4, so with
+#    patience 1 the rate halves after every second epoch without improvement.
+run_np 2 "${BASE[@]}" --epochs 6 --batch 50 --lr 1e-8 --momentum 0 --lr-schedule constant \
+    --plateau-factor 0.5 --plateau-patience 1 --out "$WORK/plateau" >/dev/null
+ratios=$(grep -o '"lr":[0-9.e+-]*' "$WORK/plateau/metrics.jsonl" | cut -d: -f2 |
+         awk 'NR==1{b=$1} {printf "%.3g ", $1/b}')
+if [ "$ratios" = "1 1 1 0.5 0.5 0.25 " ]; then pass "reduce-on-plateau: lr x $ratios"
+else fail "reduce-on-plateau: lr ratios '$ratios', want '1 1 1 0.5 0.5 0.25 '"; fi
+# 6. Linear scaling rule: lr x (batch x accumulate) / base.
+run_np 2 "${BASE[@]}" --epochs 1 --batch 40 --accumulate 2 --lr 0.1 --lr-scaling linear:16 \
+    --out "$WORK/scaled" >/dev/null
+if grep -q '"lr":0.5,' "$WORK/scaled/config.json"; then pass "linear scaling: 0.1 x 80 / 16 = 0.5"
+else fail "linear scaling: $(grep -o '"lr":[^,]*' "$WORK/scaled/config.json")"; fi
 expect_exit 2 "patience without a validation split" "needs --val-fraction" -- \
     run_np 1 "${BASE[@]}" --patience 2 --out "$WORK/r"
 finish
