@@ -73,8 +73,22 @@ typedef enum {
     DP_INIT_XAVIER_NORMAL, /* N(0, 2/(fan_in+fan_out)) */
     DP_INIT_XAVIER_UNIFORM,/* U(-sqrt(6/(fan_in+fan_out)), +...) */
     DP_INIT_ZERO,
+    DP_INIT_CONSTANT,      /* every element = a */
+    DP_INIT_UNIFORM,       /* U[a, b); the textbook recipe is [0, 1) */
+    DP_INIT_NORMAL,        /* N(mean a, std b) */
     DP_INIT_COUNT
 } dp_init;
+
+/* An initializer with its parameters (a, b as above; unused by he/xavier/zero). */
+typedef struct {
+    bool set;     /* false: the model's default (cfg->init for weights, zeros for biases) */
+    dp_init kind;
+    float a, b;
+} dp_init_spec;
+
+/* Parses "name[:a[:b]]" ("he-normal", "constant:0.1", "uniform:-0.5:0.5", "normal:0:0.01");
+ * defaults: constant 0, uniform [0, 1), normal (0, 1). Returns DP_EINVAL with a message. */
+int dp_init_spec_parse(const char *s, dp_init_spec *out);
 
 /* Name <-> enum ("relu", "cross-entropy", "he-normal"...). Parsers return -1 if unknown. */
 const char *dp_act_name(dp_act a);
@@ -143,6 +157,10 @@ void dp_dense_backward(dp_dense *l, float *dx, const float *dy, const float *x, 
                        bool accumulate);
 /* Fills w from init (fan_in = in, fan_out = out) and sets b to zero; stream from rng. */
 void dp_dense_init(dp_dense *l, dp_init init, uint64_t seed, int layer_index);
+/* Fills w from *w and b from *b (zeros if b is NULL or not set), each from its own stream
+ * keyed by (seed, layer). */
+void dp_dense_init_spec(dp_dense *l, const dp_init_spec *w, const dp_init_spec *b, uint64_t seed,
+                        int layer_index);
 
 /* The model: a stack of dense layers, each optionally followed by batch normalization of its
  * pre-activation and by dropout on its output. Opaque.
@@ -162,6 +180,8 @@ typedef struct {
     int sizes[DP_MAX_LAYERS + 1];    /* sizes[0] = inputs, sizes[n_layers] = outputs */
     dp_act act[DP_MAX_LAYERS];       /* activation after each layer */
     dp_init init;                    /* weight initializer; biases start at zero */
+    dp_init_spec weight_init[DP_MAX_LAYERS]; /* per layer, overrides init where set */
+    dp_init_spec bias_init[DP_MAX_LAYERS];   /* per layer, zeros where not set */
     uint64_t seed;                   /* initialization seed */
     int max_batch;                   /* most rows per forward/backward; buffers sized for it */
     float dropout[DP_MAX_LAYERS];    /* inverted dropout on layer i's output (after its

@@ -63,7 +63,7 @@ typedef struct {
     const char *dropout, *batchnorm; /* per hidden layer: one value for all, or a list */
     float bn_momentum, bn_eps;
     dp_act hidden_act;
-    dp_init init;
+    const char *init, *bias_init; /* initializer specs: one for all layers, or a list */
     dp_train_cfg tc;
     int threads; /* BLAS threads per rank; 0 = from the cores and the ranks on the node */
     bool quiet;
@@ -75,7 +75,7 @@ static void defaults(train_opts *o)
     memset(o, 0, sizeof *o);
     o->out = "runs/dptrain";
     o->hidden_act = DP_ACT_RELU;
-    o->init = DP_INIT_HE_NORMAL;
+    o->init = "he-normal";
     o->tc.loss = DP_LOSS_CROSS_ENTROPY;
     o->tc.epochs = 10;
     o->tc.batch = 128;
@@ -121,7 +121,9 @@ static void help(FILE *f)
 "\n"
 "data and model:\n"
 "  --data FILE         HDF5 dataset (layout: datasets/README.md)               (required)\n"
-"  --layers SIZES      layer sizes, inputs first: 784,256,128,10               (required)\n"
+"  --layers SPEC       layer sizes, inputs first: 784,256,128,10               (required)\n"
+"                      a hidden size may carry per-layer settings that override\n"
+"                      the options below: 256:tanh:dropout=0.2:bn\n"
 "  --activation NAME   hidden-layer activation: relu, leaky-relu, elu, gelu,\n"
 "                      tanh, sigmoid, identity                                  [%s]\n"
 "  --loss NAME         cross-entropy = sparse-categorical-cross-entropy\n"
@@ -136,8 +138,11 @@ static void help(FILE *f)
 "  --batchnorm on|off|LIST  batch normalization before each hidden activation\n"
 "                      (statistics summed over all ranks); LIST: 1,0,..      [off]\n"
 "  --bn-momentum X --bn-eps X  running-statistics momentum and epsilon [0.1, 1e-5]\n"
-"  --init NAME         weights: he-normal, he-uniform, xavier-normal,\n"
-"                      xavier-uniform, zero (biases start at 0)                 [%s]\n"
+"  --init SPEC|LIST    weight initializer, one for all layers or one per layer:\n"
+"                      he-normal, he-uniform, xavier-normal, xavier-uniform,\n"
+"                      zero, constant:V, uniform:A:B ([0,1) if no A:B),\n"
+"                      normal:MEAN:STD                                          [%s]\n"
+"  --bias-init SPEC|LIST  bias initializer, same forms                         [zero]\n"
 "optimization (hyperparameter names and defaults are torch.optim's; see below):\n"
 "  --optimizer NAME    sgd, adagrad, rmsprop, adadelta, adam, adamw, nadam, adamax [sgd]\n"
 "  --lr X --weight-decay X --momentum X --dampening X --alpha X --rho X\n"
@@ -188,7 +193,7 @@ static void help(FILE *f)
 "\n"
 "exit status: 0 done, 1 run-time error (data, I/O, MPI), 2 usage error,\n"
 "             4 training diverged (loss became NaN or infinite).\n",
-            dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), dp_init_name(d.init),
+            dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), d.init,
             dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
             d.tc.sched.warmup_start_factor, d.tc.plateau_patience, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
             d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
@@ -201,7 +206,7 @@ enum {
     OPT_SEED, OPT_OUT, OPT_EVAL_BATCH, OPT_THREADS, OPT_QUIET, OPT_ACCUM, OPT_CLIP, OPT_VALF,
     OPT_PATIENCE, OPT_MIN_DELTA, OPT_CONFIG, OPT_CENTERED, OPT_AMSGRAD, OPT_GAMMA, OPT_STEP_SIZE,
     OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
-    OPT_LR_SCALING, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
+    OPT_LR_SCALING, OPT_BIAS_INIT, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -294,6 +299,7 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"plateau-patience", required_argument, 0, OPT_PLATEAU_PATIENCE},
         {"lr-scaling", required_argument, 0, OPT_LR_SCALING},
         {"dropout", required_argument, 0, OPT_DROPOUT},
+        {"bias-init", required_argument, 0, OPT_BIAS_INIT},
         {"batchnorm", required_argument, 0, OPT_BATCHNORM},
         {"bn-momentum", required_argument, 0, OPT_BN_MOMENTUM},
         {"bn-eps", required_argument, 0, OPT_BN_EPS},
@@ -328,7 +334,8 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
             o->hidden_act = (dp_act)v;
             break;
         case OPT_LOSS: DP_TRY(parse_enum("--loss", optarg, dp_loss_parse, &v)); o->tc.loss = v; break;
-        case OPT_INIT: DP_TRY(parse_enum("--init", optarg, dp_init_parse, &v)); o->init = v; break;
+        case OPT_INIT: o->init = optarg; break;
+        case OPT_BIAS_INIT: o->bias_init = optarg; break;
         case OPT_OPTIM: DP_TRY(parse_enum("--optimizer", optarg, dp_optim_parse, &v)); o->optim = v; break;
         case OPT_NESTEROV: o->nesterov = true; break;
         case OPT_CENTERED: o->centered = true; break;
@@ -572,6 +579,36 @@ static int parse_per_layer(const char *opt, const char *spec, int n_hidden, doub
     return DP_OK;
 }
 
+/* "SPEC" for every layer or "SPEC1,SPEC2,..." one per layer. */
+static int parse_inits(const char *opt, const char *list, int n_layers, dp_init_spec *out)
+{
+    char buf[1024], *save = NULL;
+    int n = 0;
+    if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf) {
+        return dp_err(DP_EINVAL, "%s: too long", opt);
+    }
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == n_layers) {
+            return dp_err(DP_EINVAL, "%s '%s': more initializers than the %d layers", opt, list,
+                          n_layers);
+        }
+        if (dp_init_spec_parse(tok, &out[n++]) != DP_OK) {
+            char why[512]; /* dp_errmsg() is the buffer dp_err writes into */
+            snprintf(why, sizeof why, "%s", dp_errmsg());
+            return dp_err(DP_EINVAL, "%s: %s", opt, why);
+        }
+    }
+    if (n == 1) {
+        for (int i = 1; i < n_layers; i++) {
+            out[i] = out[0];
+        }
+    } else if (n != n_layers) {
+        return dp_err(DP_EINVAL, "%s '%s': %d initializers for %d layers (give one, or one per "
+                                 "layer)", opt, list, n, n_layers);
+    }
+    return DP_OK;
+}
+
 /* --dropout and --batchnorm into the model configuration (hidden layers only). */
 static int parse_regularizers(const train_opts *o, dp_model_cfg *mc)
 {
@@ -608,21 +645,64 @@ static int parse_regularizers(const train_opts *o, dp_model_cfg *mc)
     }
     mc->bn_momentum = o->bn_momentum;
     mc->bn_eps = o->bn_eps;
+    DP_TRY(parse_inits("--init", o->init, mc->n_layers, mc->weight_init));
+    if (o->bias_init) {
+        DP_TRY(parse_inits("--bias-init", o->bias_init, mc->n_layers, mc->bias_init));
+    }
+    mc->init = mc->weight_init[0].kind;
 done:
     return rc;
 }
 
 /* "784,256,128,10" -> sizes; hidden layers get act, the output layer the activation the
  * loss needs (identity where the loss fuses softmax or sigmoid). */
-static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg *mc)
+/* Per-layer settings written in the --layers spec ("256:tanh:dropout=0.2:bn"). */
+typedef struct {
+    int act[DP_MAX_LAYERS];       /* -1: not given */
+    float dropout[DP_MAX_LAYERS]; /* < 0: not given */
+    bool bn[DP_MAX_LAYERS];
+} layer_tokens;
+
+static int parse_token(const char *spec, const char *tok, int layer, layer_tokens *lt)
+{
+    int a = dp_act_parse(tok);
+    if (a >= 0) {
+        if (!dp_act_trainable((dp_act)a) || a == DP_ACT_SOFTMAX) {
+            return dp_err(DP_EINVAL, "--layers '%s': %s cannot be a hidden activation", spec, tok);
+        }
+        lt->act[layer] = a;
+    } else if (strcmp(tok, "bn") == 0) {
+        lt->bn[layer] = true;
+    } else if (strncmp(tok, "dropout=", 8) == 0) {
+        char *end = NULL;
+        double p = strtod(tok + 8, &end);
+        if (end == tok + 8 || *end || !(p >= 0.0 && p < 1.0)) {
+            return dp_err(DP_EINVAL, "--layers '%s': %s: the probability must be in [0, 1)",
+                          spec, tok);
+        }
+        lt->dropout[layer] = (float)p;
+    } else {
+        return dp_err(DP_EINVAL, "--layers '%s': unknown layer setting '%s' (an activation, "
+                                 "dropout=P or bn)", spec, tok);
+    }
+    return DP_OK;
+}
+
+static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg *mc,
+                        layer_tokens *lt)
 {
     int n = 0;
     const char *p = spec;
+    for (int i = 0; i < DP_MAX_LAYERS; i++) {
+        lt->act[i] = -1;
+        lt->dropout[i] = -1.0f;
+        lt->bn[i] = false;
+    }
     while (*p) {
         char *end = NULL;
         errno = 0;
         long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 1 || v > (1L << 24) || (*end && *end != ',')) {
+        if (end == p || errno || v < 1 || v > (1L << 24) || (*end && *end != ',' && *end != ':')) {
             return dp_err(DP_EINVAL, "--layers '%s': sizes must be positive integers separated "
                                      "by commas, e.g. 784,256,128,10", spec);
         }
@@ -630,6 +710,23 @@ static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg
             return dp_err(DP_EINVAL, "--layers '%s': at most %d layers", spec, DP_MAX_LAYERS);
         }
         mc->sizes[n++] = (int)v;
+        while (*end == ':') {
+            char tok[64];
+            size_t len = strcspn(end + 1, ":,");
+            if (len == 0 || len >= sizeof tok) {
+                return dp_err(DP_EINVAL, "--layers '%s': empty or overlong layer setting", spec);
+            }
+            memcpy(tok, end + 1, len);
+            tok[len] = '\0';
+            if (n == 1) {
+                return dp_err(DP_EINVAL, "--layers '%s': the input size takes no settings", spec);
+            }
+            int rc = parse_token(spec, tok, n - 2, lt);
+            if (rc != DP_OK) {
+                return rc;
+            }
+            end += 1 + len;
+        }
         p = *end ? end + 1 : end;
     }
     if (n < 2) {
@@ -639,6 +736,11 @@ static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg
     mc->n_layers = n - 1;
     for (int i = 0; i < mc->n_layers; i++) {
         mc->act[i] = (i == mc->n_layers - 1) ? dp_loss_output_act(loss) : act;
+    }
+    int last = mc->n_layers - 1;
+    if (lt->act[last] >= 0 || lt->dropout[last] >= 0.0f || lt->bn[last]) {
+        return dp_err(DP_EINVAL, "--layers '%s': the output size takes no settings (its "
+                                 "activation comes from --loss)", spec);
     }
     return DP_OK;
 }
@@ -693,7 +795,7 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
     }
     snprintf(buf, cap,
              "{\"version\":\"%s\",\"data\":\"%s\",\"layers\":[%s],\"activation\":\"%s\","
-             "\"loss\":\"%s\",\"init\":\"%s\",\"optimizer\":\"%s\",%s\"nesterov\":%s,"
+             "\"loss\":\"%s\",\"init\":\"%s\",\"bias_init\":\"%s\",\"optimizer\":\"%s\",%s\"nesterov\":%s,"
              "\"centered\":%s,\"amsgrad\":%s,\"lr_schedule\":\"%s\",\"gamma\":%g,"
              "\"step_size\":%d,\"milestones\":[%s],\"warmup_steps\":%ld,"
              "\"warmup_start_factor\":%g,"
@@ -703,7 +805,7 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              "\"dropout\":\"%s\",\"batchnorm\":\"%s\",\"bn_momentum\":%g,\"bn_eps\":%g,"
              "\"ranks\":%d,\"out\":\"%s\"}",
              DPTRAIN_VERSION, o->data, sizes, dp_act_name(o->hidden_act), dp_loss_name(t->loss),
-             dp_init_name(o->init), dp_optim_name(o->optim), hp,
+             o->init, o->bias_init ? o->bias_init : "zero", dp_optim_name(o->optim), hp,
              t->opt.nesterov ? "true" : "false", t->opt.centered ? "true" : "false",
              t->opt.amsgrad ? "true" : "false", dp_sched_name(sc->kind), sc->gamma,
              sc->step_size, ms, sc->warmup_steps, sc->warmup_start_factor, t->batch,
@@ -759,6 +861,7 @@ int dp_cmd_train(int argc, char **argv)
     FILE *metrics = NULL;
     train_opts o;
     dp_model_cfg mc = {0};
+    layer_tokens ltok;
     char cfgjson[4096], path[4096], ctx[4200] = "";
     dp_train_result res;
     config_ctx cfgctx = {.n = 0};
@@ -785,10 +888,18 @@ int dp_cmd_train(int argc, char **argv)
         rc = parse_args(argc, argv, &o, true);
     }
     if (rc == DP_OK && !o.help) {
-        rc = parse_layers(o.layers, o.hidden_act, o.tc.loss, &mc);
+        rc = parse_layers(o.layers, o.hidden_act, o.tc.loss, &mc, &ltok);
     }
     if (rc == DP_OK && !o.help) {
         rc = parse_regularizers(&o, &mc);
+    }
+    if (rc == DP_OK && !o.help) {
+        /* Settings written in --layers win over the options for all layers. */
+        for (int i = 0; i < mc.n_layers - 1; i++) {
+            mc.act[i] = ltok.act[i] >= 0 ? (dp_act)ltok.act[i] : mc.act[i];
+            mc.dropout[i] = ltok.dropout[i] >= 0.0f ? ltok.dropout[i] : mc.dropout[i];
+            mc.batchnorm[i] = mc.batchnorm[i] || ltok.bn[i];
+        }
     }
     if (rc != DP_OK || o.help) {
         if (root) {
@@ -832,7 +943,6 @@ int dp_cmd_train(int argc, char **argv)
         }
         o.tc.opt.lr = (float)(o.tc.opt.lr * f);
     }
-    mc.init = o.init;
     mc.seed = o.tc.seed;
     snprintf(ctx, sizeof ctx, "%s: ", o.data);
     rc = dp_train_check(&o.tc, &mc, d, size);

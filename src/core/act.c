@@ -23,7 +23,8 @@ static const char *const loss_names[DP_LOSS_COUNT] = {
 static const char *const init_names[DP_INIT_COUNT] = {
     [DP_INIT_HE_NORMAL] = "he-normal",         [DP_INIT_HE_UNIFORM] = "he-uniform",
     [DP_INIT_XAVIER_NORMAL] = "xavier-normal", [DP_INIT_XAVIER_UNIFORM] = "xavier-uniform",
-    [DP_INIT_ZERO] = "zero",
+    [DP_INIT_ZERO] = "zero",           [DP_INIT_CONSTANT] = "constant",
+    [DP_INIT_UNIFORM] = "uniform",     [DP_INIT_NORMAL] = "normal",
 };
 
 static int find_name(const char *const *names, int n, const char *s)

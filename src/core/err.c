@@ -3,15 +3,19 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char g_msg[1024];
 
 int dp_err(int code, const char *fmt, ...)
 {
+    /* Formatted apart first, so that dp_errmsg() may be among the arguments. */
+    char buf[sizeof g_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(g_msg, buf, sizeof g_msg);
     return code;
 }
 

@@ -31,6 +31,15 @@ static int check_cfg(const dp_model_cfg *c)
     if (c->init < 0 || c->init >= DP_INIT_COUNT) {
         return dp_err(DP_EINVAL, "model: unknown initializer");
     }
+    for (int i = 0; i < c->n_layers; i++) {
+        const dp_init_spec *sp[2] = {&c->weight_init[i], &c->bias_init[i]};
+        for (int t = 0; t < 2; t++) {
+            if (sp[t]->set && (sp[t]->kind < 0 || sp[t]->kind >= DP_INIT_COUNT)) {
+                return dp_err(DP_EINVAL, "model: layer %d has an unknown %s initializer", i + 1,
+                              t ? "bias" : "weight");
+            }
+        }
+    }
     if (c->max_batch < 1) {
         return dp_err(DP_EINVAL, "model: max_batch is %d (must be >= 1)", c->max_batch);
     }
@@ -106,7 +115,13 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
         off += (size_t)l->out;
         DP_CALLOC(m->z[i], mb * l->out);
         DP_CALLOC(m->a[i], mb * l->out);
-        dp_dense_init(l, cfg->init, cfg->seed, i);
+        dp_init_spec w = cfg->weight_init[i];
+        if (!w.set) {
+            w = (dp_init_spec){.set = true, .kind = cfg->init,
+                               .b = (cfg->init == DP_INIT_UNIFORM || cfg->init == DP_INIT_NORMAL)
+                                        ? 1.0f : 0.0f};
+        }
+        dp_dense_init_spec(l, &w, &cfg->bias_init[i], cfg->seed, i);
         if (cfg->batchnorm[i]) {
             m->gamma[i] = m->params + off;
             m->dgamma[i] = m->grads + off;

@@ -26,6 +26,11 @@ run_np 2 "${ARGS[@]}" --out "$WORK/plain" >/dev/null
 run_np 2 "${ARGS[@]}" --dropout 0.2 --out "$WORK/drop" >/dev/null
 if "$DPTRAIN" compare "$WORK/plain/model.h5" "$WORK/drop/model.h5" "${TOL[@]}" >/dev/null
 then fail "dropout changed nothing"; else pass "dropout changes the trajectory"; fi
+# Per-layer settings in the --layers spec are the same model as the options for all layers.
+run_np 2 "${ARGS[@]}" --layers 8,16:dropout=0.2:bn,16:dropout=0.2:bn,3 --out "$WORK/spec" >/dev/null
+if "$DPTRAIN" compare "$WORK/reg2/model.h5" "$WORK/spec/model.h5" >/dev/null
+then pass "--layers 8,16:dropout=0.2:bn,... = --dropout 0.2 --batchnorm on (bit for bit)"
+else fail "layer spec tokens differ from the equivalent options"; fi
 expect_exit 2 "batch norm with a 1-row last batch" "last batch of each epoch has 1 row" -- \
     run_np 2 train --data "$WORK/blobs.h5" --layers 8,16,3 --batch 3 --batchnorm on --out "$WORK/r"
 expect_exit 2 "dropout list of the wrong length" "2 values for 1 hidden layers" -- \

@@ -72,6 +72,16 @@ run_np 2 "${BASE[@]}" --epochs 1 --batch 40 --accumulate 2 --lr 0.1 --lr-scaling
     --out "$WORK/scaled" >/dev/null
 if grep -q '"lr":0.5,' "$WORK/scaled/config.json"; then pass "linear scaling: 0.1 x 80 / 16 = 0.5"
 else fail "linear scaling: $(grep -o '"lr":[^,]*' "$WORK/scaled/config.json")"; fi
+# 7. Full-batch gradient descent (--batch full: one step per epoch over all 610 rows) is
+#    rank-invariant; online descent (--batch 1, one rank) runs 610 steps per epoch.
+run_np 1 "${BASE[@]}" --batch full --epochs 5 --lr 0.5 --out "$WORK/full1" >/dev/null
+run_np 3 "${BASE[@]}" --batch full --epochs 5 --lr 0.5 --out "$WORK/full3" >/dev/null
+steps=$(tail -1 "$WORK/full1/metrics.jsonl" | grep -o '"step":[0-9]*' | cut -d: -f2)
+if [ "$steps" = 5 ] && "$DPTRAIN" compare "$WORK/full1/model.h5" "$WORK/full3/model.h5" "${TOL[@]}" >/dev/null
+then pass "full batch: 5 steps in 5 epochs, np3 = np1"; else fail "full batch: $steps steps, or np3 differs"; fi
+run_np 1 "${BASE[@]}" --batch 1 --epochs 1 --lr 0.01 --out "$WORK/online" >/dev/null
+steps=$(tail -1 "$WORK/online/metrics.jsonl" | grep -o '"step":[0-9]*' | cut -d: -f2)
+if [ "$steps" = 610 ]; then pass "online: 610 steps in one epoch"; else fail "online: $steps steps"; fi
 expect_exit 2 "patience without a validation split" "needs --val-fraction" -- \
     run_np 1 "${BASE[@]}" --patience 2 --out "$WORK/r"
 finish
