@@ -84,21 +84,24 @@ done:
     return rc;
 }
 
-static int put_int_attr(hid_t obj, const char *path, const char *name, const int *v, hsize_t n)
+/* Writes n values of memory type mt as a scalar (n == 1) or 1-D attribute of file type ft. */
+static int put_num_attr(hid_t obj, const char *path, const char *name, hid_t ft, hid_t mt,
+                        const void *v, hsize_t n)
 {
     int rc = DP_OK;
     hid_t sp = H5I_INVALID_HID, a = H5I_INVALID_HID;
     DP_H5(sp = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL));
-    DP_H5(a = H5Acreate2(obj, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-    DP_H5(H5Awrite(a, H5T_NATIVE_INT, v));
+    DP_H5(a = H5Acreate2(obj, name, ft, sp, H5P_DEFAULT, H5P_DEFAULT));
+    DP_H5(H5Awrite(a, mt, v));
 done:
     if (a >= 0) H5Aclose(a);
     if (sp >= 0) H5Sclose(sp);
     return rc;
 }
 
-/* Reads an int attribute of exactly n elements. */
-static int get_int_attr(hid_t obj, const char *path, const char *name, int *v, hsize_t n)
+/* Reads a numeric attribute of exactly n elements as memory type mt. */
+static int get_num_attr(hid_t obj, const char *path, const char *name, hid_t mt, void *v,
+                        hsize_t n)
 {
     int rc = DP_OK;
     hid_t a = H5I_INVALID_HID, sp = H5I_INVALID_HID;
@@ -112,44 +115,31 @@ static int get_int_attr(hid_t obj, const char *path, const char *name, int *v, h
         DP_FAIL(DP_EFORMAT, "%s: attribute '%s' has %lld values, expected %llu", path, name,
                 (long long)have, (unsigned long long)n);
     }
-    DP_H5(H5Aread(a, H5T_NATIVE_INT, v));
+    DP_H5(H5Aread(a, mt, v));
 done:
     if (sp >= 0) H5Sclose(sp);
     if (a >= 0) H5Aclose(a);
     return rc;
+}
+
+static int put_int_attr(hid_t obj, const char *path, const char *name, const int *v, hsize_t n)
+{
+    return put_num_attr(obj, path, name, H5T_STD_I32LE, H5T_NATIVE_INT, v, n);
+}
+
+static int get_int_attr(hid_t obj, const char *path, const char *name, int *v, hsize_t n)
+{
+    return get_num_attr(obj, path, name, H5T_NATIVE_INT, v, n);
 }
 
 static int put_f32_attr(hid_t obj, const char *path, const char *name, const float *v, hsize_t n)
 {
-    int rc = DP_OK;
-    hid_t sp = H5I_INVALID_HID, a = H5I_INVALID_HID;
-    DP_H5(sp = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL));
-    DP_H5(a = H5Acreate2(obj, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-    DP_H5(H5Awrite(a, H5T_NATIVE_FLOAT, v));
-done:
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    return rc;
+    return put_num_attr(obj, path, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v, n);
 }
 
 static int get_f32_attr(hid_t obj, const char *path, const char *name, float *v, hsize_t n)
 {
-    int rc = DP_OK;
-    hid_t a = H5I_INVALID_HID, sp = H5I_INVALID_HID;
-    if (H5Aexists(obj, name) <= 0) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute '%s' is missing", path, name);
-    }
-    DP_H5(a = H5Aopen(obj, name, H5P_DEFAULT));
-    DP_H5(sp = H5Aget_space(a));
-    if (H5Sget_simple_extent_npoints(sp) != (hssize_t)n) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute '%s' does not have %llu values", path, name,
-                (unsigned long long)n);
-    }
-    DP_H5(H5Aread(a, H5T_NATIVE_FLOAT, v));
-done:
-    if (sp >= 0) H5Sclose(sp);
-    if (a >= 0) H5Aclose(a);
-    return rc;
+    return get_num_attr(obj, path, name, H5T_NATIVE_FLOAT, v, n);
 }
 
 static int write_f32(hid_t loc, const char *path, const char *name, const float *v, int rank,

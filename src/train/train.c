@@ -370,6 +370,21 @@ done:
     return rc;
 }
 
+/* Evaluates the validation rows (if any) and the test split (if any) into res. Collective. */
+static int evaluate_held_out(const loop_state *s, const dp_dataset *d, dp_train_result *res)
+{
+    const dp_train_cfg *cfg = s->cfg;
+    int rc = DP_OK;
+    if (s->n_val > 0) {
+        rc = dp_evaluate(s->m, cfg->loss, s->tr, s->val, s->n_val, cfg->eval_batch, s->c,
+                         &res->val);
+    }
+    if (rc == DP_OK && d->test.n > 0) {
+        rc = dp_evaluate(s->m, cfg->loss, &d->test, NULL, 0, cfg->eval_batch, s->c, &res->test);
+    }
+    return rc;
+}
+
 /* Rows in global batch b of an epoch of n rows. */
 static size_t batch_rows(size_t b, size_t B, size_t n)
 {
@@ -506,12 +521,7 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
         /* For rmse: the root of the epoch's mean squared error, not a mean of roots. */
         res->train.loss = dp_loss_report(cfg->loss, loss_sum, seen);
         res->train.accuracy = dp_loss_has_accuracy(cfg->loss) ? correct_sum / (double)seen : NAN;
-        if (s.n_val > 0 && (rc = dp_evaluate(m, cfg->loss, tr, s.val, s.n_val, cfg->eval_batch,
-                                             c, &res->val)) != DP_OK) {
-            goto out;
-        }
-        if (d->test.n > 0 && (rc = dp_evaluate(m, cfg->loss, &d->test, NULL, 0, cfg->eval_batch,
-                                               c, &res->test)) != DP_OK) {
+        if ((rc = evaluate_held_out(&s, d, res)) != DP_OK) {
             goto out;
         }
         report_epoch(cfg, epoch + 1, step, lr, res, seconds, (double)seen / seconds);
@@ -552,12 +562,7 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
         memcpy(params, s.best, n_params * sizeof *params);
         memcpy(dp_model_buffers(m), s.best_buffers,
                dp_model_n_buffers(m) * sizeof *s.best_buffers);
-        if (s.n_val > 0 && (rc = dp_evaluate(m, cfg->loss, tr, s.val, s.n_val, cfg->eval_batch,
-                                             c, &res->val)) != DP_OK) {
-            goto out;
-        }
-        if (d->test.n > 0 && (rc = dp_evaluate(m, cfg->loss, &d->test, NULL, 0, cfg->eval_batch,
-                                               c, &res->test)) != DP_OK) {
+        if ((rc = evaluate_held_out(&s, d, res)) != DP_OK) {
             goto out;
         }
     }

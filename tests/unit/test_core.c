@@ -6,6 +6,8 @@
  * double, hand-worked formulas), never from program output. */
 #include <criterion/criterion.h>
 
+#include "testutil.h"
+
 #include "dptrain/blas.h"
 #include "dptrain/err.h"
 #include "dptrain/nn.h"
@@ -17,40 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---------------------------------------------------------------------------------------
- * Test data: a private generator (splitmix64), independent of dp_rng under test. */
-
-static uint64_t tgen_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* n floats uniform in [lo, hi). */
-static void tfill(float *v, size_t n, float lo, float hi, uint64_t seed)
-{
-    uint64_t s = seed;
-    for (size_t i = 0; i < n; i++) {
-        double u = (double)(tgen_next(&s) >> 11) * 0x1.0p-53;
-        v[i] = (float)(lo + (hi - lo) * u);
-    }
-}
-
-static float *talloc(size_t n)
-{
-    float *p = calloc(n ? n : 1, sizeof *p);
-    cr_assert_not_null(p, "out of memory allocating %zu floats", n);
-    return p;
-}
-
-static void tfill_nan(float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        v[i] = NAN;
-    }
-}
+/* Test data helpers (tgen_next, tfill, talloc, tfill_nan): testutil.h. */
 
 /* ---------------------------------------------------------------------------------------
  * 1. sgemm */
@@ -194,30 +163,7 @@ Test(core_blas, sgemm_2x2_by_hand)
  * steps actually taken in the denominator. The error measure is, as in kann's check,
  *   max_i |a_i - n_i| / max(1e-3, |a_i| + |n_i|).                                       */
 
-typedef double (*gc_loss_fn)(void *ctx);
-
-/* Max relative error between analytic[i] and scale * dL/dv[i] by central differences with
- * step h, over the n entries of v (restored after each probe). */
-static double gradcheck_vec(float *v, size_t n, const float *analytic, double scale, float h,
-                            gc_loss_fn f, void *ctx)
-{
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        float v0 = v[i], vp = v0 + h, vm = v0 - h;
-        v[i] = vp;
-        double fp = f(ctx);
-        v[i] = vm;
-        double fm = f(ctx);
-        v[i] = v0;
-        double num = scale * (fp - fm) / ((double)vp - (double)vm);
-        double a = analytic[i];
-        double err = fabs(a - num) / fmax(1e-3, fabs(a) + fabs(num));
-        if (!(err <= worst)) { /* also catches NaN */
-            worst = isnan(err) ? INFINITY : err;
-        }
-    }
-    return worst;
-}
+/* gradcheck_vec (central differences, max relative error): testutil.h. */
 
 /* --- dense layer: L = sum_ij c_ij y_ij, y = x w^T + b --- */
 
