@@ -125,15 +125,6 @@ void dp_optim_init_slots(const dp_optim_cfg *c, size_t n, float *const *slots);
 void dp_optim_step(const dp_optim_cfg *c, float lr, long t, size_t n, float *p, const float *g,
                    float *const *slots, double *scalar);
 
-/* Older SGD-only interface, kept for callers not yet on dp_optim_step. torch.optim.SGD:
- * same rule as "sgd" above. One step t (t >= 1 is the 1-based step count) over n parameters
- * p with gradient g and momentum buffer buf (n floats; untouched when momentum == 0). */
-typedef struct {
-    float lr, momentum, dampening, weight_decay;
-    bool nesterov;
-} dp_sgd_cfg;
-
-void dp_sgd_step(const dp_sgd_cfg *c, long t, size_t n, float *p, const float *g, float *buf);
 
 /* ---------------------------------------------------------------------------------------
  * Learning-rate schedules. `step` counts completed optimizer steps (0 before the first),
@@ -180,8 +171,5 @@ int dp_sched_check(const dp_sched_cfg *s);
  * length of the run (cosine only). s is assumed to pass dp_sched_check. */
 float dp_sched_lr_at(const dp_sched_cfg *s, long step, long steps_per_epoch, long total_steps);
 
-/* Older interface, kept until src/train switches: dp_sched_lr_at with no warmup, gamma 1 and
- * one step per epoch, i.e. right for constant and cosine only. */
-float dp_sched_lr(dp_sched s, float base_lr, long step, long total);
 
 #endif

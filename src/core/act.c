@@ -2,6 +2,8 @@
  * initializers. */
 #include "dptrain/nn.h"
 
+#include "names.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -27,7 +29,7 @@ static const char *const init_names[DP_INIT_COUNT] = {
     [DP_INIT_UNIFORM] = "uniform",     [DP_INIT_NORMAL] = "normal",
 };
 
-static int find_name(const char *const *names, int n, const char *s)
+int dp_name_index(const char *const *names, int n, const char *s)
 {
     for (int i = 0; s && i < n; i++) {
         if (strcmp(names[i], s) == 0) {
@@ -38,11 +40,11 @@ static int find_name(const char *const *names, int n, const char *s)
 }
 
 const char *dp_act_name(dp_act a) { return (a >= 0 && a < DP_ACT_COUNT) ? act_names[a] : "?"; }
-int dp_act_parse(const char *s) { return find_name(act_names, DP_ACT_COUNT, s); }
+int dp_act_parse(const char *s) { return dp_name_index(act_names, DP_ACT_COUNT, s); }
 const char *dp_loss_name(dp_loss l) { return (l >= 0 && l < DP_LOSS_COUNT) ? loss_names[l] : "?"; }
-int dp_loss_parse(const char *s) { return find_name(loss_names, DP_LOSS_COUNT, s); }
+int dp_loss_parse(const char *s) { return dp_name_index(loss_names, DP_LOSS_COUNT, s); }
 const char *dp_init_name(dp_init i) { return (i >= 0 && i < DP_INIT_COUNT) ? init_names[i] : "?"; }
-int dp_init_parse(const char *s) { return find_name(init_names, DP_INIT_COUNT, s); }
+int dp_init_parse(const char *s) { return dp_name_index(init_names, DP_INIT_COUNT, s); }
 
 bool dp_act_trainable(dp_act a) { return a >= 0 && a < DP_ACT_COUNT && a != DP_ACT_STEP; }
 

@@ -2,6 +2,8 @@
  * hyperparameter checks and state layout, and learning-rate schedules. */
 #include "dptrain/optim.h"
 
+#include "names.h"
+
 #include "dptrain/err.h"
 
 #include <math.h>
@@ -23,12 +25,7 @@ const char *dp_optim_name(dp_optim_kind k)
 
 int dp_optim_parse(const char *s)
 {
-    for (int i = 0; s && i < DP_OPT_COUNT; i++) {
-        if (strcmp(optim_names[i], s) == 0) {
-            return i;
-        }
-    }
-    return -1;
+    return dp_name_index(optim_names, DP_OPT_COUNT, s);
 }
 
 void dp_optim_defaults(dp_optim_kind k, dp_optim_cfg *c)
@@ -257,10 +254,6 @@ static void sgd_update(float lr, float mu, float dampening, float wd, bool neste
     }
 }
 
-void dp_sgd_step(const dp_sgd_cfg *c, long t, size_t n, float *p, const float *g, float *buf)
-{
-    sgd_update(c->lr, c->momentum, c->dampening, c->weight_decay, c->nesterov, t, n, p, g, buf);
-}
 
 static void adagrad_update(const dp_optim_cfg *c, float lr, long t, size_t n, float *p,
                            const float *g, float *sum)
@@ -426,12 +419,7 @@ const char *dp_sched_name(dp_sched s)
 
 int dp_sched_parse(const char *s)
 {
-    for (int i = 0; s && i < DP_SCHED_COUNT; i++) {
-        if (strcmp(sched_names[i], s) == 0) {
-            return i;
-        }
-    }
-    return -1;
+    return dp_name_index(sched_names, DP_SCHED_COUNT, s);
 }
 
 int dp_sched_check(const dp_sched_cfg *s)
@@ -516,8 +504,3 @@ float dp_sched_lr_at(const dp_sched_cfg *s, long step, long steps_per_epoch, lon
     return (float)lr;
 }
 
-float dp_sched_lr(dp_sched s, float base_lr, long step, long total)
-{
-    const dp_sched_cfg c = {.kind = s, .base_lr = base_lr, .gamma = 1.0f, .step_size = 1};
-    return dp_sched_lr_at(&c, step, 1, total);
-}

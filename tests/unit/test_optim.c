@@ -1,4 +1,4 @@
-/* test_optim.c: unit tests of dp_sgd_step against torch.optim.SGD's documented rule, worked
+/* test_optim.c: unit tests of SGD (through dp_optim_step, the trainer's path) against torch.optim.SGD's documented rule, worked
  * by hand, and of the learning-rate schedules (expected values worked by hand from the
  * torch.optim.lr_scheduler definitions). The other optimizers: test_optim2.c. */
 #include <criterion/criterion.h>
@@ -20,11 +20,38 @@ enum { N = 3 };
 static const float P0[N] = {1.0f, -2.0f, 0.5f};
 static const float G[3][N] = {{0.5f, -1.0f, 2.0f}, {0.25f, 0.5f, -1.0f}, {-0.5f, 1.0f, 0.0f}};
 
+/* The SGD hyperparameters of one case, run through dp_optim_step as the trainer does. */
+typedef struct {
+    float lr, momentum, dampening, weight_decay;
+    bool nesterov;
+} sgd_case;
+
+static void sgd_step(const sgd_case *c, long t, size_t n, float *p, const float *g, float *buf)
+{
+    dp_optim_cfg o;
+    dp_optim_defaults(DP_OPT_SGD, &o);
+    o.lr = c->lr;
+    o.momentum = c->momentum;
+    o.dampening = c->dampening;
+    o.weight_decay = c->weight_decay;
+    o.nesterov = c->nesterov;
+    cr_assert_eq(dp_optim_check(&o), DP_OK, "%s", dp_errmsg());
+    float *slots[DP_OPTIM_MAX_SLOTS] = {buf};
+    dp_optim_step(&o, c->lr, t, n, p, g, slots, NULL);
+}
+
+/* A bare schedule (no warmup, one step per epoch): constant and cosine need nothing else. */
+static float sched_lr(dp_sched kind, float base_lr, long step, long total)
+{
+    const dp_sched_cfg c = {.kind = kind, .base_lr = base_lr, .gamma = 1.0f, .step_size = 1};
+    return dp_sched_lr_at(&c, step, 1, total);
+}
+
 /* 1e-6: a few float ulps at |p| <= 2 (lr = 0.1 is not exact in binary). */
 #define SGD_TOL 1e-6f
 
 /* Runs three steps from P0 and checks p (and buf, when want_buf != NULL) after each. */
-static void run_sgd(const dp_sgd_cfg *c, const float want_p[3][N], const float want_buf[3][N],
+static void run_sgd(const sgd_case *c, const float want_p[3][N], const float want_buf[3][N],
                     const char *what)
 {
     float p[N], buf[N];
@@ -33,7 +60,7 @@ static void run_sgd(const dp_sgd_cfg *c, const float want_p[3][N], const float w
         buf[i] = 100.0f; /* stale state: step 1 must not read it */
     }
     for (int t = 1; t <= 3; t++) {
-        dp_sgd_step(c, t, N, p, G[t - 1], buf);
+        sgd_step(c, t, N, p, G[t - 1], buf);
         for (int i = 0; i < N; i++) {
             cr_assert_float_eq(p[i], want_p[t - 1][i], SGD_TOL,
                                "%s: step %d p[%d] = %.9g, want %.9g", what, t, i, p[i],
@@ -57,7 +84,7 @@ Test(optim_sgd, plain)
      * p2 = p1 - 0.1 g2 = [0.95 - 0.025, -1.9 - 0.05, 0.3 + 0.1] = [0.925, -1.95, 0.4]
      * p3 = p2 - 0.1 g3 = [0.925 + 0.05, -1.95 - 0.1, 0.4 - 0]   = [0.975, -2.05, 0.4] */
     const float want[3][N] = {{0.95f, -1.9f, 0.3f}, {0.925f, -1.95f, 0.4f}, {0.975f, -2.05f, 0.4f}};
-    dp_sgd_cfg c = {.lr = 0.1f};
+    sgd_case c = {.lr = 0.1f};
     run_sgd(&c, want, NULL, "plain");
 }
 
@@ -72,7 +99,7 @@ Test(optim_sgd, momentum)
     const float want_p[3][N] = {{0.95f, -1.9f, 0.3f}, {0.88f, -1.86f, 0.22f},
                                 {0.867f, -1.924f, 0.148f}};
     const float want_b[3][N] = {{0.5f, -1.0f, 2.0f}, {0.7f, -0.4f, 0.8f}, {0.13f, 0.64f, 0.72f}};
-    dp_sgd_cfg c = {.lr = 0.1f, .momentum = 0.9f};
+    sgd_case c = {.lr = 0.1f, .momentum = 0.9f};
     run_sgd(&c, want_p, want_b, "momentum 0.9");
 }
 
@@ -89,7 +116,7 @@ Test(optim_sgd, momentum_dampening)
                                 {0.86575f, -1.8265f, 0.053f}};
     const float want_b[3][N] = {{0.5f, -1.0f, 2.0f}, {0.575f, -0.65f, 1.3f},
                                 {0.2675f, -0.085f, 1.17f}};
-    dp_sgd_cfg c = {.lr = 0.1f, .momentum = 0.9f, .dampening = 0.5f};
+    sgd_case c = {.lr = 0.1f, .momentum = 0.9f, .dampening = 0.5f};
     run_sgd(&c, want_p, want_b, "momentum 0.9 dampening 0.5");
 }
 
@@ -107,7 +134,7 @@ Test(optim_sgd, nesterov)
     const float want_p[3][N] = {{0.905f, -1.81f, 0.12f}, {0.817f, -1.824f, 0.148f},
                                 {0.8553f, -1.9816f, 0.0832f}};
     const float want_b[3][N] = {{0.5f, -1.0f, 2.0f}, {0.7f, -0.4f, 0.8f}, {0.13f, 0.64f, 0.72f}};
-    dp_sgd_cfg c = {.lr = 0.1f, .momentum = 0.9f, .nesterov = true};
+    sgd_case c = {.lr = 0.1f, .momentum = 0.9f, .nesterov = true};
     run_sgd(&c, want_p, want_b, "nesterov 0.9");
 }
 
@@ -126,7 +153,7 @@ Test(optim_sgd, weight_decay)
     const float want_p[3][N] = {{0.949f, -1.898f, 0.2995f},
                                 {0.923051f, -1.946102f, 0.3992005f},
                                 {0.972127949f, -2.044155898f, 0.3988012995f}};
-    dp_sgd_cfg c = {.lr = 0.1f, .weight_decay = 0.01f};
+    sgd_case c = {.lr = 0.1f, .weight_decay = 0.01f};
     run_sgd(&c, want_p, NULL, "weight decay 0.01");
 }
 
@@ -135,12 +162,12 @@ Test(optim_sgd, weight_decay_enters_momentum)
     /* mu = 0.5, wd = 0.1, one element p0 = 2, g = 1 each step, lr = 0.1:
      * 1: d = 1 + 0.2 = 1.2; b1 = 1.2; p1 = 2 - 0.12 = 1.88
      * 2: d = 1 + 0.188 = 1.188; b2 = 0.6 + 1.188 = 1.788; p2 = 1.88 - 0.1788 = 1.7012 */
-    dp_sgd_cfg c = {.lr = 0.1f, .momentum = 0.5f, .weight_decay = 0.1f};
+    sgd_case c = {.lr = 0.1f, .momentum = 0.5f, .weight_decay = 0.1f};
     float p = 2.0f, g = 1.0f, b = -7.0f;
-    dp_sgd_step(&c, 1, 1, &p, &g, &b);
+    sgd_step(&c, 1, 1, &p, &g, &b);
     cr_assert_float_eq(b, 1.2f, SGD_TOL, "b1 = %.9g", b);
     cr_assert_float_eq(p, 1.88f, SGD_TOL, "p1 = %.9g", p);
-    dp_sgd_step(&c, 2, 1, &p, &g, &b);
+    sgd_step(&c, 2, 1, &p, &g, &b);
     cr_assert_float_eq(b, 1.788f, SGD_TOL, "b2 = %.9g", b);
     cr_assert_float_eq(p, 1.7012f, SGD_TOL, "p2 = %.9g", p);
 }
@@ -148,9 +175,9 @@ Test(optim_sgd, weight_decay_enters_momentum)
 Test(optim_sgd, gradient_is_read_only_and_n_respected)
 {
     /* n = 2 of a 3-element array: the third entry is not touched; g is not modified. */
-    dp_sgd_cfg c = {.lr = 0.1f, .momentum = 0.9f};
+    sgd_case c = {.lr = 0.1f, .momentum = 0.9f};
     float p[3] = {1.0f, 1.0f, 1.0f}, g[3] = {1.0f, 2.0f, 3.0f}, buf[3] = {0.0f, 0.0f, 42.0f};
-    dp_sgd_step(&c, 1, 2, p, g, buf);
+    sgd_step(&c, 1, 2, p, g, buf);
     cr_assert_float_eq(p[0], 0.9f, SGD_TOL);
     cr_assert_float_eq(p[1], 0.8f, SGD_TOL);
     cr_assert_eq(p[2], 1.0f);
@@ -167,7 +194,7 @@ Test(optim_sched, constant)
 {
     const long steps[4] = {0, 1, 500, 1000};
     for (int i = 0; i < 4; i++) {
-        cr_assert_eq(dp_sched_lr(DP_SCHED_CONSTANT, 0.05f, steps[i], 1000), 0.05f,
+        cr_assert_eq(sched_lr(DP_SCHED_CONSTANT, 0.05f, steps[i], 1000), 0.05f,
                      "constant at step %ld", steps[i]);
     }
 }
@@ -177,18 +204,18 @@ Test(optim_sched, cosine)
     const float base = 0.2f;
     /* lr (1 + cos(pi s / T)) / 2: s = 0 -> lr; s = T/2 -> lr/2; s = T/4 -> lr (1 + sqrt(2)/2)/2;
      * s = T -> 0. */
-    cr_assert_float_eq(dp_sched_lr(DP_SCHED_COSINE, base, 0, 1000), base, 1e-7f);
-    cr_assert_float_eq(dp_sched_lr(DP_SCHED_COSINE, base, 500, 1000), base / 2, 1e-7f);
-    cr_assert_float_eq(dp_sched_lr(DP_SCHED_COSINE, base, 250, 1000),
+    cr_assert_float_eq(sched_lr(DP_SCHED_COSINE, base, 0, 1000), base, 1e-7f);
+    cr_assert_float_eq(sched_lr(DP_SCHED_COSINE, base, 500, 1000), base / 2, 1e-7f);
+    cr_assert_float_eq(sched_lr(DP_SCHED_COSINE, base, 250, 1000),
                        (float)(base * (1.0 + sqrt(0.5)) / 2.0), 1e-7f);
-    cr_assert_float_eq(dp_sched_lr(DP_SCHED_COSINE, base, 1000, 1000), 0.0f, 1e-7f);
+    cr_assert_float_eq(sched_lr(DP_SCHED_COSINE, base, 1000, 1000), 0.0f, 1e-7f);
     /* Odd total: s = 1 of T = 3: (1 + cos(pi/3))/2 = 3/4. */
-    cr_assert_float_eq(dp_sched_lr(DP_SCHED_COSINE, 1.0f, 1, 3), 0.75f, 1e-7f);
+    cr_assert_float_eq(sched_lr(DP_SCHED_COSINE, 1.0f, 1, 3), 0.75f, 1e-7f);
     /* Non-increasing and within [0, base] all the way. */
     float prev = base;
     int bad = 0;
     for (long s = 0; s <= 1000; s++) {
-        float lr = dp_sched_lr(DP_SCHED_COSINE, base, s, 1000);
+        float lr = sched_lr(DP_SCHED_COSINE, base, s, 1000);
         bad += !(lr <= prev && lr >= 0.0f);
         prev = lr;
     }
@@ -245,7 +272,7 @@ Test(optim_sched, constant_and_cosine_match_the_old_interface)
     expect_lr(&s, 1000, 7, 1000, 0.0);
     expect_lr(&s, 1001, 7, 1000, 0.0);
     for (long k = 0; k <= 1000; k += 37) {
-        cr_assert_eq(dp_sched_lr_at(&s, k, 1, 1000), dp_sched_lr(DP_SCHED_COSINE, 0.2f, k, 1000),
+        cr_assert_eq(dp_sched_lr_at(&s, k, 1, 1000), sched_lr(DP_SCHED_COSINE, 0.2f, k, 1000),
                      "step %ld", k);
     }
 }
