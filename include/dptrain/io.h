@@ -5,6 +5,8 @@
 
 #include "dptrain/nn.h"
 
+#include <stdint.h>
+
 /* Writes the model's architecture and parameters (one dataset per layer tensor) and the
  * effective configuration (a JSON text, may be NULL) to path: written under a temporary
  * name, flushed, synced and renamed, so path is either the old file or the complete new
@@ -15,5 +17,27 @@ int dp_model_save(const dp_model *m, const char *path, const char *config_json);
  * max_batch rows. If config_json != NULL it receives the saved configuration text (malloc'd,
  * "" if none; caller frees). */
 int dp_model_load(const char *path, int max_batch, dp_model **out, char **config_json);
+
+/* The model layout version of a model file or checkpoint (root attribute format_version),
+ * or 0 if it cannot be read. */
+int dp_model_format_version(const char *path);
+
+/* A model's outputs for the rows of a dataset split. */
+typedef struct {
+    const float *values;    /* (n, k) row-major */
+    size_t n;
+    int k;
+    const int32_t *labels;  /* n predicted classes, or NULL */
+    const int64_t *rows;    /* n: the dataset row of each prediction */
+    const char *column;     /* CSV column prefix ("p" or "y") */
+    int first_column;       /* CSV: number of the first column (1 for one binary output) */
+    const char *attrs[8][2]; /* HDF5: string attributes (name, value) */
+    int n_attrs;
+} dp_predictions;
+
+/* Writes p to path: CSV if path ends in .csv (a header "label,p0,p1,..." then one line per
+ * row), else HDF5 (/predictions float32 [n, k], /labels int32 [n], /rows int64 [n] and the
+ * attributes). Under a temporary name, synced and renamed, like dp_model_save. */
+int dp_predictions_save(const char *path, const dp_predictions *p);
 
 #endif

@@ -1,0 +1,57 @@
+/* state.c: allocation of a run's resumable training state. */
+#include "dptrain/state.h"
+
+#include "dptrain/err.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int dp_train_state_init(dp_train_state *s, const dp_optim_cfg *opt, size_t n_params,
+                        size_t n_buffers, uint64_t seed, int epochs, bool early_stopping)
+{
+    int rc = DP_OK;
+    memset(s, 0, sizeof *s);
+    s->seed = seed;
+    s->opt = *opt;
+    s->n_params = n_params;
+    s->n_buffers = n_buffers;
+    s->lr = opt->lr;
+    s->lr_factor = 1.0f;
+    s->plateau_best = INFINITY;
+    s->best_val = INFINITY;
+    s->opt_scalar = 1.0;
+    s->n_slots = dp_optim_n_slots(opt);
+    for (int i = 0; i < s->n_slots; i++) {
+        DP_CALLOC(s->slots[i], n_params);
+    }
+    dp_optim_init_slots(opt, n_params, s->slots);
+    if (early_stopping) {
+        DP_CALLOC(s->best_params, n_params);
+        DP_CALLOC(s->best_buffers, n_buffers);
+    }
+    s->cap_history = epochs > 0 ? epochs : 0;
+    DP_CALLOC(s->history, s->cap_history);
+done:
+    if (rc != DP_OK) {
+        dp_train_state_free(s);
+    }
+    return rc;
+}
+
+void dp_train_state_free(dp_train_state *s)
+{
+    if (!s) {
+        return;
+    }
+    for (int i = 0; i < DP_OPTIM_MAX_SLOTS; i++) {
+        free(s->slots[i]);
+        s->slots[i] = NULL;
+    }
+    free(s->best_params);
+    free(s->best_buffers);
+    free(s->history);
+    s->best_params = s->best_buffers = NULL;
+    s->history = NULL;
+    s->n_history = s->cap_history = 0;
+}

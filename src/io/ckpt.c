@@ -1,0 +1,698 @@
+/* ckpt.c: checkpoints: a model file plus the training state, behind a checksummed user
+ * block; atomic save, verify-then-load, listing and pruning of a checkpoint directory. */
+#define _GNU_SOURCE
+#include "dptrain/ckpt.h"
+
+#include "dptrain/err.h"
+#include "h5util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define CKPT_FORMAT "dptrain-checkpoint"
+#define CKPT_USERBLOCK 512
+#define CKPT_MAGIC "dptrain-checkpoint\n"
+
+static const char *const history_columns =
+    "epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
+    "samples_per_s,seconds";
+
+void dp_ckpt_meta_free(dp_ckpt_meta *meta)
+{
+    if (!meta) {
+        return;
+    }
+    free(meta->config_json);
+    free(meta->data_path);
+    free(meta->program_version);
+    meta->config_json = meta->data_path = meta->program_version = NULL;
+}
+
+/* --- the checksummed header ------------------------------------------------------------ */
+
+/* CRC-32 (zlib) of bytes [from, to) of fd. */
+static int crc_range(int fd, const char *path, off_t from, off_t to, uint32_t *out)
+{
+    static unsigned char buf[1 << 20];
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (off_t at = from; at < to;) {
+        size_t want = (size_t)(to - at) < sizeof buf ? (size_t)(to - at) : sizeof buf;
+        ssize_t got = pread(fd, buf, want, at);
+        if (got <= 0) {
+            return dp_err(DP_EIO, "%s: read failed at byte %lld (%s)", path, (long long)at,
+                          got < 0 ? strerror(errno) : "unexpected end of file");
+        }
+        crc = crc32(crc, buf, (uInt)got);
+        at += got;
+    }
+    *out = (uint32_t)crc;
+    return DP_OK;
+}
+
+/* After HDF5 has closed the file: the header with the length and CRC of the rest. */
+static int write_header(const char *tmp, void *ctx)
+{
+    (void)ctx;
+    int rc = DP_OK;
+    char hdr[CKPT_USERBLOCK];
+    struct stat st;
+    uint32_t crc = 0;
+    int fd = open(tmp, O_RDWR);
+    if (fd < 0) {
+        return dp_err(DP_EIO, "%s: cannot reopen to write the checksum (%s)", tmp,
+                      strerror(errno));
+    }
+    if (fstat(fd, &st) != 0) {
+        DP_FAIL(DP_EIO, "%s: stat failed (%s)", tmp, strerror(errno));
+    }
+    DP_TRY(crc_range(fd, tmp, CKPT_USERBLOCK, st.st_size, &crc));
+    memset(hdr, 0, sizeof hdr);
+    snprintf(hdr, sizeof hdr,
+             CKPT_MAGIC "format_version %d\nlength %lld\ncrc32 %08" PRIx32 "\n"
+             "(the CRC-32 is zlib's, of bytes %d..length-1; the HDF5 file starts at byte %d)\n",
+             DP_CKPT_FORMAT_VERSION, (long long)st.st_size, crc, CKPT_USERBLOCK,
+             CKPT_USERBLOCK);
+    if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
+        DP_FAIL(DP_EIO, "%s: cannot write the checksum header (%s)", tmp, strerror(errno));
+    }
+done:
+    close(fd);
+    return rc;
+}
+
+bool dp_ckpt_is_checkpoint(const char *path)
+{
+    char hdr[sizeof CKPT_MAGIC];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return false;
+    }
+    ssize_t got = pread(fd, hdr, sizeof hdr - 1, 0);
+    close(fd);
+    return got == (ssize_t)sizeof hdr - 1 && memcmp(hdr, CKPT_MAGIC, sizeof hdr - 1) == 0;
+}
+
+int dp_ckpt_verify(const char *path)
+{
+    int rc = DP_OK;
+    char hdr[CKPT_USERBLOCK + 1];
+    struct stat st;
+    int version = 0;
+    long long length = 0;
+    uint32_t want = 0, have = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return dp_err(DP_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    if (fstat(fd, &st) != 0) {
+        DP_FAIL(DP_EIO, "%s: stat failed (%s)", path, strerror(errno));
+    }
+    ssize_t got = pread(fd, hdr, CKPT_USERBLOCK, 0);
+    if (got < (ssize_t)strlen(CKPT_MAGIC) || memcmp(hdr, CKPT_MAGIC, strlen(CKPT_MAGIC)) != 0) {
+        DP_FAIL(DP_EFORMAT, "%s: not a dptrain checkpoint (no checkpoint header)", path);
+    }
+    hdr[got] = '\0';
+    const char *p = hdr + strlen(CKPT_MAGIC);
+    if (sscanf(p, "format_version %d\nlength %lld\ncrc32 %" SCNx32, &version, &length,
+               &want) != 3) {
+        DP_FAIL(DP_EFORMAT, "%s: damaged checkpoint header", path);
+    }
+    if (version > DP_CKPT_FORMAT_VERSION || version < 1) {
+        DP_FAIL(DP_EFORMAT, "%s: checkpoint format version %d; this dptrain reads version %d "
+                            "(written by a newer dptrain?)", path, version,
+                DP_CKPT_FORMAT_VERSION);
+    }
+    if ((long long)st.st_size != length) {
+        DP_FAIL(DP_EFORMAT, "%s: truncated or damaged checkpoint: %lld bytes, its header says "
+                            "%lld", path, (long long)st.st_size, length);
+    }
+    DP_TRY(crc_range(fd, path, CKPT_USERBLOCK, st.st_size, &have));
+    if (have != want) {
+        DP_FAIL(DP_EFORMAT, "%s: damaged checkpoint: CRC-32 of the content is %08" PRIx32
+                            ", its header says %08" PRIx32, path, have, want);
+    }
+done:
+    close(fd);
+    return rc;
+}
+
+/* --- typed attribute helpers ----------------------------------------------------------- */
+
+static int put_f64(hid_t o, const char *path, const char *name, double v)
+{
+    return dp_h5_put_num_attr(o, path, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, 1);
+}
+
+static int get_f64(hid_t o, const char *path, const char *name, double *v)
+{
+    return dp_h5_get_num_attr(o, path, name, H5T_NATIVE_DOUBLE, v, 1);
+}
+
+static int put_i64(hid_t o, const char *path, const char *name, int64_t v)
+{
+    return dp_h5_put_num_attr(o, path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, 1);
+}
+
+static int get_i64(hid_t o, const char *path, const char *name, int64_t *v)
+{
+    return dp_h5_get_num_attr(o, path, name, H5T_NATIVE_INT64, v, 1);
+}
+
+static int put_u64(hid_t o, const char *path, const char *name, uint64_t v)
+{
+    return dp_h5_put_num_attr(o, path, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v, 1);
+}
+
+static int get_u64(hid_t o, const char *path, const char *name, uint64_t *v)
+{
+    return dp_h5_get_num_attr(o, path, name, H5T_NATIVE_UINT64, v, 1);
+}
+
+static int put_int(hid_t o, const char *path, const char *name, int v)
+{
+    return dp_h5_put_int_attr(o, path, name, &v, 1);
+}
+
+static int get_int(hid_t o, const char *path, const char *name, int *v)
+{
+    return dp_h5_get_int_attr(o, path, name, v, 1);
+}
+
+static int get_bool(hid_t o, const char *path, const char *name, bool *v)
+{
+    int i = 0, rc = get_int(o, path, name, &i);
+    *v = i != 0;
+    return rc;
+}
+
+/* The optimizer's float hyperparameters, by their option names. */
+static const struct {
+    const char *name;
+    size_t offset;
+} hp_fields[] = {
+    {"lr", offsetof(dp_optim_cfg, lr)},
+    {"weight_decay", offsetof(dp_optim_cfg, weight_decay)},
+    {"momentum", offsetof(dp_optim_cfg, momentum)},
+    {"dampening", offsetof(dp_optim_cfg, dampening)},
+    {"alpha", offsetof(dp_optim_cfg, alpha)},
+    {"rho", offsetof(dp_optim_cfg, rho)},
+    {"lr_decay", offsetof(dp_optim_cfg, lr_decay)},
+    {"initial_accumulator_value", offsetof(dp_optim_cfg, initial_accumulator_value)},
+    {"beta1", offsetof(dp_optim_cfg, beta1)},
+    {"beta2", offsetof(dp_optim_cfg, beta2)},
+    {"eps", offsetof(dp_optim_cfg, eps)},
+    {"momentum_decay", offsetof(dp_optim_cfg, momentum_decay)},
+};
+#define N_HP_FIELDS (sizeof hp_fields / sizeof hp_fields[0])
+
+static int check_finite(const float *v, size_t n, const char *path, const char *what)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        if (!isfinite(v[i])) {
+            return dp_err(DP_ENONFINITE, "%s: not written: %s[%zu] is %g", path, what, i, v[i]);
+        }
+    }
+    return DP_OK;
+}
+
+/* --- save ------------------------------------------------------------------------------ */
+
+static int write_state(hid_t f, const char *path, const dp_train_state *st)
+{
+    int rc = DP_OK;
+    hid_t g = H5I_INVALID_HID, og = H5I_INVALID_HID, sp = H5I_INVALID_HID,
+          ds = H5I_INVALID_HID;
+    hsize_t np = st->n_params, nbuf = st->n_buffers;
+    double *hist = NULL;
+    DP_H5(g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    DP_TRY(put_u64(g, path, "seed", st->seed));
+    DP_TRY(put_int(g, path, "epoch", st->epoch));
+    DP_TRY(put_u64(g, path, "next_batch", st->next_batch));
+    DP_TRY(put_i64(g, path, "step", st->step));
+    DP_TRY(put_int(g, path, "finished", st->finished));
+    DP_TRY(put_f64(g, path, "loss_sum", st->loss_sum));
+    DP_TRY(put_f64(g, path, "correct_sum", st->correct_sum));
+    DP_TRY(put_f64(g, path, "epoch_seconds", st->epoch_seconds));
+    DP_TRY(put_u64(g, path, "seen", st->seen));
+    DP_TRY(put_f64(g, path, "train_seconds", st->train_seconds));
+    DP_TRY(dp_h5_put_f32_attr(g, path, "lr", &st->lr, 1));
+    DP_TRY(dp_h5_put_f32_attr(g, path, "lr_factor", &st->lr_factor, 1));
+    DP_TRY(put_f64(g, path, "plateau_best", st->plateau_best));
+    DP_TRY(put_int(g, path, "plateau_bad", st->plateau_bad));
+    DP_TRY(put_f64(g, path, "best_val", st->best_val));
+    DP_TRY(put_int(g, path, "bad_epochs", st->bad_epochs));
+    DP_TRY(put_int(g, path, "best_epoch", st->best_epoch));
+    DP_TRY(put_int(g, path, "stopped_early", st->stopped_early));
+    DP_TRY(put_u64(g, path, "n_params", st->n_params));
+    DP_TRY(put_u64(g, path, "n_buffers", st->n_buffers));
+
+    /* Optimizer: name, every hyperparameter, scalar state and one dataset per slot, each
+     * laid out like the flat parameter array. */
+    DP_H5(og = H5Gcreate2(g, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    DP_TRY(dp_h5_put_str_attr(og, path, "name", dp_optim_name(st->opt.kind)));
+    for (size_t i = 0; i < N_HP_FIELDS; i++) {
+        const float *v = (const float *)((const char *)&st->opt + hp_fields[i].offset);
+        DP_TRY(dp_h5_put_f32_attr(og, path, hp_fields[i].name, v, 1));
+    }
+    DP_TRY(put_int(og, path, "nesterov", st->opt.nesterov));
+    DP_TRY(put_int(og, path, "centered", st->opt.centered));
+    DP_TRY(put_int(og, path, "amsgrad", st->opt.amsgrad));
+    DP_TRY(put_f64(og, path, "scalar_state", st->opt_scalar));
+    DP_TRY(put_int(og, path, "n_slots", st->n_slots));
+    for (int s = 0; s < st->n_slots; s++) {
+        const char *name = dp_optim_slot_name(&st->opt, s);
+        DP_TRY(dp_h5_write_f32(og, path, name ? name : "slot", st->slots[s], 1, &np));
+    }
+    if (st->best_params) {
+        DP_TRY(dp_h5_write_f32(g, path, "best_params", st->best_params, 1, &np));
+        DP_TRY(dp_h5_write_f32(g, path, "best_buffers", st->best_buffers, 1, &nbuf));
+    }
+
+    /* The metrics log so far, one row per finished epoch. */
+    hsize_t hd[2] = {(hsize_t)st->n_history, DP_EPOCH_RECORD_FIELDS};
+    DP_CALLOC(hist, (size_t)st->n_history * DP_EPOCH_RECORD_FIELDS + 1);
+    for (int i = 0; i < st->n_history; i++) {
+        const dp_epoch_record *r = &st->history[i];
+        double *row = hist + (size_t)i * DP_EPOCH_RECORD_FIELDS;
+        row[0] = r->epoch;
+        row[1] = (double)r->step;
+        row[2] = r->lr;
+        row[3] = r->train_loss;
+        row[4] = r->train_accuracy;
+        row[5] = r->val_loss;
+        row[6] = r->val_accuracy;
+        row[7] = r->test_loss;
+        row[8] = r->test_accuracy;
+        row[9] = r->samples_per_s;
+        row[10] = r->seconds;
+    }
+    DP_H5(sp = H5Screate_simple(2, hd, NULL));
+    DP_H5(ds = H5Dcreate2(g, "history", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                          H5P_DEFAULT));
+    if (st->n_history > 0) {
+        DP_H5(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist));
+    }
+    DP_TRY(dp_h5_put_str_attr(ds, path, "columns", history_columns));
+done:
+    free(hist);
+    if (ds >= 0) H5Dclose(ds);
+    if (sp >= 0) H5Sclose(sp);
+    if (og >= 0) H5Gclose(og);
+    if (g >= 0) H5Gclose(g);
+    return rc;
+}
+
+static int write_meta(hid_t f, const char *path, const dp_ckpt_meta *meta, int64_t now)
+{
+    int rc = DP_OK;
+    hid_t g = H5I_INVALID_HID;
+    DP_TRY(put_int(f, path, "checkpoint_format_version", DP_CKPT_FORMAT_VERSION));
+    DP_TRY(dp_h5_put_str_attr(f, path, "program_version",
+                              meta->program_version ? meta->program_version : "?"));
+    DP_TRY(put_int(f, path, "n_ranks", meta->n_ranks));
+    DP_TRY(put_i64(f, path, "written_unix", now));
+    DP_H5(g = H5Gcreate2(f, "data", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    DP_TRY(dp_h5_put_str_attr(g, path, "path", meta->data_path ? meta->data_path : ""));
+    DP_TRY(put_u64(g, path, "train_rows", meta->train_rows));
+    DP_TRY(put_u64(g, path, "test_rows", meta->test_rows));
+    DP_TRY(put_u64(g, path, "n_features", meta->n_features));
+    DP_TRY(put_u64(g, path, "train_fingerprint", meta->train_fingerprint));
+    DP_TRY(put_u64(g, path, "test_fingerprint", meta->test_fingerprint));
+done:
+    if (g >= 0) H5Gclose(g);
+    return rc;
+}
+
+/* Test hook: DPTRAIN_TEST_CKPT_PAUSE=K stops the K-th checkpoint write of this process
+ * half-way (the model written, the state not) for an hour, so that a test can kill the job
+ * while a write is in progress. */
+static void test_pause(const char *tmp)
+{
+    static int writes = 0;
+    const char *k = getenv("DPTRAIN_TEST_CKPT_PAUSE");
+    writes++;
+    if (k && atoi(k) == writes) {
+        fprintf(stderr, "dptrain: test hook: pausing inside the write of %s\n", tmp);
+        fflush(stderr);
+        sleep(3600);
+    }
+}
+
+int dp_ckpt_save(const char *path, const dp_model *m, const dp_train_state *st,
+                 const dp_ckpt_meta *meta)
+{
+    int rc = DP_OK;
+    dp_h5_atomic a = {.f = H5I_INVALID_HID};
+    DP_TRY(dp_io_model_check_finite(m, path));
+    for (int s = 0; s < st->n_slots; s++) {
+        DP_TRY(check_finite(st->slots[s], st->n_params, path, "optimizer state"));
+    }
+    DP_TRY(check_finite(st->best_params, st->n_params, path, "best_params"));
+    DP_TRY(dp_h5_atomic_create(&a, path, CKPT_USERBLOCK));
+    DP_TRY(dp_io_model_write(a.f, path, m, meta->config_json, CKPT_FORMAT));
+    DP_H5(H5Fflush(a.f, H5F_SCOPE_GLOBAL));
+    test_pause(a.tmp);
+    DP_TRY(write_meta(a.f, path, meta, (int64_t)time(NULL)));
+    DP_TRY(write_state(a.f, path, st));
+    rc = dp_h5_atomic_commit(&a, write_header, NULL);
+done:
+    if (rc != DP_OK) {
+        dp_h5_atomic_abort(&a);
+    }
+    return rc;
+}
+
+/* --- load ------------------------------------------------------------------------------ */
+
+static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_state *st)
+{
+    int rc = DP_OK;
+    hid_t g = H5I_INVALID_HID, og = H5I_INVALID_HID, ds = H5I_INVALID_HID,
+          sp = H5I_INVALID_HID;
+    char *name = NULL;
+    double *hist = NULL;
+    dp_optim_cfg opt = {0};
+    uint64_t np = 0, nbuf = 0, seed = 0, u = 0;
+    int ns = 0;
+    if (H5Lexists(f, "state", H5P_DEFAULT) <= 0) {
+        DP_FAIL(DP_EFORMAT, "%s: group /state is missing", path);
+    }
+    DP_H5(g = H5Gopen2(f, "state", H5P_DEFAULT));
+    DP_H5(og = H5Gopen2(g, "optimizer", H5P_DEFAULT));
+    DP_TRY(dp_h5_get_str_attr(og, path, "name", &name));
+    int kind = dp_optim_parse(name);
+    if (kind < 0) {
+        DP_FAIL(DP_EFORMAT, "%s: /state/optimizer name '%s' is unknown", path, name);
+    }
+    opt.kind = (dp_optim_kind)kind;
+    for (size_t i = 0; i < N_HP_FIELDS; i++) {
+        float *v = (float *)((char *)&opt + hp_fields[i].offset);
+        DP_TRY(dp_h5_get_f32_attr(og, path, hp_fields[i].name, v, 1));
+    }
+    DP_TRY(get_bool(og, path, "nesterov", &opt.nesterov));
+    DP_TRY(get_bool(og, path, "centered", &opt.centered));
+    DP_TRY(get_bool(og, path, "amsgrad", &opt.amsgrad));
+    DP_TRY(get_int(og, path, "n_slots", &ns));
+    DP_TRY(get_u64(g, path, "n_params", &np));
+    DP_TRY(get_u64(g, path, "n_buffers", &nbuf));
+    DP_TRY(get_u64(g, path, "seed", &seed));
+    if (m && (np != dp_model_n_params(m) || nbuf != dp_model_n_buffers(m))) {
+        DP_FAIL(DP_EFORMAT, "%s: /state has %llu parameters and %llu buffers, the model %zu "
+                            "and %zu", path, (unsigned long long)np, (unsigned long long)nbuf,
+                dp_model_n_params(m), dp_model_n_buffers(m));
+    }
+    if (ns != dp_optim_n_slots(&opt)) {
+        DP_FAIL(DP_EFORMAT, "%s: /state/optimizer has %d slots; %s with these settings has %d",
+                path, ns, name, dp_optim_n_slots(&opt));
+    }
+    bool early = H5Lexists(g, "best_params", H5P_DEFAULT) > 0;
+    DP_H5(ds = H5Dopen2(g, "history", H5P_DEFAULT));
+    DP_H5(sp = H5Dget_space(ds));
+    hsize_t hd[2] = {0, 0};
+    if (H5Sget_simple_extent_ndims(sp) != 2) {
+        DP_FAIL(DP_EFORMAT, "%s: /state/history is not 2-D", path);
+    }
+    H5Sget_simple_extent_dims(sp, hd, NULL);
+    if (hd[1] != DP_EPOCH_RECORD_FIELDS || hd[0] > 100000000) {
+        DP_FAIL(DP_EFORMAT, "%s: /state/history has shape [%llu, %llu], expected [n, %d]", path,
+                (unsigned long long)hd[0], (unsigned long long)hd[1], DP_EPOCH_RECORD_FIELDS);
+    }
+    DP_TRY(dp_train_state_init(st, &opt, (size_t)np, (size_t)nbuf, seed, (int)hd[0], early));
+    DP_CALLOC(hist, (size_t)hd[0] * DP_EPOCH_RECORD_FIELDS + 1);
+    if (hd[0] > 0) {
+        DP_H5(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist));
+    }
+    for (hsize_t i = 0; i < hd[0]; i++) {
+        const double *row = hist + i * DP_EPOCH_RECORD_FIELDS;
+        st->history[i] = (dp_epoch_record){
+            .epoch = (int)row[0], .step = (long)row[1], .lr = row[2],
+            .train_loss = row[3], .train_accuracy = row[4],
+            .val_loss = row[5], .val_accuracy = row[6],
+            .test_loss = row[7], .test_accuracy = row[8],
+            .samples_per_s = row[9], .seconds = row[10]};
+    }
+    st->n_history = (int)hd[0];
+    for (int s = 0; s < ns; s++) {
+        const char *sn = dp_optim_slot_name(&opt, s);
+        hsize_t d1 = np;
+        DP_TRY(dp_h5_read_f32(og, path, sn ? sn : "slot", st->slots[s], 1, &d1));
+    }
+    DP_TRY(get_f64(og, path, "scalar_state", &st->opt_scalar));
+    if (early) {
+        hsize_t d1 = np, d2 = nbuf;
+        DP_TRY(dp_h5_read_f32(g, path, "best_params", st->best_params, 1, &d1));
+        DP_TRY(dp_h5_read_f32(g, path, "best_buffers", st->best_buffers, 1, &d2));
+    }
+    int64_t step = 0;
+    DP_TRY(get_int(g, path, "epoch", &st->epoch));
+    DP_TRY(get_u64(g, path, "next_batch", &u));
+    st->next_batch = (size_t)u;
+    DP_TRY(get_i64(g, path, "step", &step));
+    st->step = (long)step;
+    DP_TRY(get_bool(g, path, "finished", &st->finished));
+    DP_TRY(get_f64(g, path, "loss_sum", &st->loss_sum));
+    DP_TRY(get_f64(g, path, "correct_sum", &st->correct_sum));
+    DP_TRY(get_f64(g, path, "epoch_seconds", &st->epoch_seconds));
+    DP_TRY(get_u64(g, path, "seen", &u));
+    st->seen = (size_t)u;
+    DP_TRY(get_f64(g, path, "train_seconds", &st->train_seconds));
+    DP_TRY(dp_h5_get_f32_attr(g, path, "lr", &st->lr, 1));
+    DP_TRY(dp_h5_get_f32_attr(g, path, "lr_factor", &st->lr_factor, 1));
+    DP_TRY(get_f64(g, path, "plateau_best", &st->plateau_best));
+    DP_TRY(get_int(g, path, "plateau_bad", &st->plateau_bad));
+    DP_TRY(get_f64(g, path, "best_val", &st->best_val));
+    DP_TRY(get_int(g, path, "bad_epochs", &st->bad_epochs));
+    DP_TRY(get_int(g, path, "best_epoch", &st->best_epoch));
+    DP_TRY(get_bool(g, path, "stopped_early", &st->stopped_early));
+    if (st->epoch < 0 || st->step < 0 || st->best_epoch < 0 || st->best_epoch > st->epoch) {
+        DP_FAIL(DP_EFORMAT, "%s: /state: epoch %d, step %ld, best epoch %d do not fit together",
+                path, st->epoch, st->step, st->best_epoch);
+    }
+done:
+    if (rc != DP_OK) {
+        dp_train_state_free(st);
+    }
+    free(name);
+    free(hist);
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    if (og >= 0) H5Gclose(og);
+    if (g >= 0) H5Gclose(g);
+    return rc;
+}
+
+static int read_meta(hid_t f, const char *path, dp_ckpt_meta *meta)
+{
+    int rc = DP_OK;
+    hid_t g = H5I_INVALID_HID;
+    int64_t t = 0;
+    memset(meta, 0, sizeof *meta);
+    DP_TRY(get_int(f, path, "checkpoint_format_version", &meta->format_version));
+    if (meta->format_version < 1 || meta->format_version > DP_CKPT_FORMAT_VERSION) {
+        DP_FAIL(DP_EFORMAT, "%s: checkpoint format version %d; this dptrain reads version %d",
+                path, meta->format_version, DP_CKPT_FORMAT_VERSION);
+    }
+    DP_TRY(dp_h5_get_str_attr(f, path, "program_version", &meta->program_version));
+    DP_TRY(get_int(f, path, "n_ranks", &meta->n_ranks));
+    DP_TRY(get_i64(f, path, "written_unix", &t));
+    meta->written_unix = t;
+    DP_TRY(dp_h5_get_str_attr(f, path, "config", &meta->config_json));
+    if (H5Lexists(f, "data", H5P_DEFAULT) <= 0) {
+        DP_FAIL(DP_EFORMAT, "%s: group /data is missing", path);
+    }
+    DP_H5(g = H5Gopen2(f, "data", H5P_DEFAULT));
+    DP_TRY(dp_h5_get_str_attr(g, path, "path", &meta->data_path));
+    DP_TRY(get_u64(g, path, "train_rows", &meta->train_rows));
+    DP_TRY(get_u64(g, path, "test_rows", &meta->test_rows));
+    DP_TRY(get_u64(g, path, "n_features", &meta->n_features));
+    DP_TRY(get_u64(g, path, "train_fingerprint", &meta->train_fingerprint));
+    DP_TRY(get_u64(g, path, "test_fingerprint", &meta->test_fingerprint));
+done:
+    if (g >= 0) H5Gclose(g);
+    if (rc != DP_OK) {
+        dp_ckpt_meta_free(meta);
+    }
+    return rc;
+}
+
+int dp_ckpt_load(const char *path, int max_batch, dp_model **m, dp_train_state *st,
+                 dp_ckpt_meta *meta)
+{
+    int rc = DP_OK;
+    hid_t f = H5I_INVALID_HID;
+    dp_model *model = NULL;
+    dp_ckpt_meta mt = {0};
+    dp_train_state s = {0};
+    DP_TRY(dp_ckpt_verify(path));
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        DP_FAIL(DP_EFORMAT, "%s: the checkpoint's checksum is right but HDF5 cannot open it",
+                path);
+    }
+    DP_TRY(dp_io_model_read(f, path, max_batch > 0 ? max_batch : 1, &model, NULL));
+    DP_TRY(read_meta(f, path, &mt));
+    DP_TRY(read_state(f, path, model, &s));
+    if (m) {
+        *m = model;
+        model = NULL;
+    }
+    if (st) {
+        *st = s;
+        memset(&s, 0, sizeof s);
+    }
+    if (meta) {
+        *meta = mt;
+        memset(&mt, 0, sizeof mt);
+    }
+done:
+    if (f >= 0) H5Fclose(f);
+    dp_model_free(&model);
+    dp_train_state_free(&s);
+    dp_ckpt_meta_free(&mt);
+    return rc;
+}
+
+/* --- the checkpoint directory ---------------------------------------------------------- */
+
+int dp_ckpt_path(const char *dir, long step, char *buf, size_t cap)
+{
+    if ((size_t)snprintf(buf, cap, "%s/ckpt-%010ld.h5", dir, step) >= cap) {
+        return dp_err(DP_EINVAL, "%s: checkpoint path too long", dir);
+    }
+    return DP_OK;
+}
+
+/* The step of a name "ckpt-<10 digits>.h5", or -1. */
+static long name_step(const char *name)
+{
+    if (strlen(name) != 18 || strncmp(name, "ckpt-", 5) != 0 || strcmp(name + 15, ".h5") != 0) {
+        return -1;
+    }
+    long v = 0;
+    for (int i = 5; i < 15; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (name[i] - '0');
+    }
+    return v;
+}
+
+typedef struct {
+    long step;
+    char *path;
+} entry;
+
+static int by_step(const void *a, const void *b)
+{
+    long x = ((const entry *)a)->step, y = ((const entry *)b)->step;
+    return (x > y) - (x < y);
+}
+
+int dp_ckpt_list(const char *dir, char ***paths, long **steps, int *n)
+{
+    int rc = DP_OK, cnt = 0, cap = 0;
+    entry *e = NULL;
+    *n = 0;
+    if (paths) *paths = NULL;
+    if (steps) *steps = NULL;
+    DIR *d = opendir(dir);
+    if (!d) {
+        return errno == ENOENT ? DP_OK : dp_err(DP_EIO, "%s: cannot list (%s)", dir,
+                                                strerror(errno));
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        long s = name_step(de->d_name);
+        if (s < 0) {
+            continue;
+        }
+        if (cnt == cap) {
+            cap = cap ? 2 * cap : 16;
+            entry *ne = realloc(e, (size_t)cap * sizeof *e);
+            if (!ne) {
+                DP_FAIL(DP_ENOMEM, "out of memory listing %s", dir);
+            }
+            e = ne;
+        }
+        if (asprintf(&e[cnt].path, "%s/%s", dir, de->d_name) < 0) {
+            DP_FAIL(DP_ENOMEM, "out of memory listing %s", dir);
+        }
+        e[cnt++].step = s;
+    }
+    qsort(e, (size_t)cnt, sizeof *e, by_step);
+    if (paths) DP_CALLOC(*paths, cnt);
+    if (steps) DP_CALLOC(*steps, cnt);
+    for (int i = 0; i < cnt; i++) {
+        if (steps) (*steps)[i] = e[i].step;
+        if (paths) {
+            (*paths)[i] = e[i].path;
+            e[i].path = NULL;
+        }
+    }
+    *n = cnt;
+done:
+    closedir(d);
+    for (int i = 0; i < cnt; i++) {
+        free(e[i].path);
+    }
+    free(e);
+    if (rc != DP_OK) {
+        if (paths) { free(*paths); *paths = NULL; }
+        if (steps) { free(*steps); *steps = NULL; }
+        *n = 0;
+    }
+    return rc;
+}
+
+void dp_ckpt_list_free(char **paths, long *steps, int n)
+{
+    for (int i = 0; paths && i < n; i++) {
+        free(paths[i]);
+    }
+    free(paths);
+    free(steps);
+}
+
+int dp_ckpt_prune(const char *dir, int keep)
+{
+    int rc = DP_OK, n = 0;
+    char **paths = NULL;
+    DP_TRY(dp_ckpt_list(dir, &paths, NULL, &n));
+    for (int i = 0; i < n - (keep > 0 ? keep : 1); i++) {
+        if (remove(paths[i]) != 0 && errno != ENOENT) {
+            DP_FAIL(DP_EIO, "%s: cannot delete an old checkpoint (%s)", paths[i],
+                    strerror(errno));
+        }
+    }
+    /* Temporary files of writes that never finished (a crash, kill -9): not ours. */
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        char mine[64];
+        snprintf(mine, sizeof mine, ".tmp.%ld", (long)getpid());
+        while ((de = readdir(d)) != NULL) {
+            const char *t = strstr(de->d_name, ".h5.tmp.");
+            if (strncmp(de->d_name, "ckpt-", 5) == 0 && t && !strstr(de->d_name, mine)) {
+                char p[4096];
+                snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+                remove(p);
+            }
+        }
+        closedir(d);
+    }
+done:
+    dp_ckpt_list_free(paths, NULL, n);
+    return rc;
+}

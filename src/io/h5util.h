@@ -1,0 +1,72 @@
+/* h5util.h: small HDF5 helpers shared by the model and checkpoint files (src/io only).
+ * Each returns a dp status and records a message naming path and the object. */
+#ifndef DPTRAIN_IO_H5UTIL_H
+#define DPTRAIN_IO_H5UTIL_H
+
+#include "dptrain/nn.h"
+
+#include <hdf5.h>
+
+#define DP_H5(call)                                                                     \
+    do {                                                                                \
+        if ((call) < 0) {                                                               \
+            rc = dp_err(DP_EIO, "%s: HDF5 call failed: %s (%s:%d)", path, #call, __FILE__, \
+                        __LINE__);                                                      \
+            goto done;                                                                  \
+        }                                                                               \
+    } while (0)
+
+
+int dp_h5_put_str_attr(hid_t obj, const char *path, const char *name, const char *value);
+/* Reads a string attribute (fixed or variable length) into a malloc'd buffer. */
+int dp_h5_get_str_attr(hid_t obj, const char *path, const char *name, char **out);
+/* Writes n values of memory type mt as a scalar (n == 1) or 1-D attribute of file type ft. */
+int dp_h5_put_num_attr(hid_t obj, const char *path, const char *name, hid_t ft, hid_t mt,
+                       const void *v, hsize_t n);
+/* Reads a numeric attribute of exactly n elements as memory type mt. */
+int dp_h5_get_num_attr(hid_t obj, const char *path, const char *name, hid_t mt, void *v,
+                       hsize_t n);
+int dp_h5_put_int_attr(hid_t obj, const char *path, const char *name, const int *v, hsize_t n);
+int dp_h5_get_int_attr(hid_t obj, const char *path, const char *name, int *v, hsize_t n);
+int dp_h5_put_f32_attr(hid_t obj, const char *path, const char *name, const float *v, hsize_t n);
+int dp_h5_get_f32_attr(hid_t obj, const char *path, const char *name, float *v, hsize_t n);
+/* A dataset of the given shape: file type file_type, memory type mem_type. */
+int dp_h5_write(hid_t loc, const char *path, const char *name, hid_t file_type,
+                hid_t mem_type, int rank, const hsize_t *dims, const void *v);
+/* A float32 dataset of the given shape. */
+int dp_h5_write_f32(hid_t loc, const char *path, const char *name, const float *v, int rank,
+                    const hsize_t *dims);
+/* Reads dataset name, which must have exactly the given shape, as floats. */
+int dp_h5_read_f32(hid_t loc, const char *path, const char *name, float *v, int rank,
+                   const hsize_t *dims);
+/* fsync a file or directory by name (flags: O_RDONLY, | O_DIRECTORY for a directory). */
+int dp_h5_sync_path(const char *p, int flags);
+/* fsync the directory holding path. */
+int dp_h5_sync_dir_of(const char *path);
+
+/* Atomic file creation: an HDF5 file created under "<path>.tmp.<pid>" (with a user block of
+ * userblock bytes, 0 for none); commit closes it, calls finish(tmp, ctx) if not NULL (to
+ * write into the closed file, e.g. a checksum header), fsyncs it, renames it onto path and
+ * fsyncs the directory; on any failure the temporary file is removed and path is untouched.
+ * abort closes and removes it. */
+typedef struct {
+    hid_t f;
+    char tmp[4096];
+    char path[4096];
+} dp_h5_atomic;
+
+int dp_h5_atomic_create(dp_h5_atomic *a, const char *path, hsize_t userblock);
+int dp_h5_atomic_commit(dp_h5_atomic *a, int (*finish)(const char *tmp, void *ctx), void *ctx);
+void dp_h5_atomic_abort(dp_h5_atomic *a);
+
+/* DP_ENONFINITE naming the first NaN or infinite parameter or batch-norm statistic. */
+int dp_io_model_check_finite(const dp_model *m, const char *path);
+
+/* The model part of a model file or checkpoint (root attributes and /layers), written into
+ * an open file with the given format name; and read back into a new model. */
+int dp_io_model_write(hid_t f, const char *path, const dp_model *m, const char *config_json,
+                      const char *format);
+int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
+                     char **config_json);
+
+#endif
