@@ -20,6 +20,8 @@ enum dp_status {
     DP_EMPI,       /* an MPI call failed */
     DP_ENONFINITE, /* a loss or weight became NaN or infinite */
     DP_EPEER,      /* another rank failed; its message is on its own stderr */
+    DP_ESTOPPED,   /* not a failure: training stopped on request (a signal) at a step
+                    * boundary, after writing a checkpoint */
     DP_STATUS_MAX
 };
 

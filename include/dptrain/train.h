@@ -7,8 +7,23 @@
 #include "dptrain/dist.h"
 #include "dptrain/nn.h"
 #include "dptrain/optim.h"
+#include "dptrain/state.h"
 
+#include <signal.h>
 #include <stdio.h>
+
+/* Why the loop asks for a checkpoint. */
+typedef enum {
+    DP_CKPT_STEP,  /* --checkpoint-every steps */
+    DP_CKPT_EPOCH, /* the end of an epoch (after its evaluation) */
+    DP_CKPT_STOP,  /* a stop request: the loop returns DP_ESTOPPED after it */
+    DP_CKPT_FINAL, /* the run has ended (state.finished) */
+} dp_ckpt_reason;
+
+/* Writes a checkpoint of m and st. Called on every rank at the same point; must return the
+ * same status on every rank (agree on it). Collective. */
+typedef int (*dp_checkpoint_fn)(void *ctx, const dp_model *m, const dp_train_state *st,
+                                dp_ckpt_reason why);
 
 typedef struct {
     dp_loss loss;
@@ -30,6 +45,14 @@ typedef struct {
                             * (validation, else training) has not improved by a relative 1e-4
                             * (torch's default threshold) for plateau_patience epochs; 0 = off */
     int plateau_patience;
+    long checkpoint_every;  /* checkpoint every this many optimizer steps; 0 = off */
+    int checkpoint_epochs;  /* checkpoint every this many epochs; 0 = off */
+    dp_checkpoint_fn checkpoint; /* NULL: no checkpoints (not even on a stop request) */
+    void *checkpoint_ctx;
+    /* Nonzero on any rank: every rank stops after the current step, together (the flag
+     * rides the gradient allreduce), writes a checkpoint and returns DP_ESTOPPED. A signal
+     * handler sets it. NULL: never. */
+    const volatile sig_atomic_t *stop;
     FILE *log;        /* one human-readable line per epoch, or NULL (set on rank 0 only) */
     FILE *metrics;    /* one JSON object per epoch, or NULL (set on rank 0 only) */
 } dp_train_cfg;
@@ -64,10 +87,19 @@ int dp_train_max_rows(const dp_train_cfg *cfg, const dp_dataset *d, int n_ranks)
 /* Makes every rank's parameters equal to rank 0's (broadcast). Collective. */
 int dp_train_sync_params(dp_model *m, const dp_comm *c);
 
-/* Trains m on d->train for cfg->epochs epochs, evaluating d->test after each one. Returns
- * DP_ENONFINITE (on every rank) if the loss becomes NaN or infinite. Collective. */
+/* A fresh state for cfg and m (dp_train_state_init with the run's optimizer, seed, epochs
+ * and early stopping). Local. */
+int dp_train_state_fresh(const dp_train_cfg *cfg, const dp_model *m, dp_train_state *st);
+
+/* Trains m on d->train, from the position in st (fresh, or restored from a checkpoint) to
+ * cfg->epochs epochs, evaluating d->test after each one and updating st as it goes; the
+ * metrics log (cfg->metrics) is written from st's history first, so a resumed run's log is
+ * the whole run's. Returns DP_ENONFINITE (on every rank) if the loss becomes NaN or
+ * infinite, DP_ESTOPPED after a stop request and its checkpoint. A state from another run
+ * of the same configuration at any number of ranks continues that run: same samples in the
+ * same steps; bit for bit at the same number of ranks. Collective. */
 int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, const dp_comm *c,
-                 dp_train_result *res);
+                 dp_train_state *st, dp_train_result *res);
 
 /* Mean loss and accuracy of m over rows[0..n_rows) of split s (all rows of s if rows is
  * NULL), each row counted once across the ranks. Collective. */

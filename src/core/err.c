@@ -35,6 +35,7 @@ const char *dp_strstatus(int code)
         [DP_EMPI] = "MPI error",
         [DP_ENONFINITE] = "non-finite value",
         [DP_EPEER] = "failure on another rank",
+        [DP_ESTOPPED] = "stopped on request",
     };
     return (code >= 0 && code < DP_STATUS_MAX) ? names[code] : "unknown error";
 }

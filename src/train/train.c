@@ -7,11 +7,12 @@
 #include "dptrain/err.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Slots of the gradient arena's tail that ride the allreduce. */
-enum { TAIL_LOSS = 0, TAIL_CORRECT = 1, TAIL_USED = 2 };
+enum { TAIL_LOSS = 0, TAIL_CORRECT = 1, TAIL_STOP = 2, TAIL_USED = 3 };
 
 /* Keys the validation permutation apart from every epoch's. */
 #define DP_VAL_TAG 0x56414c4944415445ULL /* "VALIDATE" */
@@ -262,47 +263,54 @@ static void print_json_number(FILE *f, const char *key, double v)
     }
 }
 
-static void print_eval(FILE *f, const char *name, const dp_eval_result *e)
+static void print_record(FILE *f, const char *name, double loss, double acc)
 {
-    fprintf(f, "  %s loss %.4f", name, e->loss);
-    if (isfinite(e->accuracy)) {
-        fprintf(f, " acc %.4f", e->accuracy);
+    fprintf(f, "  %s loss %.4f", name, loss);
+    if (isfinite(acc)) {
+        fprintf(f, " acc %.4f", acc);
     }
 }
 
-static void report_epoch(const dp_train_cfg *cfg, int epoch, long step, float lr,
-                         const dp_train_result *r, double seconds, double samples_per_s)
+static void log_epoch(const dp_train_cfg *cfg, const dp_epoch_record *r)
 {
-    if (cfg->log) {
-        fprintf(cfg->log, "epoch %3d/%d", epoch, cfg->epochs);
-        print_eval(cfg->log, "train", &r->train);
-        if (r->val.n > 0) {
-            print_eval(cfg->log, "val", &r->val);
-        }
-        if (r->test.n > 0) {
-            print_eval(cfg->log, "test", &r->test);
-        }
-        fprintf(cfg->log, "  %.0f samples/s  %.2f s\n", samples_per_s, seconds);
-        fflush(cfg->log);
+    FILE *f = cfg->log;
+    if (!f) {
+        return;
     }
-    if (cfg->metrics) {
-        fprintf(cfg->metrics, "{\"epoch\":%d,\"step\":%ld", epoch, step);
-        print_json_number(cfg->metrics, "lr", lr);
-        print_json_number(cfg->metrics, "train_loss", r->train.loss);
-        print_json_number(cfg->metrics, "train_accuracy", r->train.accuracy);
-        if (r->val.n > 0) {
-            print_json_number(cfg->metrics, "val_loss", r->val.loss);
-            print_json_number(cfg->metrics, "val_accuracy", r->val.accuracy);
-        }
-        if (r->test.n > 0) {
-            print_json_number(cfg->metrics, "test_loss", r->test.loss);
-            print_json_number(cfg->metrics, "test_accuracy", r->test.accuracy);
-        }
-        print_json_number(cfg->metrics, "samples_per_s", samples_per_s);
-        print_json_number(cfg->metrics, "seconds", seconds);
-        fprintf(cfg->metrics, "}\n");
-        fflush(cfg->metrics);
+    fprintf(f, "epoch %3d/%d", r->epoch, cfg->epochs);
+    print_record(f, "train", r->train_loss, r->train_accuracy);
+    if (!isnan(r->val_loss)) {
+        print_record(f, "val", r->val_loss, r->val_accuracy);
     }
+    if (!isnan(r->test_loss)) {
+        print_record(f, "test", r->test_loss, r->test_accuracy);
+    }
+    fprintf(f, "  %.0f samples/s  %.2f s\n", r->samples_per_s, r->seconds);
+    fflush(f);
+}
+
+/* One JSON object per epoch; the fields a run has (no val_* without a validation split). */
+static void metrics_epoch(FILE *f, const dp_epoch_record *r)
+{
+    if (!f) {
+        return;
+    }
+    fprintf(f, "{\"epoch\":%d,\"step\":%ld", r->epoch, r->step);
+    print_json_number(f, "lr", r->lr);
+    print_json_number(f, "train_loss", r->train_loss);
+    print_json_number(f, "train_accuracy", r->train_accuracy);
+    if (!isnan(r->val_loss)) {
+        print_json_number(f, "val_loss", r->val_loss);
+        print_json_number(f, "val_accuracy", r->val_accuracy);
+    }
+    if (!isnan(r->test_loss)) {
+        print_json_number(f, "test_loss", r->test_loss);
+        print_json_number(f, "test_accuracy", r->test_accuracy);
+    }
+    print_json_number(f, "samples_per_s", r->samples_per_s);
+    print_json_number(f, "seconds", r->seconds);
+    fprintf(f, "}\n");
+    fflush(f);
 }
 
 /* Everything the loop needs, allocated once before the first step. */
@@ -314,9 +322,7 @@ typedef struct {
     size_t n_rows, n_val;   /* training rows, held-out rows */
     size_t *rows, *val;     /* file rows used for training / validation */
     size_t *perm, *order;   /* per-epoch permutation of [0, n_rows), and rows[perm[i]] */
-    float *x, *values, *best, *best_buffers;
-    float *slots[DP_OPTIM_MAX_SLOTS]; /* optimizer state, n_params floats each */
-    double scalar;                    /* optimizer scalar state (Nadam's mu_product) */
+    float *x, *values;
     int32_t *labels;
 } loop_state;
 
@@ -329,11 +335,6 @@ static void loop_free(loop_state *s)
     free(s->x);
     free(s->values);
     free(s->labels);
-    for (int i = 0; i < DP_OPTIM_MAX_SLOTS; i++) {
-        free(s->slots[i]);
-    }
-    free(s->best);
-    free(s->best_buffers);
 }
 
 static int loop_alloc(loop_state *s, const dp_dataset *d)
@@ -341,7 +342,7 @@ static int loop_alloc(loop_state *s, const dp_dataset *d)
     int rc = DP_OK;
     const dp_train_cfg *cfg = s->cfg;
     const dp_model_cfg *mc = dp_model_config(s->m);
-    const size_t n = d->train.n, n_params = dp_model_n_params(s->m);
+    const size_t n = d->train.n;
     s->n_val = dp_val_count(n, cfg->val_fraction);
     s->n_rows = n - s->n_val;
     const size_t B = effective_batch(cfg, s->n_rows);
@@ -357,17 +358,45 @@ static int loop_alloc(loop_state *s, const dp_dataset *d)
     } else {
         DP_CALLOC(s->values, max_local * (size_t)mc->sizes[mc->n_layers]);
     }
-    for (int i = 0; i < dp_optim_n_slots(&cfg->opt); i++) {
-        DP_CALLOC(s->slots[i], n_params);
-    }
-    dp_optim_init_slots(&cfg->opt, n_params, s->slots);
-    s->scalar = 1.0;
-    if (cfg->patience > 0) {
-        DP_CALLOC(s->best, n_params);
-        DP_CALLOC(s->best_buffers, dp_model_n_buffers(s->m));
-    }
 done:
     return rc;
+}
+
+int dp_train_state_fresh(const dp_train_cfg *cfg, const dp_model *m, dp_train_state *st)
+{
+    return dp_train_state_init(st, &cfg->opt, dp_model_n_params(m), dp_model_n_buffers(m),
+                               cfg->seed, cfg->epochs, cfg->patience > 0);
+}
+
+/* Checks that st belongs to this configuration and model, and gives its history room for
+ * every epoch of the run. Local. */
+static int state_fits(const dp_train_cfg *cfg, const dp_model *m, dp_train_state *st,
+                      long steps_per_epoch, size_t n_batches)
+{
+    if (st->n_params != dp_model_n_params(m) || st->n_buffers != dp_model_n_buffers(m) ||
+        st->n_slots != dp_optim_n_slots(&cfg->opt) || st->opt.kind != cfg->opt.kind ||
+        st->seed != cfg->seed || (cfg->patience > 0) != (st->best_params != NULL)) {
+        return dp_err(DP_EINVAL, "the training state does not belong to this model and "
+                                 "configuration (parameters, optimizer, seed or early stopping "
+                                 "differ)");
+    }
+    if (st->epoch > cfg->epochs || st->next_batch > n_batches ||
+        (st->epoch < cfg->epochs && st->step != (long)st->epoch * steps_per_epoch +
+                                                     (long)((st->next_batch + (size_t)cfg->accumulate - 1) /
+                                                            (size_t)cfg->accumulate))) {
+        return dp_err(DP_EINVAL, "the training state (epoch %d, batch %zu, step %ld) does not "
+                                 "fit this run (%d epochs of %zu batches)", st->epoch,
+                      st->next_batch, st->step, cfg->epochs, n_batches);
+    }
+    if (st->cap_history < cfg->epochs) {
+        dp_epoch_record *h = realloc(st->history, (size_t)cfg->epochs * sizeof *h);
+        if (!h) {
+            return dp_err(DP_ENOMEM, "out of memory for the metrics history");
+        }
+        st->history = h;
+        st->cap_history = cfg->epochs;
+    }
+    return DP_OK;
 }
 
 /* Evaluates the validation rows (if any) and the test split (if any) into res. Collective. */
@@ -409,8 +438,22 @@ static void clip_global_norm(float *g, size_t n, float max_norm)
     }
 }
 
+static void result_from_record(dp_eval_result *e, double loss, double acc, size_t n)
+{
+    e->loss = loss;
+    e->accuracy = acc;
+    e->n = isnan(loss) ? 0 : n;
+}
+
+/* Asks for a checkpoint if the run has a writer. */
+static int checkpoint(const dp_train_cfg *cfg, const dp_model *m, const dp_train_state *st,
+                      dp_ckpt_reason why)
+{
+    return cfg->checkpoint ? cfg->checkpoint(cfg->checkpoint_ctx, m, st, why) : DP_OK;
+}
+
 int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, const dp_comm *c,
-                 dp_train_result *res)
+                 dp_train_state *st, dp_train_result *res)
 {
     int rc = DP_OK;
     const dp_split *tr = &d->train;
@@ -418,37 +461,50 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     const int k = mc->sizes[mc->n_layers], rank = dp_comm_rank(c), size = dp_comm_size(c);
     const size_t n_params = dp_model_n_params(m);
     float *params = dp_model_params(m), *grads = dp_model_grads(m), *dout = dp_model_dout(m);
+    float *buffers = dp_model_buffers(m);
+    const size_t n_buffers = dp_model_n_buffers(m);
     loop_state s = {.cfg = cfg, .m = m, .tr = tr, .c = c};
-    long step = 0;
-    float lr = cfg->opt.lr;
     dp_sched_cfg sched = cfg->sched;
     sched.base_lr = cfg->opt.lr;
-    double best_val = INFINITY, plateau_best = INFINITY;
-    int bad_epochs = 0, plateau_bad = 0;
-    float lr_factor = 1.0f; /* reduce-on-plateau's multiplier */
     /* Test hook: the multi-rank tests prove that they notice unsummed gradients. */
     const char *fault = getenv("DPTRAIN_TEST_FAULT");
     const bool skip_allreduce = fault && strcmp(fault, "skip-allreduce") == 0;
+    /* Test hook: DPTRAIN_TEST_STOP_AT=STEP[:RANK] makes one rank (default 0) ask to stop
+     * in step STEP, as a signal would, so that tests stop at a step of their choosing. */
+    long stop_at = -1;
+    int stop_rank = 0;
+    const char *stop_env = getenv("DPTRAIN_TEST_STOP_AT");
+    if (stop_env && sscanf(stop_env, "%ld:%d", &stop_at, &stop_rank) < 1) {
+        stop_at = -1;
+    }
+    bool ran_epoch = false;
 
     memset(res, 0, sizeof *res);
     rc = loop_alloc(&s, d);
-    if ((rc = dp_comm_agree(c, rc)) != DP_OK) {
-        goto out;
-    }
     const size_t n = s.n_rows, B = effective_batch(cfg, n);
     const size_t nb = dp_n_batches(n, B, cfg->drop_last), K = (size_t)cfg->accumulate;
     const long steps_per_epoch = (long)((nb + K - 1) / K);
     const long total_steps = steps_per_epoch * cfg->epochs;
+    if (rc == DP_OK) {
+        rc = state_fits(cfg, m, st, steps_per_epoch, nb);
+    }
+    if ((rc = dp_comm_agree(c, rc)) != DP_OK) {
+        goto out;
+    }
+    /* The log of the epochs before a resume, as they were written. */
+    for (int i = 0; i < st->n_history; i++) {
+        metrics_epoch(cfg->metrics, &st->history[i]);
+    }
 
-    for (int epoch = 0; epoch < cfg->epochs; epoch++) {
-        double t0 = dp_wtime(), loss_sum = 0.0, correct_sum = 0.0;
-        size_t seen = 0;
+    for (int epoch = st->epoch; epoch < cfg->epochs && !st->finished; epoch++) {
+        double t0 = dp_wtime();
         dp_permutation(s.perm, n, cfg->seed, (uint64_t)epoch);
         for (size_t i = 0; i < n; i++) {
             s.order[i] = s.rows[s.perm[i]];
         }
+        ran_epoch = true;
         /* One optimizer step per group of up to K global batches. */
-        for (size_t b0 = 0; b0 < nb; b0 += K) {
+        for (size_t b0 = st->next_batch; b0 < nb; b0 += K) {
             size_t b1 = b0 + K < nb ? b0 + K : nb, group = 0;
             for (size_t b = b0; b < b1; b++) {
                 group += batch_rows(b, B, n);
@@ -464,7 +520,7 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                  * same masks. Batch-norm statistics are summed over the ranks. */
                 bn_sum bs = {c, DP_OK};
                 dp_train_ctx tctx = {.seed = cfg->seed,
-                                     .step = step * (long)K + (long)(b - b0),
+                                     .step = st->step * (long)K + (long)(b - b0),
                                      .sample_ids = s.order + b * B + lo,
                                      .sum = size > 1 ? bn_sum_fn : NULL,
                                      .sum_ctx = &bs};
@@ -483,6 +539,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             }
             grads[n_params + TAIL_LOSS] = (float)ls;
             grads[n_params + TAIL_CORRECT] = (float)correct;
+            bool stop_here = (cfg->stop && *cfg->stop) ||
+                             (st->step + 1 == stop_at && rank == stop_rank % size);
+            grads[n_params + TAIL_STOP] = stop_here ? 1.0f : 0.0f;
             if (!skip_allreduce &&
                 (rc = dp_comm_allreduce_sum_f32(c, grads, n_params + TAIL_USED)) != DP_OK) {
                 goto out;
@@ -492,12 +551,13 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                 rc = dp_err(DP_ENONFINITE,
                             "the training loss became %s at epoch %d, step %ld (learning rate "
                             "%g): training diverged; try a lower --lr",
-                            isnan(group_loss) ? "NaN" : "infinite", epoch + 1, step + 1, lr);
+                            isnan(group_loss) ? "NaN" : "infinite", epoch + 1, st->step + 1,
+                            st->lr);
                 goto out;
             }
-            loss_sum += group_loss;
-            correct_sum += grads[n_params + TAIL_CORRECT];
-            seen += group;
+            st->loss_sum += group_loss;
+            st->correct_sum += grads[n_params + TAIL_CORRECT];
+            st->seen += group;
             if (cfg->loss == DP_LOSS_RMSE) {
                 /* The gradient is that of the mean squared error m; d sqrt(m) = dm/(2 sqrt m). */
                 double rmse = dp_loss_report(DP_LOSS_RMSE, group_loss, group);
@@ -509,31 +569,63 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             if (cfg->clip_norm > 0.0f) {
                 clip_global_norm(grads, n_params, cfg->clip_norm);
             }
-            lr = lr_factor * dp_sched_lr_at(&sched, step, steps_per_epoch, total_steps);
-            step++;
-            dp_optim_step(&cfg->opt, lr, step, n_params, params, grads, s.slots, &s.scalar);
+            st->lr = st->lr_factor * dp_sched_lr_at(&sched, st->step, steps_per_epoch, total_steps);
+            st->step++;
+            dp_optim_step(&cfg->opt, st->lr, st->step, n_params, params, grads, st->slots,
+                          &st->opt_scalar);
+            st->next_batch = b1;
+            if (grads[n_params + TAIL_STOP] > 0.0f) {
+                /* Every rank saw the same sum: all stop here, together. */
+                st->epoch_seconds += dp_comm_max_f64(c, dp_wtime() - t0);
+                if ((rc = checkpoint(cfg, m, st, DP_CKPT_STOP)) == DP_OK) {
+                    rc = DP_ESTOPPED;
+                }
+                goto out;
+            }
+            if (cfg->checkpoint_every > 0 && st->step % cfg->checkpoint_every == 0) {
+                double t1 = dp_wtime();
+                st->epoch_seconds += dp_comm_max_f64(c, t1 - t0);
+                if ((rc = checkpoint(cfg, m, st, DP_CKPT_STEP)) != DP_OK) {
+                    goto out;
+                }
+                t0 = dp_wtime(); /* the write is not training time */
+            }
         }
-        double seconds = dp_comm_max_f64(c, dp_wtime() - t0);
-        res->train_seconds += seconds;
-        res->epochs_done = epoch + 1;
-        res->steps_done = step;
-        res->train.n = seen;
+        const double seconds = st->epoch_seconds + dp_comm_max_f64(c, dp_wtime() - t0);
+        st->train_seconds += seconds;
+        res->train.n = st->seen;
         /* For rmse: the root of the epoch's mean squared error, not a mean of roots. */
-        res->train.loss = dp_loss_report(cfg->loss, loss_sum, seen);
-        res->train.accuracy = dp_loss_has_accuracy(cfg->loss) ? correct_sum / (double)seen : NAN;
+        res->train.loss = dp_loss_report(cfg->loss, st->loss_sum, st->seen);
+        res->train.accuracy = dp_loss_has_accuracy(cfg->loss)
+                                  ? st->correct_sum / (double)st->seen : NAN;
         if ((rc = evaluate_held_out(&s, d, res)) != DP_OK) {
             goto out;
         }
-        report_epoch(cfg, epoch + 1, step, lr, res, seconds, (double)seen / seconds);
+        dp_epoch_record r = {.epoch = epoch + 1, .step = st->step, .lr = st->lr,
+                             .train_loss = res->train.loss,
+                             .train_accuracy = res->train.accuracy,
+                             .val_loss = res->val.n > 0 ? res->val.loss : NAN,
+                             .val_accuracy = res->val.n > 0 ? res->val.accuracy : NAN,
+                             .test_loss = res->test.n > 0 ? res->test.loss : NAN,
+                             .test_accuracy = res->test.n > 0 ? res->test.accuracy : NAN,
+                             .samples_per_s = (double)st->seen / seconds,
+                             .seconds = seconds};
+        st->history[st->n_history++] = r;
+        log_epoch(cfg, &r);
+        metrics_epoch(cfg->metrics, &r);
+        st->epoch = epoch + 1;
+        st->next_batch = 0;
+        st->loss_sum = st->correct_sum = st->epoch_seconds = 0.0;
+        st->seen = 0;
         if (cfg->plateau_factor > 0.0f) {
             /* torch.optim.lr_scheduler.ReduceLROnPlateau, mode min, relative threshold 1e-4. */
             double watched = s.n_val > 0 ? res->val.loss : res->train.loss;
-            if (watched < plateau_best * (1.0 - 1e-4)) {
-                plateau_best = watched;
-                plateau_bad = 0;
-            } else if (++plateau_bad > cfg->plateau_patience) {
-                lr_factor *= cfg->plateau_factor;
-                plateau_bad = 0;
+            if (watched < st->plateau_best * (1.0 - 1e-4)) {
+                st->plateau_best = watched;
+                st->plateau_bad = 0;
+            } else if (++st->plateau_bad > cfg->plateau_patience) {
+                st->lr_factor *= cfg->plateau_factor;
+                st->plateau_bad = 0;
                 if (cfg->log) {
                     fprintf(cfg->log, "reduce-on-plateau: %s loss has not improved for %d "
                                       "epochs; learning rate x %g\n",
@@ -544,30 +636,52 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
         }
         if (cfg->patience > 0) {
             /* Every rank holds the same validation loss: the decision is collective. */
-            if (res->val.loss < best_val - cfg->min_delta) {
-                best_val = res->val.loss;
-                res->best_epoch = epoch + 1;
-                bad_epochs = 0;
-                memcpy(s.best, params, n_params * sizeof *params);
-                memcpy(s.best_buffers, dp_model_buffers(m),
-                       dp_model_n_buffers(m) * sizeof *s.best_buffers);
-            } else if (++bad_epochs >= cfg->patience) {
-                res->stopped_early = epoch + 1 < cfg->epochs;
-                break;
+            if (res->val.loss < st->best_val - cfg->min_delta) {
+                st->best_val = res->val.loss;
+                st->best_epoch = epoch + 1;
+                st->bad_epochs = 0;
+                memcpy(st->best_params, params, n_params * sizeof *params);
+                memcpy(st->best_buffers, buffers, n_buffers * sizeof *buffers);
+            } else if (++st->bad_epochs >= cfg->patience) {
+                st->stopped_early = epoch + 1 < cfg->epochs;
+                st->finished = true;
             }
         }
-    }
-    if (cfg->patience > 0 && res->best_epoch > 0 && res->best_epoch != res->epochs_done) {
-        /* Keep the best weights; the final figures describe them. */
-        memcpy(params, s.best, n_params * sizeof *params);
-        memcpy(dp_model_buffers(m), s.best_buffers,
-               dp_model_n_buffers(m) * sizeof *s.best_buffers);
-        if ((rc = evaluate_held_out(&s, d, res)) != DP_OK) {
+        st->finished = st->finished || st->epoch == cfg->epochs;
+        if (st->finished) {
+            rc = checkpoint(cfg, m, st, DP_CKPT_FINAL);
+        } else if (cfg->checkpoint_epochs > 0 && st->epoch % cfg->checkpoint_epochs == 0) {
+            rc = checkpoint(cfg, m, st, DP_CKPT_EPOCH);
+        }
+        if (rc != DP_OK) {
             goto out;
         }
     }
+    if (cfg->epochs == 0 || st->epoch == cfg->epochs) {
+        st->finished = true;
+    }
+    res->epochs_done = st->epoch;
+    res->steps_done = st->step;
+    res->best_epoch = st->best_epoch;
+    res->stopped_early = st->stopped_early;
+    res->train_seconds = st->train_seconds;
+    if (st->n_history > 0) {
+        const dp_epoch_record *last = &st->history[st->n_history - 1];
+        result_from_record(&res->train, last->train_loss, last->train_accuracy,
+                           s.n_rows - (cfg->drop_last ? s.n_rows % B : 0));
+    }
+    if (cfg->patience > 0 && st->best_epoch > 0 && st->best_epoch != st->epoch) {
+        /* Keep the best weights; the final figures describe them. */
+        memcpy(params, st->best_params, n_params * sizeof *params);
+        memcpy(buffers, st->best_buffers, n_buffers * sizeof *buffers);
+        ran_epoch = false;
+    }
+    if (!ran_epoch && (rc = evaluate_held_out(&s, d, res)) != DP_OK) {
+        goto out;
+    }
+    size_t per_epoch = res->train.n;
     res->samples_per_s = res->train_seconds > 0.0
-                             ? (double)res->train.n * res->epochs_done / res->train_seconds
+                             ? (double)per_epoch * res->epochs_done / res->train_seconds
                              : 0.0;
 out:
     loop_free(&s);
