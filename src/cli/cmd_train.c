@@ -1,6 +1,7 @@
 /* cmd_train.c: `dptrain train`: options, MPI start-up, loading, the run, the outputs. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "resume.h"
 
 #include "dptrain/blas.h"
 #include "dptrain/err.h"
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <ini.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,9 @@ typedef struct {
     const char *init, *bias_init; /* initializer specs: one for all layers, or a list */
     dp_train_cfg tc;
     int threads; /* BLAS threads per rank; 0 = from the cores and the ranks on the node */
+    const char *resume; /* NULL, "auto" or a checkpoint path */
+    long checkpoint_every;
+    int checkpoint_epochs, keep_last;
     bool quiet;
     bool help;
 } train_opts;
@@ -89,6 +94,8 @@ static void defaults(train_opts *o)
     o->tc.plateau_patience = 10;
     o->bn_momentum = 0.1f;
     o->bn_eps = 1e-5f;
+    o->checkpoint_epochs = 1;
+    o->keep_last = 3;
 }
 
 /* The defaults of every optimizer, one line each, from dp_optim_defaults. */
@@ -184,6 +191,18 @@ static void help(FILE *f)
 "                      the dashes, in sections [data] [model] [optimizer]\n"
 "                      [training] [output]); command-line options override it.\n"
 "                      Examples: launch/configs/*.ini\n"
+"checkpoints and resume:\n"
+"  --checkpoint-every N  also write a checkpoint every N optimizer steps; 0=off [0]\n"
+"  --checkpoint-epochs N write a checkpoint every N epochs; 0 = off            [%d]\n"
+"                      (a checkpoint is also written when the run ends and when\n"
+"                      it is stopped by a signal); files: DIR/checkpoints/ckpt-STEP.h5\n"
+"  --keep-last K       keep the K newest checkpoints                           [%d]\n"
+"  --resume auto|FILE  continue a run: auto = the newest valid checkpoint in\n"
+"                      DIR/checkpoints (a new run if there is none); give the\n"
+"                      run's options again: a different model, dataset or option\n"
+"                      is refused. Any number of ranks; bit-identical at the same N\n"
+"  SIGTERM, SIGUSR1 or SIGINT: every rank stops after the current step, a\n"
+"                      checkpoint is written and dptrain exits with status 3\n"
 "output and runtime:\n"
 "  --out DIR           writes DIR/model.h5, DIR/metrics.jsonl, DIR/config.json [%s]\n"
 "  --eval-batch N      rows per forward pass when evaluating, per rank          [%d]\n"
@@ -192,12 +211,13 @@ static void help(FILE *f)
 "  -h, --help          this text\n"
 "\n"
 "exit status: 0 done, 1 run-time error (data, I/O, MPI), 2 usage error,\n"
+"             3 stopped by a signal (checkpoint written; continue with --resume auto),\n"
 "             4 training diverged (loss became NaN or infinite).\n",
             dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), d.init,
             dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
             d.tc.sched.warmup_start_factor, d.tc.plateau_patience, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
             d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
-            d.out, d.tc.eval_batch);
+            d.checkpoint_epochs, d.keep_last, d.out, d.tc.eval_batch);
 }
 
 enum {
@@ -207,6 +227,7 @@ enum {
     OPT_PATIENCE, OPT_MIN_DELTA, OPT_CONFIG, OPT_CENTERED, OPT_AMSGRAD, OPT_GAMMA, OPT_STEP_SIZE,
     OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
     OPT_LR_SCALING, OPT_BIAS_INIT, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
+    OPT_RESUME, OPT_CKPT_EVERY, OPT_CKPT_EPOCHS, OPT_KEEP_LAST,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -303,6 +324,10 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"batchnorm", required_argument, 0, OPT_BATCHNORM},
         {"bn-momentum", required_argument, 0, OPT_BN_MOMENTUM},
         {"bn-eps", required_argument, 0, OPT_BN_EPS},
+        {"resume", required_argument, 0, OPT_RESUME},
+        {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
+        {"checkpoint-epochs", required_argument, 0, OPT_CKPT_EPOCHS},
+        {"keep-last", required_argument, 0, OPT_KEEP_LAST},
         {"help", no_argument, 0, 'h'},
     };
     const size_t n_base = sizeof base_opts / sizeof base_opts[0];
@@ -382,6 +407,10 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
         case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->threads = (int)l; break;
         case OPT_QUIET: o->quiet = true; break;
+        case OPT_RESUME: o->resume = optarg; break;
+        case OPT_CKPT_EVERY: DP_TRY(dp_cli_int("--checkpoint-every", optarg, 0, 1L << 40, &l)); o->checkpoint_every = l; break;
+        case OPT_CKPT_EPOCHS: DP_TRY(dp_cli_int("--checkpoint-epochs", optarg, 0, 1000000, &l)); o->checkpoint_epochs = (int)l; break;
+        case OPT_KEEP_LAST: DP_TRY(dp_cli_int("--keep-last", optarg, 1, 1000000, &l)); o->keep_last = (int)l; break;
         case OPT_CONFIG: break; /* read before the options, see read_config */
         case OPT_ACCUM: DP_TRY(dp_cli_int("--accumulate", optarg, 1, 1 << 20, &l)); o->tc.accumulate = (int)l; break;
         case OPT_CLIP: DP_TRY(dp_cli_float("--clip-norm", optarg, 0.0, 1e30, &o->tc.clip_norm)); break;
@@ -800,7 +829,7 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              "\"step_size\":%d,\"milestones\":[%s],\"warmup_steps\":%ld,"
              "\"warmup_start_factor\":%g,"
              "\"batch\":%zu,\"drop_last\":%s,\"epochs\":%d,\"seed\":%llu,\"eval_batch\":%d,"
-             "\"accumulate\":%d,\"clip_norm\":%g,\"val_fraction\":%g,\"patience\":%d,"
+             "\"accumulate\":%d,\"clip_norm\":%g,\"val_fraction\":%.9g,\"patience\":%d,"
              "\"min_delta\":%g,\"plateau_factor\":%g,\"plateau_patience\":%d,"
              "\"dropout\":\"%s\",\"batchnorm\":\"%s\",\"bn_momentum\":%g,\"bn_eps\":%g,"
              "\"ranks\":%d,\"out\":\"%s\"}",
@@ -815,41 +844,31 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              o->batchnorm ? o->batchnorm : "off", o->bn_momentum, o->bn_eps, n_ranks, o->out);
 }
 
-/* Threads per rank: the CPUs this rank may run on, shared by the ranks of the node. */
-static int auto_threads(int local_ranks)
+/* SIGTERM (Slurm's time limit, scancel), SIGUSR1 (sbatch --signal) and SIGINT: a request
+ * to stop at the next step boundary; the loop shares it with every rank. */
+static volatile sig_atomic_t g_stop = 0;
+
+static void on_stop_signal(int sig)
 {
-    cpu_set_t set;
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    int mine = (sched_getaffinity(0, sizeof set, &set) == 0) ? CPU_COUNT(&set) : (int)online;
-    int share = (int)(online / (local_ranks > 0 ? local_ranks : 1));
-    int t = mine < share ? mine : share;
-    return t < 1 ? 1 : t;
+    static const char msg[] = "dptrain: stop requested by a signal: finishing the current step, "
+                              "then writing a checkpoint\n";
+    if (!g_stop) {
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+    }
+    g_stop = sig;
 }
 
-/* Agrees on rc over the ranks; the lowest failing rank prints its message, prefixed with
- * ctx (may be ""). Returns the agreed status. Collective. */
-static int agree(const dp_comm *c, int rc, const char *ctx)
+static void install_stop_handlers(void)
 {
-    int all = dp_comm_agree(c, rc);
-    if (all != DP_OK && dp_comm_first_failed(c, rc) == dp_comm_rank(c)) {
-        if (dp_comm_size(c) > 1) {
-            fprintf(stderr, "dptrain: rank %d: error: %s%s\n", dp_comm_rank(c), ctx, dp_errmsg());
-        } else {
-            fprintf(stderr, "dptrain: error: %s%s\n", ctx, dp_errmsg());
-        }
-        fflush(stderr);
-    }
-    return all;
-}
-
-static int exit_code(int status)
-{
-    switch (status) {
-    case DP_OK: return DP_EXIT_OK;
-    case DP_EINVAL: return DP_EXIT_USAGE;
-    case DP_ENONFINITE: return DP_EXIT_DIVERGED;
-    default: return DP_EXIT_ERROR;
-    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 int dp_cmd_train(int argc, char **argv)
@@ -864,19 +883,18 @@ int dp_cmd_train(int argc, char **argv)
     layer_tokens ltok;
     char cfgjson[4096], path[4096], ctx[4200] = "";
     dp_train_result res;
+    dp_train_state st = {0};
+    dp_ckpt_writer ckw = {.keep_last = 3};
+    char resume_path[4096] = "";
     config_ctx cfgctx = {.n = 0};
     char **cfg_argv = NULL;
 
-    if ((rc = dp_dist_init(&argc, &argv)) != DP_OK) {
-        fprintf(stderr, "dptrain: error: cannot start MPI: %s\n", dp_errmsg());
+    if (dp_cli_start(&argc, &argv, &c) != DP_OK) {
         return DP_EXIT_ERROR;
-    }
-    if ((rc = dp_comm_world(&c)) != DP_OK) {
-        fprintf(stderr, "dptrain: error: %s\n", dp_errmsg());
-        dp_dist_abort(DP_EXIT_ERROR);
     }
     const int rank = dp_comm_rank(c), size = dp_comm_size(c);
     const bool root = (rank == 0);
+    install_stop_handlers();
 
     /* Options: every rank parses the same argv and reaches the same verdict. */
     defaults(&o);
@@ -913,7 +931,7 @@ int dp_cmd_train(int argc, char **argv)
         status = rc;
         goto out;
     }
-    int threads = o.threads > 0 ? o.threads : auto_threads(dp_comm_local_size(c));
+    int threads = o.threads > 0 ? o.threads : dp_cli_auto_threads(dp_comm_local_size(c));
     dp_blas_set_threads(threads);
 
     if (root && !o.quiet) {
@@ -929,7 +947,7 @@ int dp_cmd_train(int argc, char **argv)
 
     /* Data: every rank reads the file; a failure anywhere stops every rank. */
     rc = dp_dataset_load(o.data, &d);
-    if ((status = agree(c, rc, "")) != DP_OK) {
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
         goto out;
     }
     if (o.lr_scaling > 0) {
@@ -946,7 +964,7 @@ int dp_cmd_train(int argc, char **argv)
     mc.seed = o.tc.seed;
     snprintf(ctx, sizeof ctx, "%s: ", o.data);
     rc = dp_train_check(&o.tc, &mc, d, size);
-    if ((status = agree(c, rc, ctx)) != DP_OK) {
+    if ((status = dp_cli_agree(c, rc, ctx)) != DP_OK) {
         goto out;
     }
     mc.max_batch = dp_train_max_rows(&o.tc, d, size);
@@ -954,15 +972,65 @@ int dp_cmd_train(int argc, char **argv)
     if (rc == DP_OK) {
         rc = dp_train_sync_params(m, c); /* rank 0's initialization is everyone's */
     }
-    if ((status = agree(c, rc, "")) != DP_OK) {
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
         goto out;
     }
     config_json(&o, &mc, size, cfgjson, sizeof cfgjson);
+
+    /* Checkpoints: where they go, what they say about the run, and the one to start from. */
+    snprintf(ckw.dir, sizeof ckw.dir, "%s/checkpoints", o.out);
+    ckw.keep_last = o.keep_last;
+    ckw.c = c;
+    ckw.log = (root && !o.quiet) ? stdout : NULL;
+    ckw.meta = (dp_ckpt_meta){.config_json = cfgjson, .data_path = (char *)o.data,
+                              .train_fingerprint = dp_split_fingerprint(&d->train),
+                              .test_fingerprint = d->test.n ? dp_split_fingerprint(&d->test) : 0,
+                              .train_rows = d->train.n, .test_rows = d->test.n,
+                              .n_features = (uint64_t)d->train.n_features, .n_ranks = size,
+                              .program_version = DPTRAIN_VERSION};
+    rc = dp_cli_find_resume(o.resume, ckw.dir, c, root ? stdout : NULL, resume_path,
+                            sizeof resume_path);
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
+    if (resume_path[0]) {
+        dp_model *saved = NULL;
+        dp_ckpt_meta saved_meta = {0};
+        rc = dp_ckpt_load(resume_path, 1, &saved, &st, &saved_meta);
+        if (rc == DP_OK) {
+            rc = dp_cli_check_resume(resume_path, &saved_meta, saved, &ckw.meta, &mc);
+        }
+        if (rc == DP_OK) {
+            memcpy(dp_model_params(m), dp_model_params(saved),
+                   dp_model_n_params(m) * sizeof(float));
+            memcpy(dp_model_buffers(m), dp_model_buffers(saved),
+                   dp_model_n_buffers(m) * sizeof(float));
+            if (root && !o.quiet) {
+                printf("resume: %s: epoch %d, step %ld%s (written by %d rank%s)\n", resume_path,
+                       st.epoch + (st.next_batch > 0), st.step,
+                       st.next_batch > 0 ? ", inside the epoch" : "", saved_meta.n_ranks,
+                       saved_meta.n_ranks == 1 ? "" : "s");
+            }
+        }
+        if (rc == DP_OK && root) {
+            rc = dp_cli_supersede(ckw.dir, st.step, o.quiet ? NULL : stdout);
+        }
+        dp_model_free(&saved);
+        dp_ckpt_meta_free(&saved_meta);
+    } else {
+        rc = dp_train_state_fresh(&o.tc, m, &st);
+    }
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
 
     /* Outputs: rank 0 writes them; the others learn whether it could. */
     rc = DP_OK;
     if (root) {
         rc = mkdir_p(o.out);
+        if (rc == DP_OK) {
+            rc = mkdir_p(ckw.dir);
+        }
         FILE *cf = NULL;
         if (rc == DP_OK) {
             snprintf(path, sizeof path, "%s/config.json", o.out);
@@ -978,7 +1046,7 @@ int dp_cmd_train(int argc, char **argv)
             }
         }
     }
-    if ((status = agree(c, rc, "")) != DP_OK) {
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
         goto out;
     }
     if (root && !o.quiet) {
@@ -993,9 +1061,25 @@ int dp_cmd_train(int argc, char **argv)
     }
     o.tc.log = (root && !o.quiet) ? stdout : NULL;
     o.tc.metrics = metrics;
-    rc = dp_train_run(&o.tc, m, d, c, &res);
+    o.tc.checkpoint = dp_cli_checkpoint;
+    o.tc.checkpoint_ctx = &ckw;
+    o.tc.checkpoint_every = o.checkpoint_every;
+    o.tc.checkpoint_epochs = o.checkpoint_epochs;
+    o.tc.stop = &g_stop;
+    rc = dp_train_run(&o.tc, m, d, c, &st, &res);
+    if (rc == DP_ESTOPPED) {
+        /* Not an error: every rank stopped at the same step and the checkpoint is written. */
+        if (root) {
+            printf("stopped by a signal at epoch %d, step %ld; checkpoint: %s; continue with "
+                   "the same command and --resume auto\n", st.epoch + (st.next_batch > 0),
+                   st.step, ckw.last);
+            fflush(stdout);
+        }
+        status = rc;
+        goto out;
+    }
     /* dp_train_run returns the same status on every rank; the root reports it. */
-    if ((status = agree(c, rc, "")) != DP_OK) {
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
         goto out;
     }
 
@@ -1004,7 +1088,7 @@ int dp_cmd_train(int argc, char **argv)
         snprintf(path, sizeof path, "%s/model.h5", o.out);
         rc = dp_model_save(m, path, cfgjson);
     }
-    if ((status = agree(c, rc, "")) != DP_OK) {
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
         goto out;
     }
     if (root) {
@@ -1030,10 +1114,11 @@ out:
     if (metrics) {
         fclose(metrics);
     }
+    dp_train_state_free(&st);
     dp_model_free(&m);
     dp_dataset_free(&d);
     dp_comm_free(&c);
     dp_dist_finalize();
     config_free(&cfgctx, cfg_argv);
-    return exit_code(status);
+    return dp_cli_exit_code(status);
 }
