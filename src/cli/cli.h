@@ -6,11 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dptrain/dist.h"
+
 /* Exit codes of the program (documented in README.md). */
 enum {
     DP_EXIT_OK = 0,
     DP_EXIT_ERROR = 1,    /* data, I/O, MPI or other run-time failure */
     DP_EXIT_USAGE = 2,    /* bad command line or a configuration that cannot work */
+    DP_EXIT_STOPPED = 3,  /* stopped by SIGTERM/SIGUSR1/SIGINT; a checkpoint was written */
     DP_EXIT_DIVERGED = 4, /* the loss became NaN or infinite */
 };
 
@@ -23,9 +26,22 @@ int dp_cli_float(const char *opt, const char *s, double lo, double hi, float *ou
 /* Prints "dptrain: error: <msg>" to stderr. */
 void dp_cli_error(const char *msg);
 
+/* Agrees on rc over the ranks; the lowest failing rank prints its message, prefixed with
+ * ctx (may be ""). Returns the agreed status. Collective. */
+int dp_cli_agree(const dp_comm *c, int rc, const char *ctx);
+/* The exit code for a status (the table above). */
+int dp_cli_exit_code(int status);
+/* BLAS threads per rank: the CPUs this rank may run on, shared by the ranks of the node. */
+int dp_cli_auto_threads(int local_ranks);
+/* Starts MPI and makes the world communicator; prints and returns non-zero on failure. */
+int dp_cli_start(int *argc, char ***argv, dp_comm **c);
+
 int dp_cmd_train(int argc, char **argv);
 int dp_cmd_convert(int argc, char **argv);
 int dp_cmd_synth(int argc, char **argv);
 int dp_cmd_compare(int argc, char **argv);
+int dp_cmd_eval(int argc, char **argv);
+int dp_cmd_predict(int argc, char **argv);
+int dp_cmd_info(int argc, char **argv);
 
 #endif

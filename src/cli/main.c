@@ -26,6 +26,9 @@ static void usage(FILE *f)
             "  convert   turn IDX (MNIST-style) or CSV files into a dptrain HDF5 dataset\n"
             "  synth     write a synthetic dataset (spirals, line, blobs) for tests and demos\n"
             "  compare   compare the parameters of two model files within a tolerance\n"
+            "  eval      loss and accuracy of a model or checkpoint on a dataset split\n"
+            "  predict   write a model's predictions for a dataset split (HDF5 or CSV)\n"
+            "  info      what a model file or checkpoint holds\n"
             "\n"
             "'dptrain <command> --help' lists a command's options with their defaults.\n"
             "\n"
@@ -87,6 +90,9 @@ int main(int argc, char **argv)
         {"convert", dp_cmd_convert},
         {"synth", dp_cmd_synth},
         {"compare", dp_cmd_compare},
+        {"eval", dp_cmd_eval},
+        {"predict", dp_cmd_predict},
+        {"info", dp_cmd_info},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name) == 0) {
@@ -94,6 +100,6 @@ int main(int argc, char **argv)
         }
     }
     fprintf(stderr, "dptrain: error: unknown command '%s' (commands: train, convert, synth, "
-                    "compare; see dptrain --help)\n", argv[1]);
+                    "compare, eval, predict, info; see dptrain --help)\n", argv[1]);
     return DP_EXIT_USAGE;
 }

@@ -1,13 +1,18 @@
-/* util.c: strict parsing of option values and error printing for the subcommands. */
+/* util.c: what the subcommands share: strict parsing of option values, error printing and
+ * agreement over the ranks, exit codes, MPI start-up and the BLAS thread policy. */
+#define _GNU_SOURCE
 #include "cli.h"
 
+#include "dptrain/blas.h"
 #include "dptrain/err.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 int dp_cli_int(const char *opt, const char *s, long lo, long hi, long *out)
 {
@@ -63,3 +68,51 @@ int dp_cli_float(const char *opt, const char *s, double lo, double hi, float *ou
 }
 
 void dp_cli_error(const char *msg) { fprintf(stderr, "dptrain: error: %s\n", msg); }
+
+int dp_cli_agree(const dp_comm *c, int rc, const char *ctx)
+{
+    int all = dp_comm_agree(c, rc);
+    if (all != DP_OK && dp_comm_first_failed(c, rc) == dp_comm_rank(c)) {
+        if (dp_comm_size(c) > 1) {
+            fprintf(stderr, "dptrain: rank %d: error: %s%s\n", dp_comm_rank(c), ctx, dp_errmsg());
+        } else {
+            fprintf(stderr, "dptrain: error: %s%s\n", ctx, dp_errmsg());
+        }
+        fflush(stderr);
+    }
+    return all;
+}
+
+int dp_cli_exit_code(int status)
+{
+    switch (status) {
+    case DP_OK: return DP_EXIT_OK;
+    case DP_EINVAL: return DP_EXIT_USAGE;
+    case DP_ESTOPPED: return DP_EXIT_STOPPED;
+    case DP_ENONFINITE: return DP_EXIT_DIVERGED;
+    default: return DP_EXIT_ERROR;
+    }
+}
+
+int dp_cli_auto_threads(int local_ranks)
+{
+    cpu_set_t set;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int mine = (sched_getaffinity(0, sizeof set, &set) == 0) ? CPU_COUNT(&set) : (int)online;
+    int share = (int)(online / (local_ranks > 0 ? local_ranks : 1));
+    int t = mine < share ? mine : share;
+    return t < 1 ? 1 : t;
+}
+
+int dp_cli_start(int *argc, char ***argv, dp_comm **c)
+{
+    if (dp_dist_init(argc, argv) != DP_OK) {
+        fprintf(stderr, "dptrain: error: cannot start MPI: %s\n", dp_errmsg());
+        return DP_EMPI;
+    }
+    if (dp_comm_world(c) != DP_OK) {
+        fprintf(stderr, "dptrain: error: %s\n", dp_errmsg());
+        dp_dist_abort(DP_EXIT_ERROR);
+    }
+    return DP_OK;
+}
