@@ -20,6 +20,7 @@ field() { tail -1 "$1" | grep -o "\"$2\":[0-9.e+-]*" | cut -d: -f2; }
     echo "| --- | --- | --- | --- | --- | --- |"
     for cfg in launch/configs/optim_*.ini; do
         name=$(basename "$cfg" .ini); name=${name#optim_}
+        rm -rf "runs/optim_$name" # a fresh run each time (a new run will not prune old checkpoints)
         "${MPI[@]}" build/dptrain train --config "$cfg" --epochs "$EPOCHS" --quiet >/dev/null
         m=runs/optim_$name/metrics.jsonl
         hp=$(sed -n '/^\[optimizer\]/,/^\[/p' "$cfg" | grep -v '^\[\|^optimizer\|^lr-schedule\|^$' | tr '\n' ' ')

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 NP=${NP:-2}
 EPOCHS=${EPOCHS:-15}
 SEED=${SEED:-1}
+# One directory per (epochs, seed): run again, it continues an interrupted run (--resume auto)
+# or reports the finished one; other settings make a new run.
+OUT=runs/fmnist-${EPOCHS}e-seed${SEED}
 IDX=/usr/share/datasets/fashion-mnist
 DATA=datasets/fashion_mnist.h5
 
@@ -27,5 +30,5 @@ MPI=(mpirun -np "$NP")
 [ "$NP" -gt "$(nproc)" ] && MPI+=(--oversubscribe)
 "${MPI[@]}" build/dptrain train --data "$DATA" --layers 784,256,128,10 --activation relu \
     --loss cross-entropy --optimizer sgd --lr 0.05 --momentum 0.9 --lr-schedule cosine \
-    --batch 128 --epochs "$EPOCHS" --seed "$SEED" --out runs/fmnist
-echo "model, metrics and config: runs/fmnist/"
+    --batch 128 --epochs "$EPOCHS" --seed "$SEED" --out "$OUT" --resume auto
+echo "model, metrics, config and checkpoints: $OUT/"

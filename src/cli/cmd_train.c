@@ -1005,7 +1005,11 @@ int dp_cmd_train(int argc, char **argv)
                    dp_model_n_params(m) * sizeof(float));
             memcpy(dp_model_buffers(m), dp_model_buffers(saved),
                    dp_model_n_buffers(m) * sizeof(float));
-            if (root && !o.quiet) {
+            if (root && st.finished) {
+                printf("resume: %s: the run is complete (%d epochs, step %ld): nothing to "
+                       "train; evaluating it and writing its outputs again\n", resume_path,
+                       st.epoch, st.step);
+            } else if (root && !o.quiet) {
                 printf("resume: %s: epoch %d, step %ld%s (written by %d rank%s)\n", resume_path,
                        st.epoch + (st.next_batch > 0), st.step,
                        st.next_batch > 0 ? ", inside the epoch" : "", saved_meta.n_ranks,
