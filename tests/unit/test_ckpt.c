@@ -1,0 +1,294 @@
+/* test_ckpt.c: checkpoint files: every field of the training state and the metadata survives
+ * a save and a load unchanged; damaged, truncated and future files are refused before HDF5
+ * reads them; listing sorts by step; pruning keeps the newest and removes stale temporary
+ * files. */
+#include "dptrain/ckpt.h"
+#include "dptrain/err.h"
+#include "dptrain/io.h"
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static dp_model *small_model(bool bn)
+{
+    dp_model_cfg mc = {.n_layers = 2, .sizes = {3, 4, 2}, .act = {DP_ACT_TANH, DP_ACT_IDENTITY},
+                       .init = DP_INIT_XAVIER_UNIFORM, .seed = 7, .max_batch = 4};
+    mc.batchnorm[0] = bn;
+    mc.dropout[0] = 0.25f;
+    dp_model *m = NULL;
+    cr_assert_eq(dp_model_create(&mc, &m), DP_OK, "%s", dp_errmsg());
+    tfill(dp_model_params(m), dp_model_n_params(m), -1.0f, 1.0f, 11);
+    tfill(dp_model_buffers(m), dp_model_n_buffers(m), 0.5f, 1.5f, 12);
+    return m;
+}
+
+/* A state with a distinct value in every field. */
+static void odd_state(dp_train_state *st, const dp_model *m)
+{
+    dp_optim_cfg opt;
+    dp_optim_defaults(DP_OPT_ADAM, &opt);
+    opt.amsgrad = true;
+    opt.lr = 0.0123f;
+    opt.weight_decay = 0.001f;
+    cr_assert_eq(dp_train_state_init(st, &opt, dp_model_n_params(m), dp_model_n_buffers(m),
+                                     0xfeedbeefcafe1234ULL, 5, true), DP_OK);
+    cr_assert_eq(st->n_slots, 3);
+    for (int s = 0; s < st->n_slots; s++) {
+        tfill(st->slots[s], st->n_params, 0.0f, 2.0f, 100 + (uint64_t)s);
+    }
+    tfill(st->best_params, st->n_params, -3.0f, 3.0f, 200);
+    tfill(st->best_buffers, st->n_buffers, 0.0f, 1.0f, 201);
+    st->epoch = 3;
+    st->next_batch = 7;
+    st->step = 3 * 11 + 7;
+    st->loss_sum = 12.345678901234567;
+    st->correct_sum = 321.0;
+    st->epoch_seconds = 0.75;
+    st->seen = 350;
+    st->train_seconds = 9.5;
+    st->lr = 0.00987654f;
+    st->lr_factor = 0.25f;
+    st->plateau_best = 0.4321;
+    st->plateau_bad = 2;
+    st->best_val = 0.55;
+    st->bad_epochs = 1;
+    st->best_epoch = 2;
+    st->opt_scalar = 0.123456789;
+    for (int i = 0; i < 3; i++) {
+        st->history[i] = (dp_epoch_record){.epoch = i + 1, .step = 11L * (i + 1), .lr = 0.01 / (i + 1),
+                                           .train_loss = 1.0 / (i + 2), .train_accuracy = 0.5 + 0.1 * i,
+                                           .val_loss = 0.9 - 0.1 * i, .val_accuracy = NAN,
+                                           .test_loss = NAN, .test_accuracy = NAN,
+                                           .samples_per_s = 1000.0 + i, .seconds = 0.5 + i};
+    }
+    st->n_history = 3;
+}
+
+static dp_ckpt_meta odd_meta(void)
+{
+    return (dp_ckpt_meta){.config_json = "{\"lr\":0.0123,\"seed\":1}", .data_path = "d.h5",
+                          .train_fingerprint = 0x0123456789abcdefULL,
+                          .test_fingerprint = 0xfedcba9876543210ULL, .train_rows = 400,
+                          .test_rows = 50, .n_features = 3, .n_ranks = 3,
+                          .program_version = "test"};
+}
+
+static void tmp_path(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/ckpt_%ld_%s", DP_TEST_TMPDIR, (long)getpid(), name);
+}
+
+static void same_floats(const float *a, const float *b, size_t n, const char *what)
+{
+    cr_assert(memcmp(a, b, n * sizeof *a) == 0, "%s differs after a round trip", what);
+}
+
+Test(ckpt, round_trip_keeps_every_field)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "rt.h5");
+    dp_model *m = small_model(true), *m2 = NULL;
+    dp_train_state st, back;
+    dp_ckpt_meta meta = odd_meta(), mb;
+    odd_state(&st, m);
+    cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_OK, "%s", dp_errmsg());
+    cr_assert(dp_ckpt_is_checkpoint(path));
+    cr_assert_eq(dp_ckpt_verify(path), DP_OK, "%s", dp_errmsg());
+    cr_assert_eq(dp_ckpt_load(path, 4, &m2, &back, &mb), DP_OK, "%s", dp_errmsg());
+
+    same_floats(dp_model_params(m), dp_model_params(m2), dp_model_n_params(m), "params");
+    same_floats(dp_model_buffers(m), dp_model_buffers(m2), dp_model_n_buffers(m), "buffers");
+    cr_assert_eq(dp_model_config(m2)->batchnorm[0], true);
+    cr_assert_eq(dp_model_config(m2)->dropout[0], 0.25f);
+    cr_assert_eq(back.seed, st.seed);
+    cr_assert_eq(back.epoch, 3);
+    cr_assert_eq(back.next_batch, 7);
+    cr_assert_eq(back.step, 40);
+    cr_assert_eq(back.finished, false);
+    cr_assert_eq(back.loss_sum, st.loss_sum);
+    cr_assert_eq(back.correct_sum, st.correct_sum);
+    cr_assert_eq(back.epoch_seconds, st.epoch_seconds);
+    cr_assert_eq(back.seen, st.seen);
+    cr_assert_eq(back.train_seconds, st.train_seconds);
+    cr_assert_eq(back.lr, st.lr);
+    cr_assert_eq(back.lr_factor, st.lr_factor);
+    cr_assert_eq(back.plateau_best, st.plateau_best);
+    cr_assert_eq(back.plateau_bad, st.plateau_bad);
+    cr_assert_eq(back.best_val, st.best_val);
+    cr_assert_eq(back.bad_epochs, st.bad_epochs);
+    cr_assert_eq(back.best_epoch, st.best_epoch);
+    cr_assert_eq(back.stopped_early, st.stopped_early);
+    cr_assert_eq(back.opt_scalar, st.opt_scalar);
+    cr_assert_eq(back.opt.kind, DP_OPT_ADAM);
+    cr_assert_eq(back.opt.amsgrad, true);
+    cr_assert_eq(back.opt.lr, 0.0123f);
+    cr_assert_eq(back.opt.weight_decay, 0.001f);
+    cr_assert_eq(back.opt.beta2, st.opt.beta2);
+    cr_assert_eq(back.n_slots, 3);
+    for (int s = 0; s < 3; s++) {
+        same_floats(st.slots[s], back.slots[s], st.n_params, dp_optim_slot_name(&st.opt, s));
+    }
+    cr_assert_not_null(back.best_params);
+    same_floats(st.best_params, back.best_params, st.n_params, "best_params");
+    same_floats(st.best_buffers, back.best_buffers, st.n_buffers, "best_buffers");
+    cr_assert_eq(back.n_history, 3);
+    for (int i = 0; i < 3; i++) {
+        const dp_epoch_record *a = &st.history[i], *b = &back.history[i];
+        cr_assert(a->epoch == b->epoch && a->step == b->step && a->lr == b->lr &&
+                  a->train_loss == b->train_loss && a->train_accuracy == b->train_accuracy &&
+                  a->val_loss == b->val_loss && isnan(b->val_accuracy) && isnan(b->test_loss) &&
+                  a->samples_per_s == b->samples_per_s && a->seconds == b->seconds,
+                  "history row %d differs", i);
+    }
+    cr_assert_str_eq(mb.config_json, meta.config_json);
+    cr_assert_str_eq(mb.data_path, "d.h5");
+    cr_assert_str_eq(mb.program_version, "test");
+    cr_assert_eq(mb.train_fingerprint, meta.train_fingerprint);
+    cr_assert_eq(mb.test_fingerprint, meta.test_fingerprint);
+    cr_assert_eq(mb.train_rows, 400);
+    cr_assert_eq(mb.test_rows, 50);
+    cr_assert_eq(mb.n_features, 3);
+    cr_assert_eq(mb.n_ranks, 3);
+    cr_assert_eq(mb.format_version, DP_CKPT_FORMAT_VERSION);
+    cr_assert_gt(mb.written_unix, 1700000000);
+
+    /* The weights load as a model file too. */
+    dp_model *m3 = NULL;
+    cr_assert_eq(dp_model_load(path, 2, &m3, NULL), DP_OK, "%s", dp_errmsg());
+    same_floats(dp_model_params(m), dp_model_params(m3), dp_model_n_params(m), "model view");
+    dp_model_free(&m3);
+    dp_model_free(&m2);
+    dp_model_free(&m);
+    dp_train_state_free(&st);
+    dp_train_state_free(&back);
+    dp_ckpt_meta_free(&mb);
+    remove(path);
+}
+
+Test(ckpt, refuses_non_finite_state)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "nan.h5");
+    dp_model *m = small_model(false);
+    dp_train_state st;
+    dp_ckpt_meta meta = odd_meta();
+    odd_state(&st, m);
+    st.slots[1][3] = NAN;
+    cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_ENONFINITE);
+    cr_assert(access(path, F_OK) != 0, "nothing may be written");
+    dp_model_free(&m);
+    dp_train_state_free(&st);
+}
+
+static long file_size(const char *p)
+{
+    struct stat s;
+    return stat(p, &s) == 0 ? (long)s.st_size : -1;
+}
+
+static void copy_file(const char *from, const char *to, long n)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    cr_assert(a && b);
+    for (long i = 0; i < n; i++) {
+        int ch = fgetc(a);
+        cr_assert(ch != EOF);
+        fputc(ch, b);
+    }
+    fclose(a);
+    fclose(b);
+}
+
+static void poke(const char *p, long at, const char *bytes, size_t n)
+{
+    FILE *f = fopen(p, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, at, SEEK_SET);
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+}
+
+Test(ckpt, damage_is_refused_before_hdf5_reads_it)
+{
+    char path[512], bad[512];
+    tmp_path(path, sizeof path, "good.h5");
+    tmp_path(bad, sizeof bad, "bad.h5");
+    dp_model *m = small_model(false), *m2 = NULL;
+    dp_train_state st, back;
+    dp_ckpt_meta meta = odd_meta();
+    odd_state(&st, m);
+    cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_OK, "%s", dp_errmsg());
+    long n = file_size(path);
+
+    /* Every single flipped byte after the header changes the CRC. */
+    for (long at = 512; at < n; at += n / 37) {
+        copy_file(path, bad, n);
+        FILE *f = fopen(bad, "r+b");
+        fseek(f, at, SEEK_SET);
+        int ch = fgetc(f);
+        fseek(f, at, SEEK_SET);
+        fputc(ch ^ 0x5a, f);
+        fclose(f);
+        cr_assert_eq(dp_ckpt_load(bad, 1, &m2, &back, NULL), DP_EFORMAT, "byte %ld", at);
+        cr_assert(strstr(dp_errmsg(), "CRC-32"), "%s", dp_errmsg());
+    }
+    copy_file(path, bad, n - 1);
+    cr_assert_eq(dp_ckpt_verify(bad), DP_EFORMAT);
+    cr_assert(strstr(dp_errmsg(), "truncated"), "%s", dp_errmsg());
+    copy_file(path, bad, n);
+    poke(bad, 19, "format_version 7", 16);
+    cr_assert_eq(dp_ckpt_verify(bad), DP_EFORMAT);
+    cr_assert(strstr(dp_errmsg(), "format version 7"), "%s", dp_errmsg());
+    copy_file(path, bad, n);
+    poke(bad, 0, "xptrain", 7);
+    cr_assert(!dp_ckpt_is_checkpoint(bad));
+    cr_assert_eq(dp_ckpt_verify(bad), DP_EFORMAT);
+    cr_assert(strstr(dp_errmsg(), "not a dptrain checkpoint"), "%s", dp_errmsg());
+    cr_assert_eq(dp_ckpt_verify(path), DP_OK, "the original is untouched");
+    dp_model_free(&m);
+    dp_train_state_free(&st);
+    remove(path);
+    remove(bad);
+}
+
+Test(ckpt, list_sorts_by_step_and_prune_keeps_the_newest)
+{
+    char dir[512], p[1024];
+    snprintf(dir, sizeof dir, "%s/ckdir_%ld", DP_TEST_TMPDIR, (long)getpid());
+    mkdir(dir, 0777);
+    const long steps[] = {40, 5, 1000, 120};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(dp_ckpt_path(dir, steps[i], p, sizeof p), DP_OK);
+        FILE *f = fopen(p, "w");
+        fclose(f);
+    }
+    snprintf(p, sizeof p, "%s/ckpt-0000000007.h5.tmp.999999", dir); /* a dead writer's */
+    fclose(fopen(p, "w"));
+    snprintf(p, sizeof p, "%s/ckpt-12.h5", dir); /* not ours: wrong width */
+    fclose(fopen(p, "w"));
+    char **paths = NULL;
+    long *got = NULL;
+    int n = 0;
+    cr_assert_eq(dp_ckpt_list(dir, &paths, &got, &n), DP_OK);
+    cr_assert_eq(n, 4);
+    cr_assert(got[0] == 5 && got[1] == 40 && got[2] == 120 && got[3] == 1000);
+    cr_assert(strstr(paths[3], "ckpt-0000001000.h5"));
+    dp_ckpt_list_free(paths, got, n);
+    cr_assert_eq(dp_ckpt_prune(dir, 2), DP_OK);
+    cr_assert_eq(dp_ckpt_list(dir, &paths, &got, &n), DP_OK);
+    cr_assert(n == 2 && got[0] == 120 && got[1] == 1000);
+    dp_ckpt_list_free(paths, got, n);
+    snprintf(p, sizeof p, "%s/ckpt-0000000007.h5.tmp.999999", dir);
+    cr_assert(access(p, F_OK) != 0, "stale temporary file removed");
+    snprintf(p, sizeof p, "%s/ckpt-12.h5", dir);
+    cr_assert(access(p, F_OK) == 0, "other files left alone");
+    cr_assert_eq(dp_ckpt_list("/nonexistent/dir", &paths, &got, &n), DP_OK);
+    cr_assert_eq(n, 0);
+    dp_ckpt_list_free(paths, got, n);
+}
