@@ -1022,7 +1022,14 @@ int dp_cmd_train(int argc, char **argv)
         dp_model_free(&saved);
         dp_ckpt_meta_free(&saved_meta);
     } else {
-        rc = dp_train_state_fresh(&o.tc, m, &st);
+        /* --resume auto found no valid checkpoint: damaged ones are kept, out of the way of
+         * the new run's pruning. */
+        if (o.resume && root) {
+            rc = dp_cli_supersede(ckw.dir, -1, o.quiet ? NULL : stdout);
+        }
+        if (rc == DP_OK) {
+            rc = dp_train_state_fresh(&o.tc, m, &st);
+        }
     }
     if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
         goto out;

@@ -262,8 +262,8 @@ int dp_cli_supersede(const char *dir, long step, FILE *log)
             DP_FAIL(DP_EIO, "%s: cannot rename to %s (%s)", paths[i], to, strerror(errno));
         }
         if (log) {
-            fprintf(log, "resume: %s is newer than the checkpoint resumed from; kept as %s\n",
-                    paths[i], to);
+            fprintf(log, "resume: %s is %s; kept as %s\n", paths[i],
+                    step < 0 ? "damaged" : "newer than the checkpoint resumed from", to);
         }
     }
 done:
