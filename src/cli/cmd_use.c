@@ -494,6 +494,27 @@ static int use_load(const use_opts *o, use_ctx *u, bool sorted, const dp_comm *c
     return dp_cli_agree(c, rc, "");
 }
 
+/* What eval and predict begin with, after MPI is up: BLAS threads, the options (printing
+ * the help or the usage error on rank 0), then the model, the data and the rows. Returns
+ * the agreed status; o->help set means the help was printed. Collective. */
+static int use_begin(int argc, char **argv, bool predict, const dp_comm *c, use_opts *o,
+                     use_ctx *u)
+{
+    dp_blas_set_threads(dp_cli_auto_threads(dp_comm_local_size(c)));
+    int rc = parse_use(argc, argv, predict, o);
+    if (rc != DP_OK || o->help) {
+        if (dp_comm_rank(c) == 0) {
+            if (rc == DP_OK) {
+                use_help(stdout, predict);
+            } else {
+                dp_cli_error(dp_errmsg());
+            }
+        }
+        return rc;
+    }
+    return use_load(o, u, predict, c);
+}
+
 int dp_cmd_eval(int argc, char **argv)
 {
     int rc = DP_OK, status = DP_OK;
@@ -505,21 +526,8 @@ int dp_cmd_eval(int argc, char **argv)
     if (dp_cli_start(&argc, &argv, &c) != DP_OK) {
         return DP_EXIT_ERROR;
     }
-    dp_blas_set_threads(dp_cli_auto_threads(dp_comm_local_size(c)));
     const bool root = dp_comm_rank(c) == 0;
-    rc = parse_use(argc, argv, false, &o);
-    if (rc != DP_OK || o.help) {
-        if (root) {
-            if (rc == DP_OK) {
-                use_help(stdout, false);
-            } else {
-                dp_cli_error(dp_errmsg());
-            }
-        }
-        status = rc;
-        goto out;
-    }
-    if ((status = use_load(&o, &u, false, c)) != DP_OK) {
+    if ((status = use_begin(argc, argv, false, c, &o, &u)) != DP_OK || o.help) {
         goto out;
     }
     rc = dp_evaluate(u.m, u.loss, u.s, u.rows, u.n_rows, o.eval_batch, c, &res);
@@ -684,21 +692,8 @@ int dp_cmd_predict(int argc, char **argv)
     if (dp_cli_start(&argc, &argv, &c) != DP_OK) {
         return DP_EXIT_ERROR;
     }
-    dp_blas_set_threads(dp_cli_auto_threads(dp_comm_local_size(c)));
     const bool root = dp_comm_rank(c) == 0;
-    rc = parse_use(argc, argv, true, &o);
-    if (rc != DP_OK || o.help) {
-        if (root) {
-            if (rc == DP_OK) {
-                use_help(stdout, true);
-            } else {
-                dp_cli_error(dp_errmsg());
-            }
-        }
-        status = rc;
-        goto out;
-    }
-    if ((status = use_load(&o, &u, true, c)) != DP_OK) {
+    if ((status = use_begin(argc, argv, true, c, &o, &u)) != DP_OK || o.help) {
         goto out;
     }
     const dp_model_cfg *mc = dp_model_config(u.m);

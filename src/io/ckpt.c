@@ -215,14 +215,66 @@ static const struct {
 };
 #define N_HP_FIELDS (sizeof hp_fields / sizeof hp_fields[0])
 
-static int check_finite(const float *v, size_t n, const char *path, const char *what)
+/* The scalar attributes of /state, with the C type of their dp_train_state field and the
+ * file type it is stored as; one table for writing and reading, so they cannot drift. */
+typedef enum { SF_U64, SF_SIZE, SF_LONG, SF_INT, SF_BOOL, SF_F64, SF_F32 } state_ftype;
+#define SF(field, type) \
+    {#field, type, offsetof(dp_train_state, field), sizeof(((dp_train_state *)0)->field)}
+static const struct {
+    const char *name;
+    state_ftype type;
+    size_t offset, size;
+} state_fields[] = {
+    SF(seed, SF_U64),          SF(epoch, SF_INT),        SF(next_batch, SF_SIZE),
+    SF(step, SF_LONG),         SF(finished, SF_BOOL),    SF(loss_sum, SF_F64),
+    SF(correct_sum, SF_F64),   SF(epoch_seconds, SF_F64), SF(seen, SF_SIZE),
+    SF(train_seconds, SF_F64), SF(lr, SF_F32),           SF(lr_factor, SF_F32),
+    SF(plateau_best, SF_F64),  SF(plateau_bad, SF_INT),  SF(best_val, SF_F64),
+    SF(bad_epochs, SF_INT),    SF(best_epoch, SF_INT),   SF(stopped_early, SF_BOOL),
+    SF(n_params, SF_SIZE),     SF(n_buffers, SF_SIZE),
+};
+#undef SF
+#define N_STATE_FIELDS (sizeof state_fields / sizeof state_fields[0])
+
+/* Writes field i of st as its attribute: uint64 for seed and sizes, int64 for the step,
+ * int32 for ints and flags, float64 / float32 for the rest. */
+static int put_state_field(hid_t g, const char *path, size_t i, const dp_train_state *st)
 {
-    for (size_t i = 0; v && i < n; i++) {
-        if (!isfinite(v[i])) {
-            return dp_err(DP_ENONFINITE, "%s: not written: %s[%zu] is %g", path, what, i, v[i]);
-        }
+    const void *f = (const char *)st + state_fields[i].offset;
+    const char *name = state_fields[i].name;
+    switch (state_fields[i].type) {
+    case SF_U64: return put_u64(g, path, name, *(const uint64_t *)f);
+    case SF_SIZE: return put_u64(g, path, name, (uint64_t)*(const size_t *)f);
+    case SF_LONG: return put_i64(g, path, name, (int64_t)*(const long *)f);
+    case SF_INT: return put_int(g, path, name, *(const int *)f);
+    case SF_BOOL: return put_int(g, path, name, *(const bool *)f);
+    case SF_F64: return put_f64(g, path, name, *(const double *)f);
+    default: return dp_h5_put_f32_attr(g, path, name, (const float *)f, 1);
     }
-    return DP_OK;
+}
+
+static int get_state_field(hid_t g, const char *path, size_t i, dp_train_state *st)
+{
+    void *f = (char *)st + state_fields[i].offset;
+    const char *name = state_fields[i].name;
+    uint64_t u = 0;
+    int64_t l = 0;
+    int rc = DP_OK;
+    switch (state_fields[i].type) {
+    case SF_U64: return get_u64(g, path, name, (uint64_t *)f);
+    case SF_SIZE:
+        rc = get_u64(g, path, name, &u);
+        *(size_t *)f = (size_t)u;
+        return rc;
+    case SF_LONG:
+        rc = get_i64(g, path, name, &l);
+        *(long *)f = (long)l;
+        return rc;
+    case SF_INT: return get_int(g, path, name, (int *)f);
+    case SF_BOOL: return get_bool(g, path, name, (bool *)f);
+    case SF_F64: return get_f64(g, path, name, (double *)f);
+    default: return dp_h5_get_f32_attr(g, path, name, (float *)f, 1);
+    }
 }
 
 /* --- save ------------------------------------------------------------------------------ */
@@ -235,26 +287,9 @@ static int write_state(hid_t f, const char *path, const dp_train_state *st)
     hsize_t np = st->n_params, nbuf = st->n_buffers;
     double *hist = NULL;
     DP_H5(g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    DP_TRY(put_u64(g, path, "seed", st->seed));
-    DP_TRY(put_int(g, path, "epoch", st->epoch));
-    DP_TRY(put_u64(g, path, "next_batch", st->next_batch));
-    DP_TRY(put_i64(g, path, "step", st->step));
-    DP_TRY(put_int(g, path, "finished", st->finished));
-    DP_TRY(put_f64(g, path, "loss_sum", st->loss_sum));
-    DP_TRY(put_f64(g, path, "correct_sum", st->correct_sum));
-    DP_TRY(put_f64(g, path, "epoch_seconds", st->epoch_seconds));
-    DP_TRY(put_u64(g, path, "seen", st->seen));
-    DP_TRY(put_f64(g, path, "train_seconds", st->train_seconds));
-    DP_TRY(dp_h5_put_f32_attr(g, path, "lr", &st->lr, 1));
-    DP_TRY(dp_h5_put_f32_attr(g, path, "lr_factor", &st->lr_factor, 1));
-    DP_TRY(put_f64(g, path, "plateau_best", st->plateau_best));
-    DP_TRY(put_int(g, path, "plateau_bad", st->plateau_bad));
-    DP_TRY(put_f64(g, path, "best_val", st->best_val));
-    DP_TRY(put_int(g, path, "bad_epochs", st->bad_epochs));
-    DP_TRY(put_int(g, path, "best_epoch", st->best_epoch));
-    DP_TRY(put_int(g, path, "stopped_early", st->stopped_early));
-    DP_TRY(put_u64(g, path, "n_params", st->n_params));
-    DP_TRY(put_u64(g, path, "n_buffers", st->n_buffers));
+    for (size_t i = 0; i < N_STATE_FIELDS; i++) {
+        DP_TRY(put_state_field(g, path, i, st));
+    }
 
     /* Optimizer: name, every hyperparameter, scalar state and one dataset per slot, each
      * laid out like the flat parameter array. */
@@ -355,9 +390,9 @@ int dp_ckpt_save(const char *path, const dp_model *m, const dp_train_state *st,
     dp_h5_atomic a = {.f = H5I_INVALID_HID};
     DP_TRY(dp_io_model_check_finite(m, path));
     for (int s = 0; s < st->n_slots; s++) {
-        DP_TRY(check_finite(st->slots[s], st->n_params, path, "optimizer state"));
+        DP_TRY(dp_io_check_finite(st->slots[s], st->n_params, path, "optimizer state"));
     }
-    DP_TRY(check_finite(st->best_params, st->n_params, path, "best_params"));
+    DP_TRY(dp_io_check_finite(st->best_params, st->n_params, path, "best_params"));
     DP_TRY(dp_h5_atomic_create(&a, path, CKPT_USERBLOCK));
     DP_TRY(dp_io_model_write(a.f, path, m, meta->config_json, CKPT_FORMAT));
     DP_H5(H5Fflush(a.f, H5F_SCOPE_GLOBAL));
@@ -382,7 +417,7 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
     char *name = NULL;
     double *hist = NULL;
     dp_optim_cfg opt = {0};
-    uint64_t np = 0, nbuf = 0, seed = 0, u = 0;
+    dp_train_state sc = {0}; /* the scalar fields, read before the arrays are allocated */
     int ns = 0;
     if (H5Lexists(f, "state", H5P_DEFAULT) <= 0) {
         DP_FAIL(DP_EFORMAT, "%s: group /state is missing", path);
@@ -403,9 +438,10 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
     DP_TRY(get_bool(og, path, "centered", &opt.centered));
     DP_TRY(get_bool(og, path, "amsgrad", &opt.amsgrad));
     DP_TRY(get_int(og, path, "n_slots", &ns));
-    DP_TRY(get_u64(g, path, "n_params", &np));
-    DP_TRY(get_u64(g, path, "n_buffers", &nbuf));
-    DP_TRY(get_u64(g, path, "seed", &seed));
+    for (size_t i = 0; i < N_STATE_FIELDS; i++) {
+        DP_TRY(get_state_field(g, path, i, &sc));
+    }
+    const size_t np = sc.n_params, nbuf = sc.n_buffers;
     if (m && (np != dp_model_n_params(m) || nbuf != dp_model_n_buffers(m))) {
         DP_FAIL(DP_EFORMAT, "%s: /state has %llu parameters and %llu buffers, the model %zu "
                             "and %zu", path, (unsigned long long)np, (unsigned long long)nbuf,
@@ -427,7 +463,11 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
         DP_FAIL(DP_EFORMAT, "%s: /state/history has shape [%llu, %llu], expected [n, %d]", path,
                 (unsigned long long)hd[0], (unsigned long long)hd[1], DP_EPOCH_RECORD_FIELDS);
     }
-    DP_TRY(dp_train_state_init(st, &opt, (size_t)np, (size_t)nbuf, seed, (int)hd[0], early));
+    DP_TRY(dp_train_state_init(st, &opt, np, nbuf, sc.seed, (int)hd[0], early));
+    for (size_t i = 0; i < N_STATE_FIELDS; i++) {
+        memcpy((char *)st + state_fields[i].offset, (const char *)&sc + state_fields[i].offset,
+               state_fields[i].size);
+    }
     DP_CALLOC(hist, (size_t)hd[0] * DP_EPOCH_RECORD_FIELDS + 1);
     if (hd[0] > 0) {
         DP_H5(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist));
@@ -453,27 +493,6 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
         DP_TRY(dp_h5_read_f32(g, path, "best_params", st->best_params, 1, &d1));
         DP_TRY(dp_h5_read_f32(g, path, "best_buffers", st->best_buffers, 1, &d2));
     }
-    int64_t step = 0;
-    DP_TRY(get_int(g, path, "epoch", &st->epoch));
-    DP_TRY(get_u64(g, path, "next_batch", &u));
-    st->next_batch = (size_t)u;
-    DP_TRY(get_i64(g, path, "step", &step));
-    st->step = (long)step;
-    DP_TRY(get_bool(g, path, "finished", &st->finished));
-    DP_TRY(get_f64(g, path, "loss_sum", &st->loss_sum));
-    DP_TRY(get_f64(g, path, "correct_sum", &st->correct_sum));
-    DP_TRY(get_f64(g, path, "epoch_seconds", &st->epoch_seconds));
-    DP_TRY(get_u64(g, path, "seen", &u));
-    st->seen = (size_t)u;
-    DP_TRY(get_f64(g, path, "train_seconds", &st->train_seconds));
-    DP_TRY(dp_h5_get_f32_attr(g, path, "lr", &st->lr, 1));
-    DP_TRY(dp_h5_get_f32_attr(g, path, "lr_factor", &st->lr_factor, 1));
-    DP_TRY(get_f64(g, path, "plateau_best", &st->plateau_best));
-    DP_TRY(get_int(g, path, "plateau_bad", &st->plateau_bad));
-    DP_TRY(get_f64(g, path, "best_val", &st->best_val));
-    DP_TRY(get_int(g, path, "bad_epochs", &st->bad_epochs));
-    DP_TRY(get_int(g, path, "best_epoch", &st->best_epoch));
-    DP_TRY(get_bool(g, path, "stopped_early", &st->stopped_early));
     if (st->epoch < 0 || st->step < 0 || st->best_epoch < 0 || st->best_epoch > st->epoch) {
         DP_FAIL(DP_EFORMAT, "%s: /state: epoch %d, step %ld, best epoch %d do not fit together",
                 path, st->epoch, st->step, st->best_epoch);

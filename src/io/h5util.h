@@ -59,6 +59,8 @@ int dp_h5_atomic_create(dp_h5_atomic *a, const char *path, hsize_t userblock);
 int dp_h5_atomic_commit(dp_h5_atomic *a, int (*finish)(const char *tmp, void *ctx), void *ctx);
 void dp_h5_atomic_abort(dp_h5_atomic *a);
 
+/* DP_ENONFINITE naming the first NaN or infinite value of v[0..n) (v may be NULL). */
+int dp_io_check_finite(const float *v, size_t n, const char *path, const char *what);
 /* DP_ENONFINITE naming the first NaN or infinite parameter or batch-norm statistic. */
 int dp_io_model_check_finite(const dp_model *m, const char *path);
 

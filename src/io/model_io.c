@@ -15,22 +15,25 @@
 #define DP_MODEL_FORMAT "dptrain-model"
 #define DP_MODEL_FORMAT_VERSION 2 /* 2 added dropout and batch normalization */
 
-int dp_io_model_check_finite(const dp_model *m, const char *path)
+int dp_io_check_finite(const float *v, size_t n, const char *path, const char *what)
 {
-    const float *p = dp_model_params((dp_model *)m);
-    for (size_t i = 0; i < dp_model_n_params(m); i++) {
-        if (!isfinite(p[i])) {
-            return dp_err(DP_ENONFINITE, "%s: not written: parameter %zu is %g", path, i, p[i]);
-        }
-    }
-    const float *buf = dp_model_buffers((dp_model *)m);
-    for (size_t i = 0; i < dp_model_n_buffers(m); i++) {
-        if (!isfinite(buf[i])) {
-            return dp_err(DP_ENONFINITE, "%s: not written: batch-norm statistic %zu is %g", path,
-                          i, buf[i]);
+    for (size_t i = 0; v && i < n; i++) {
+        if (!isfinite(v[i])) {
+            return dp_err(DP_ENONFINITE, "%s: not written: %s %zu is %g", path, what, i, v[i]);
         }
     }
     return DP_OK;
+}
+
+int dp_io_model_check_finite(const dp_model *m, const char *path)
+{
+    int rc = dp_io_check_finite(dp_model_params((dp_model *)m), dp_model_n_params(m), path,
+                                "parameter");
+    if (rc == DP_OK) {
+        rc = dp_io_check_finite(dp_model_buffers((dp_model *)m), dp_model_n_buffers(m), path,
+                                "batch-norm statistic");
+    }
+    return rc;
 }
 
 int dp_io_model_write(hid_t f, const char *path, const dp_model *m, const char *config_json,
