@@ -4,6 +4,7 @@
 #ifndef DPTRAIN_DIST_H
 #define DPTRAIN_DIST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct dp_comm dp_comm;
@@ -26,9 +27,25 @@ int dp_comm_size(const dp_comm *c);       /* Local */
 /* Ranks of c on this node (MPI shared-memory split, taken at creation). Local. */
 int dp_comm_local_size(const dp_comm *c);
 
-/* In-place sums over every rank. Collective. */
+/* In-place sums over every rank. Collective. The float sum of n floats goes through the
+ * node's shared memory if dp_comm_reserve_sum_f32 reserved room for n (see there), else
+ * through MPI_Allreduce. */
 int dp_comm_allreduce_sum_f32(const dp_comm *c, float *buf, size_t n);
 int dp_comm_allreduce_sum_f64(const dp_comm *c, double *buf, size_t n);
+/* Reserves a node-shared sum for float sums of up to n floats: with several ranks on each
+ * node (as many on every node) and n >= DP_NODE_SUM_MIN, a shared-memory window where the
+ * ranks of a node sum their arrays in node-rank order, one chunk each, and (on several
+ * nodes) allreduce their chunk with the same node rank of every other node. It moves less
+ * memory than Open MPI's shared-memory allreduce and its summation order is fixed. Does
+ * nothing otherwise, or if DPTRAIN_NODE_SUM=off. Collective; keeps the larger reservation. */
+int dp_comm_reserve_sum_f32(const dp_comm *c, size_t n);
+#define DP_NODE_SUM_MIN 16384
+/* Turns the reserved node-shared sum on or off (for measurements); every rank must do the
+ * same. Local. */
+void dp_comm_set_node_sum(const dp_comm *c, bool on);
+/* Whether a float sum of n floats would go through the node-shared sum. Local. */
+bool dp_comm_node_sum_active(const dp_comm *c, size_t n);
+
 /* Broadcasts n floats from root. Collective. */
 int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root);
 /* Agrees on a status: returns the largest status over the ranks (DP_OK if all are).
@@ -40,6 +57,24 @@ int dp_comm_first_failed(const dp_comm *c, int status);
 /* Largest value of x over the ranks. Collective. */
 double dp_comm_max_f64(const dp_comm *c, double x);
 int dp_comm_barrier(const dp_comm *c);
+/* A bucketed, non-blocking in-place sum of one float array, for overlapping the gradient
+ * allreduce with the backward pass. Bucket k is buf[bounds[k] .. bounds[k+1]); buckets may be
+ * started in any order, but every rank must start the same buckets in the same order (each
+ * start is a collective MPI_Iallreduce). Open MPI progresses non-blocking collectives only
+ * inside MPI calls: call dp_reducer_test between pieces of work. */
+typedef struct dp_reducer dp_reducer;
+/* n_buckets >= 1 and bounds (n_buckets + 1) ascending, copied. buf is kept (not owned) and
+ * must stay valid. Local. */
+int dp_reducer_create(const dp_comm *c, float *buf, int n_buckets, const size_t *bounds,
+                      dp_reducer **out);
+void dp_reducer_free(dp_reducer **r); /* NULL-safe; sets *r = NULL; no bucket may be open */
+/* Starts the sum of bucket k. Collective (non-blocking). */
+int dp_reducer_start(dp_reducer *r, int k);
+/* Lets MPI progress the open buckets; returns at once. Local. */
+int dp_reducer_test(dp_reducer *r);
+/* Waits for every started bucket to complete (all must have been started). Local. */
+int dp_reducer_wait(dp_reducer *r);
+
 /* Wall-clock seconds (MPI_Wtime). Local. */
 double dp_wtime(void);
 

@@ -155,6 +155,8 @@ void dp_dense_forward(const dp_dense *l, float *y, const float *x, int B);
  * overwrites dx (B,in) = dy w unless dx == NULL. */
 void dp_dense_backward(dp_dense *l, float *dx, const float *dy, const float *x, int B,
                        bool accumulate);
+/* The input gradient alone: overwrites dx (B,in) = dy (B,out) w. */
+void dp_dense_backward_dx(const dp_dense *l, float *dx, const float *dy, int B);
 /* Fills w from init (fan_in = in, fan_out = out) and sets b to zero; stream from rng. */
 void dp_dense_init(dp_dense *l, dp_init init, uint64_t seed, int layer_index);
 /* Fills w from *w and b from *b (zeros if b is NULL or not set), each from its own stream
@@ -214,6 +216,9 @@ float *dp_model_params(dp_model *m);
  * floats: the trainer puts per-step sums there so that they ride the gradient allreduce. */
 float *dp_model_grads(dp_model *m);
 #define DP_GRAD_TAIL 4
+/* Offset of layer i's first parameter in the arenas (0 <= i <= n_layers; i == n_layers gives
+ * n_params): layer i's parameters and gradients are [offset(i), offset(i + 1)). */
+size_t dp_model_layer_offset(const dp_model *m, int i);
 dp_dense *dp_model_layer(dp_model *m, int i);
 const dp_dense *dp_model_layer_const(const dp_model *m, int i);
 
@@ -247,6 +252,12 @@ typedef struct {
                                * may be NULL if B == 0 or no layer has dropout */
     dp_sum_fn sum;            /* NULL: this process holds the whole batch */
     void *sum_ctx;
+    /* Called by dp_model_backward as soon as layer i's gradients (its range of the gradient
+     * arena, dp_model_layer_offset) are final, for i = n_layers-1 down to 0, so that their
+     * allreduce can start while the layers below are still computing. NULL: not called.
+     * A non-zero return stops the backward with that status. */
+    int (*layer_done)(void *ctx, int layer);
+    void *layer_ctx;
 } dp_train_ctx;
 
 /* Tag of the dropout masks. Row r, unit j of layer i is kept iff

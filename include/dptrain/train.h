@@ -25,6 +25,32 @@ typedef enum {
 typedef int (*dp_checkpoint_fn)(void *ctx, const dp_model *m, const dp_train_state *st,
                                 dp_ckpt_reason why);
 
+/* How the gradient allreduce is done. */
+typedef enum {
+    DP_REDUCE_BLOCKING, /* one MPI_Allreduce of the whole arena after the backward pass */
+    DP_REDUCE_OVERLAP,  /* buckets of layers in reverse order, each an MPI_Iallreduce started
+                         * as soon as its layers' gradients are final, progressed during the
+                         * rest of the backward pass, waited for after it */
+    DP_REDUCE_COUNT
+} dp_reduce_mode;
+
+/* Default --bucket-kb: see README "Speed" for the measurement behind it. */
+#define DP_BUCKET_KB_DEFAULT 256
+
+/* Seconds this rank spent in each phase of the training steps, summed over steps. */
+typedef struct {
+    long steps;
+    double data;        /* gathering the rows of the batch into floats */
+    double forward;     /* training forward and the loss */
+    double backward;    /* backward pass (with overlap: including starting and progressing
+                         * the bucket allreduces) */
+    double reduce;      /* gradient allreduce: blocking: the call; overlap: from the first
+                         * bucket's start to the end of the wait */
+    double reduce_wait; /* the part of reduce the step waited for after its backward pass
+                         * (equal to reduce when blocking) */
+    double optim;       /* rmse rescale, clipping, schedule and the optimizer update */
+} dp_step_times;
+
 typedef struct {
     dp_loss loss;
     int epochs;
@@ -53,6 +79,10 @@ typedef struct {
      * rides the gradient allreduce), writes a checkpoint and returns DP_ESTOPPED. A signal
      * handler sets it. NULL: never. */
     const volatile sig_atomic_t *stop;
+    dp_reduce_mode reduce;  /* blocking (default) or overlapped with the backward pass */
+    size_t bucket_bytes;    /* overlap: close a bucket once its layers hold this many bytes
+                             * of gradient (0 = one bucket per layer) */
+    dp_step_times *times;   /* if not NULL, each phase's seconds are added here */
     FILE *log;        /* one human-readable line per epoch, or NULL (set on rank 0 only) */
     FILE *metrics;    /* one JSON object per epoch, or NULL (set on rank 0 only) */
 } dp_train_cfg;

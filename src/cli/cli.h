@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "dptrain/dist.h"
+#include "dptrain/train.h"
 
 /* Exit codes of the program (documented in README.md). */
 enum {
@@ -36,7 +37,23 @@ int dp_cli_auto_threads(int local_ranks);
 /* Starts MPI and makes the world communicator; prints and returns non-zero on failure. */
 int dp_cli_start(int *argc, char ***argv, dp_comm **c);
 
+/* The options of a run, as dptrain train reads them (a --config file, the command line,
+ * the layer spec), for commands that run the training step without training a model. */
+typedef struct {
+    dp_train_cfg tc;
+    dp_model_cfg mc;
+    char data[4096];   /* --data, or "" */
+    char layers[1024]; /* the layer spec in force */
+    int threads;       /* --threads, 0 = auto */
+    bool help;
+} dp_cli_run;
+/* Parses argv (argv[0] is the command) with every dptrain train option; --data is optional
+ * and default_layers stands in for a missing --layers. Options the caller handles itself
+ * must be removed first. Local. */
+int dp_cli_parse_run(int argc, char **argv, const char *default_layers, dp_cli_run *out);
+
 int dp_cmd_train(int argc, char **argv);
+int dp_cmd_bench(int argc, char **argv);
 int dp_cmd_convert(int argc, char **argv);
 int dp_cmd_synth(int argc, char **argv);
 int dp_cmd_compare(int argc, char **argv);

@@ -96,6 +96,8 @@ static void defaults(train_opts *o)
     o->bn_eps = 1e-5f;
     o->checkpoint_epochs = 1;
     o->keep_last = 3;
+    o->tc.reduce = DP_REDUCE_BLOCKING;
+    o->tc.bucket_bytes = DP_BUCKET_KB_DEFAULT * 1024;
 }
 
 /* The defaults of every optimizer, one line each, from dp_optim_defaults. */
@@ -207,6 +209,12 @@ static void help(FILE *f)
 "  --out DIR           writes DIR/model.h5, DIR/metrics.jsonl, DIR/config.json [%s]\n"
 "  --eval-batch N      rows per forward pass when evaluating, per rank          [%d]\n"
 "  --threads N         OpenBLAS threads per rank; 0 = cores / ranks on the node [auto]\n"
+"  --allreduce MODE    blocking: one allreduce of all gradients after the\n"
+"                      backward pass; overlap: buckets of layers (last first),\n"
+"                      each summed with a non-blocking allreduce while the\n"
+"                      layers below compute (same result up to float summation\n"
+"                      order; dptrain bench measures which is faster)    [blocking]\n"
+"  --bucket-kb N       overlap: gradient KiB per bucket (whole layers)        [%d]\n"
 "  --quiet             print only errors and the final line\n"
 "  -h, --help          this text\n"
 "\n"
@@ -217,7 +225,7 @@ static void help(FILE *f)
             dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
             d.tc.sched.warmup_start_factor, d.tc.plateau_patience, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
             d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
-            d.checkpoint_epochs, d.keep_last, d.out, d.tc.eval_batch);
+            d.checkpoint_epochs, d.keep_last, d.out, d.tc.eval_batch, DP_BUCKET_KB_DEFAULT);
 }
 
 enum {
@@ -227,7 +235,7 @@ enum {
     OPT_PATIENCE, OPT_MIN_DELTA, OPT_CONFIG, OPT_CENTERED, OPT_AMSGRAD, OPT_GAMMA, OPT_STEP_SIZE,
     OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
     OPT_LR_SCALING, OPT_BIAS_INIT, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
-    OPT_RESUME, OPT_CKPT_EVERY, OPT_CKPT_EPOCHS, OPT_KEEP_LAST,
+    OPT_RESUME, OPT_CKPT_EVERY, OPT_CKPT_EPOCHS, OPT_KEEP_LAST, OPT_ALLREDUCE, OPT_BUCKET_KB,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -328,6 +336,8 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
         {"checkpoint-epochs", required_argument, 0, OPT_CKPT_EPOCHS},
         {"keep-last", required_argument, 0, OPT_KEEP_LAST},
+        {"allreduce", required_argument, 0, OPT_ALLREDUCE},
+        {"bucket-kb", required_argument, 0, OPT_BUCKET_KB},
         {"help", no_argument, 0, 'h'},
     };
     const size_t n_base = sizeof base_opts / sizeof base_opts[0];
@@ -412,6 +422,19 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         case OPT_CKPT_EPOCHS: DP_TRY(dp_cli_int("--checkpoint-epochs", optarg, 0, 1000000, &l)); o->checkpoint_epochs = (int)l; break;
         case OPT_KEEP_LAST: DP_TRY(dp_cli_int("--keep-last", optarg, 1, 1000000, &l)); o->keep_last = (int)l; break;
         case OPT_CONFIG: break; /* read before the options, see read_config */
+        case OPT_ALLREDUCE:
+            if (strcmp(optarg, "blocking") == 0) {
+                o->tc.reduce = DP_REDUCE_BLOCKING;
+            } else if (strcmp(optarg, "overlap") == 0) {
+                o->tc.reduce = DP_REDUCE_OVERLAP;
+            } else {
+                DP_FAIL(DP_EINVAL, "--allreduce: unknown value '%s' (blocking or overlap)", optarg);
+            }
+            break;
+        case OPT_BUCKET_KB:
+            DP_TRY(dp_cli_int("--bucket-kb", optarg, 0, 1L << 30, &l));
+            o->tc.bucket_bytes = (size_t)l * 1024;
+            break;
         case OPT_ACCUM: DP_TRY(dp_cli_int("--accumulate", optarg, 1, 1 << 20, &l)); o->tc.accumulate = (int)l; break;
         case OPT_CLIP: DP_TRY(dp_cli_float("--clip-norm", optarg, 0.0, 1e30, &o->tc.clip_norm)); break;
         case OPT_VALF: DP_TRY(dp_cli_float("--val-fraction", optarg, 0.0, 0.99, &o->tc.val_fraction)); break;
@@ -844,6 +867,56 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              o->batchnorm ? o->batchnorm : "off", o->bn_momentum, o->bn_eps, n_ranks, o->out);
 }
 
+/* Every option of a run: a --config file, then the command line (which overrides it), the
+ * layer spec and the per-layer regularizers; settings written in --layers win over the
+ * options for all layers. default_layers NULL: --data and --layers must be given; else
+ * --data is optional and default_layers stands in for a missing --layers. Local. */
+static int parse_all(int argc, char **argv, const char *default_layers, train_opts *o,
+                     dp_model_cfg *mc, config_ctx *cx, char ***cfg_argv)
+{
+    int rc = DP_OK;
+    layer_tokens ltok;
+    defaults(o);
+    DP_TRY(read_config(argc, argv, cx, cfg_argv, &argc));
+    if (*cfg_argv) {
+        argv = *cfg_argv;
+    }
+    DP_TRY(parse_args(argc, argv, o, default_layers == NULL));
+    if (o->help) {
+        goto done;
+    }
+    if (!o->layers) {
+        o->layers = default_layers;
+    }
+    DP_TRY(parse_layers(o->layers, o->hidden_act, o->tc.loss, mc, &ltok));
+    DP_TRY(parse_regularizers(o, mc));
+    for (int i = 0; i < mc->n_layers - 1; i++) {
+        mc->act[i] = ltok.act[i] >= 0 ? (dp_act)ltok.act[i] : mc->act[i];
+        mc->dropout[i] = ltok.dropout[i] >= 0.0f ? ltok.dropout[i] : mc->dropout[i];
+        mc->batchnorm[i] = mc->batchnorm[i] || ltok.bn[i];
+    }
+done:
+    return rc;
+}
+
+int dp_cli_parse_run(int argc, char **argv, const char *default_layers, dp_cli_run *out)
+{
+    train_opts o;
+    config_ctx cx = {.n = 0};
+    char **cfg_argv = NULL;
+    memset(out, 0, sizeof *out);
+    int rc = parse_all(argc, argv, default_layers, &o, &out->mc, &cx, &cfg_argv);
+    if (rc == DP_OK) {
+        out->tc = o.tc;
+        out->threads = o.threads;
+        out->help = o.help;
+        snprintf(out->data, sizeof out->data, "%s", o.data ? o.data : "");
+        snprintf(out->layers, sizeof out->layers, "%s", o.layers ? o.layers : "");
+    }
+    config_free(&cx, cfg_argv);
+    return rc;
+}
+
 /* SIGTERM (Slurm's time limit, scancel), SIGUSR1 (sbatch --signal) and SIGINT: a request
  * to stop at the next step boundary; the loop shares it with every rank. */
 static volatile sig_atomic_t g_stop = 0;
@@ -880,7 +953,6 @@ int dp_cmd_train(int argc, char **argv)
     FILE *metrics = NULL;
     train_opts o;
     dp_model_cfg mc = {0};
-    layer_tokens ltok;
     char cfgjson[4096], path[4096], ctx[4200] = "";
     dp_train_result res;
     dp_train_state st = {0};
@@ -897,28 +969,7 @@ int dp_cmd_train(int argc, char **argv)
     install_stop_handlers();
 
     /* Options: every rank parses the same argv and reaches the same verdict. */
-    defaults(&o);
-    rc = read_config(argc, argv, &cfgctx, &cfg_argv, &argc);
-    if (rc == DP_OK && cfg_argv) {
-        argv = cfg_argv;
-    }
-    if (rc == DP_OK) {
-        rc = parse_args(argc, argv, &o, true);
-    }
-    if (rc == DP_OK && !o.help) {
-        rc = parse_layers(o.layers, o.hidden_act, o.tc.loss, &mc, &ltok);
-    }
-    if (rc == DP_OK && !o.help) {
-        rc = parse_regularizers(&o, &mc);
-    }
-    if (rc == DP_OK && !o.help) {
-        /* Settings written in --layers win over the options for all layers. */
-        for (int i = 0; i < mc.n_layers - 1; i++) {
-            mc.act[i] = ltok.act[i] >= 0 ? (dp_act)ltok.act[i] : mc.act[i];
-            mc.dropout[i] = ltok.dropout[i] >= 0.0f ? ltok.dropout[i] : mc.dropout[i];
-            mc.batchnorm[i] = mc.batchnorm[i] || ltok.bn[i];
-        }
-    }
+    rc = parse_all(argc, argv, NULL, &o, &mc, &cfgctx, &cfg_argv);
     if (rc != DP_OK || o.help) {
         if (root) {
             if (o.help && rc == DP_OK) {
@@ -1068,6 +1119,21 @@ int dp_cmd_train(int argc, char **argv)
         printf("model: %zu parameters; global batch %zu (%zu rows per rank at most)\n",
                dp_model_n_params(m), o.tc.batch ? o.tc.batch : d->train.n,
                (size_t)((o.tc.batch ? o.tc.batch : d->train.n) + size - 1) / size);
+    }
+    /* The gradient sum's path (dp_train_run reserves the same again: a no-op). */
+    rc = o.tc.reduce == DP_REDUCE_BLOCKING
+             ? dp_comm_reserve_sum_f32(c, dp_model_n_params(m) + DP_GRAD_TAIL) : DP_OK;
+    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
+        goto out;
+    }
+    if (root && !o.quiet) {
+        printf("gradient sum: %s\n", size == 1 ? "none (one rank)"
+               : o.tc.reduce == DP_REDUCE_OVERLAP ? "MPI_Iallreduce per bucket, overlapped with "
+                                                   "the backward pass"
+               : dp_comm_node_sum_active(c, dp_model_n_params(m) + DP_GRAD_TAIL)
+                   ? "node-shared memory, in rank order (MPI_Allreduce of each chunk across "
+                     "nodes)"
+                   : "MPI_Allreduce");
         fflush(stdout);
     }
     o.tc.log = (root && !o.quiet) ? stdout : NULL;

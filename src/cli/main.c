@@ -29,6 +29,7 @@ static void usage(FILE *f)
             "  eval      loss and accuracy of a model or checkpoint on a dataset split\n"
             "  predict   write a model's predictions for a dataset split (HDF5 or CSV)\n"
             "  info      what a model file or checkpoint holds\n"
+            "  bench     time the training step (samples/s, phases, ceiling, allreduce)\n"
             "\n"
             "'dptrain <command> --help' lists a command's options with their defaults.\n"
             "\n"
@@ -93,6 +94,7 @@ int main(int argc, char **argv)
         {"eval", dp_cmd_eval},
         {"predict", dp_cmd_predict},
         {"info", dp_cmd_info},
+        {"bench", dp_cmd_bench},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name) == 0) {
@@ -100,6 +102,6 @@ int main(int argc, char **argv)
         }
     }
     fprintf(stderr, "dptrain: error: unknown command '%s' (commands: train, convert, synth, "
-                    "compare, eval, predict, info; see dptrain --help)\n", argv[1]);
+                    "compare, eval, predict, info, bench; see dptrain --help)\n", argv[1]);
     return DP_EXIT_USAGE;
 }

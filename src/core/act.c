@@ -138,8 +138,10 @@ void dp_act_backward(dp_act a, float *dx, const float *dy, const float *x, const
         }
         break;
     case DP_ACT_RELU:
+        /* dy is loaded whatever the branch, so that the loop is a vector select. */
         for (size_t i = 0; i < total; i++) {
-            dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+            const float g = dy[i];
+            dx[i] = x[i] > 0.0f ? g : 0.0f;
         }
         break;
     case DP_ACT_SIGMOID:
@@ -172,7 +174,8 @@ void dp_act_backward(dp_act a, float *dx, const float *dy, const float *x, const
         break;
     case DP_ACT_LEAKY_RELU:
         for (size_t i = 0; i < total; i++) {
-            dx[i] = x[i] > 0.0f ? dy[i] : DP_LEAKY_RELU_SLOPE * dy[i];
+            const float g = dy[i];
+            dx[i] = x[i] > 0.0f ? g : DP_LEAKY_RELU_SLOPE * g;
         }
         break;
     case DP_ACT_ELU:

@@ -34,17 +34,38 @@ void dp_dense_backward(dp_dense *l, float *dx, const float *dy, const float *x, 
     }
     /* dw (out,in) = dy^T (out,B) * x (B,in) */
     dp_sgemm(true, false, l->out, l->in, B, 1.0f, dy, x, beta, l->dw);
-    for (int j = 0; j < l->out; j++) {
-        float s = 0.0f;
-        for (int r = 0; r < B; r++) {
-            s += dy[(size_t)r * l->out + j];
+    const int n = l->out;
+    if (accumulate) {
+        for (int j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (int r = 0; r < B; r++) {
+                s += dy[(size_t)r * n + j];
+            }
+            l->db[j] += s;
         }
-        l->db[j] = accumulate ? l->db[j] + s : s;
+    } else {
+        /* The same sums in the same order (rows 0..B-1 per column), row by row so that the
+         * inner loop runs along memory. */
+        float *db = l->db;
+        for (int j = 0; j < n; j++) {
+            db[j] = 0.0f + dy[j]; /* as s = 0.0f; s += ...: -0.0 becomes +0.0 alike */
+        }
+        for (int r = 1; r < B; r++) {
+            const float *row = dy + (size_t)r * n;
+            for (int j = 0; j < n; j++) {
+                db[j] += row[j];
+            }
+        }
     }
     if (dx) {
-        /* dx (B,in) = dy (B,out) * w (out,in) */
-        dp_sgemm(false, false, B, l->in, l->out, 1.0f, dy, l->w, 0.0f, dx);
+        dp_dense_backward_dx(l, dx, dy, B);
     }
+}
+
+void dp_dense_backward_dx(const dp_dense *l, float *dx, const float *dy, int B)
+{
+    /* dx (B,in) = dy (B,out) * w (out,in) */
+    dp_sgemm(false, false, B, l->in, l->out, 1.0f, dy, l->w, 0.0f, dx);
 }
 
 int dp_init_spec_parse(const char *s, dp_init_spec *out)

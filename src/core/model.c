@@ -187,6 +187,10 @@ size_t dp_model_n_params(const dp_model *m) { return m->n_params; }
 float *dp_model_params(dp_model *m) { return m->params; }
 float *dp_model_grads(dp_model *m) { return m->grads; }
 dp_dense *dp_model_layer(dp_model *m, int i) { return &m->layers[i]; }
+size_t dp_model_layer_offset(const dp_model *m, int i)
+{
+    return i < m->cfg.n_layers ? (size_t)(m->layers[i].w - m->params) : m->n_params;
+}
 const dp_dense *dp_model_layer_const(const dp_model *m, int i) { return &m->layers[i]; }
 float *dp_model_dout(dp_model *m) { return m->dout; }
 float *dp_model_buffers(dp_model *m) { return m->buffers; }
@@ -434,7 +438,14 @@ int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, boo
             return rc;
         }
         float *dx = (i > 0) ? m->scratch[which ^ 1] : NULL;
-        dp_dense_backward(l, dx, dz, i > 0 ? layer_output(m, i - 1) : x, B, accumulate);
+        /* The weight gradients first: their allreduce may start while dx is computed. */
+        dp_dense_backward(l, NULL, dz, i > 0 ? layer_output(m, i - 1) : x, B, accumulate);
+        if (m->training && m->ctx->layer_done && (rc = m->ctx->layer_done(m->ctx->layer_ctx, i))) {
+            return rc;
+        }
+        if (dx) {
+            dp_dense_backward_dx(l, dx, dz, B);
+        }
         g = dx;
         which ^= 1;
     }

@@ -904,18 +904,19 @@ void dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, 
 {
     size_t nf = s->n_features > 0 ? (size_t)s->n_features : 0;
     size_t nt = s->n_targets > 0 ? (size_t)s->n_targets : 0;
+    const float scale = s->x_scale, offset = s->x_offset; /* not reloaded per element */
     for (int i = 0; i < n_idx; i++) {
         size_t r = idx[i];
         float *xo = x ? x + (size_t)i * nf : NULL;
         if (xo && s->x_u8) {
             const uint8_t *xi = s->x_u8 + r * nf;
             for (size_t j = 0; j < nf; j++) {
-                xo[j] = (float)xi[j] * s->x_scale + s->x_offset;
+                xo[j] = (float)xi[j] * scale + offset;
             }
         } else if (xo && s->x_f32) {
             const float *xi = s->x_f32 + r * nf;
             for (size_t j = 0; j < nf; j++) {
-                xo[j] = xi[j] * s->x_scale + s->x_offset;
+                xo[j] = xi[j] * scale + offset;
             }
         }
         if (labels && s->labels) {

@@ -313,6 +313,61 @@ static void metrics_epoch(FILE *f, const dp_epoch_record *r)
     fflush(f);
 }
 
+/* The overlapped allreduce: buckets of whole layers over the gradient arena, the last
+ * layers' bucket holding the tail floats too; bucket start_at[i] starts when layer i is
+ * done (-1: none). */
+typedef struct {
+    dp_reducer *r;
+    int start_at[DP_MAX_LAYERS];
+    int n_buckets, n_started;
+    double t_first; /* when this step's first bucket started */
+} overlap_ctx;
+
+/* dp_train_ctx.layer_done: starts the bucket that layer i completes, then lets MPI progress
+ * the open ones. Collective (non-blocking) when it starts a bucket. */
+static int overlap_layer_done(void *p, int layer)
+{
+    overlap_ctx *o = p;
+    int rc = DP_OK, k = o->start_at[layer];
+    if (k >= 0) {
+        if (o->n_started++ == 0) {
+            o->t_first = dp_wtime();
+        }
+        rc = dp_reducer_start(o->r, k);
+    }
+    return rc == DP_OK ? dp_reducer_test(o->r) : rc;
+}
+
+/* Groups the layers, last first, into buckets of at least bucket_bytes of gradient each
+ * (the rest of the layers, when fewer remain, form the last bucket). Local. */
+static int overlap_create(overlap_ctx *o, const dp_model *m, size_t bucket_bytes, size_t n_tail,
+                          const dp_comm *c)
+{
+    int rc = DP_OK, L = dp_model_config(m)->n_layers, nb = 0;
+    size_t lo_desc[DP_MAX_LAYERS], bounds[DP_MAX_LAYERS + 1];
+    size_t acc = 0;
+    for (int i = L - 1; i >= 0; i--) {
+        o->start_at[i] = -1;
+        acc += (dp_model_layer_offset(m, i + 1) - dp_model_layer_offset(m, i)) * sizeof(float);
+        if (acc >= bucket_bytes || i == 0) {
+            o->start_at[i] = nb; /* renumbered ascending below */
+            lo_desc[nb++] = dp_model_layer_offset(m, i);
+            acc = 0;
+        }
+    }
+    for (int k = 0; k < nb; k++) {
+        bounds[k] = lo_desc[nb - 1 - k];
+    }
+    bounds[nb] = dp_model_n_params(m) + n_tail;
+    for (int i = 0; i < L; i++) {
+        o->start_at[i] = o->start_at[i] >= 0 ? nb - 1 - o->start_at[i] : -1;
+    }
+    o->n_buckets = nb;
+    DP_TRY(dp_reducer_create(c, dp_model_grads((dp_model *)m), nb, bounds, &o->r));
+done:
+    return rc;
+}
+
 /* Everything the loop needs, allocated once before the first step. */
 typedef struct {
     const dp_train_cfg *cfg;
@@ -324,10 +379,12 @@ typedef struct {
     size_t *perm, *order;   /* per-epoch permutation of [0, n_rows), and rows[perm[i]] */
     float *x, *values;
     int32_t *labels;
+    overlap_ctx ov;         /* DP_REDUCE_OVERLAP on more than one rank */
 } loop_state;
 
 static void loop_free(loop_state *s)
 {
+    dp_reducer_free(&s->ov.r);
     free(s->rows);
     free(s->val);
     free(s->perm);
@@ -357,6 +414,9 @@ static int loop_alloc(loop_state *s, const dp_dataset *d)
         DP_CALLOC(s->labels, max_local);
     } else {
         DP_CALLOC(s->values, max_local * (size_t)mc->sizes[mc->n_layers]);
+    }
+    if (cfg->reduce == DP_REDUCE_OVERLAP && dp_comm_size(s->c) > 1) {
+        DP_TRY(overlap_create(&s->ov, s->m, cfg->bucket_bytes, TAIL_USED, s->c));
     }
 done:
     return rc;
@@ -445,6 +505,17 @@ static void result_from_record(dp_eval_result *e, double loss, double acc, size_
     e->n = isnan(loss) ? 0 : n;
 }
 
+static void add_times(dp_step_times *acc, const dp_step_times *t)
+{
+    acc->steps += t->steps;
+    acc->data += t->data;
+    acc->forward += t->forward;
+    acc->backward += t->backward;
+    acc->reduce += t->reduce;
+    acc->reduce_wait += t->reduce_wait;
+    acc->optim += t->optim;
+}
+
 /* Asks for a checkpoint if the run has a writer. */
 static int checkpoint(const dp_train_cfg *cfg, const dp_model *m, const dp_train_state *st,
                       dp_ckpt_reason why)
@@ -491,6 +562,11 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     if ((rc = dp_comm_agree(c, rc)) != DP_OK) {
         goto out;
     }
+    /* The gradient sum's shared memory on each node (every rank, after the agreement). */
+    if (cfg->reduce == DP_REDUCE_BLOCKING &&
+        (rc = dp_comm_agree(c, dp_comm_reserve_sum_f32(c, n_params + DP_GRAD_TAIL))) != DP_OK) {
+        goto out;
+    }
     /* The log of the epochs before a resume, as they were written. */
     for (int i = 0; i < st->n_history; i++) {
         metrics_epoch(cfg->metrics, &st->history[i]);
@@ -511,19 +587,28 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             }
             double ls = 0.0;
             long correct = 0;
+            dp_step_times tm = {.steps = 1};
+            double tp = dp_wtime(), tq;
+            s.ov.n_started = 0;
             for (size_t b = b0; b < b1; b++) {
                 size_t cnt = batch_rows(b, B, n), lo = 0, hi = 0;
                 dp_shard_rows(cnt, rank, size, &lo, &hi);
                 int nl = (int)(hi - lo);
+                const bool last = b + 1 == b1;
                 dp_split_gather(tr, s.order + b * B + lo, nl, s.x, s.labels, s.values);
+                tm.data += (tq = dp_wtime()) - tp;
+                tp = tq;
                 /* Dropout masks are keyed by (seed, step, layer, file row): any N gives the
-                 * same masks. Batch-norm statistics are summed over the ranks. */
+                 * same masks. Batch-norm statistics are summed over the ranks. The last
+                 * micro-batch's backward starts the overlapped allreduce, if any. */
                 bn_sum bs = {c, DP_OK};
                 dp_train_ctx tctx = {.seed = cfg->seed,
                                      .step = st->step * (long)K + (long)(b - b0),
                                      .sample_ids = s.order + b * B + lo,
                                      .sum = size > 1 ? bn_sum_fn : NULL,
-                                     .sum_ctx = &bs};
+                                     .sum_ctx = &bs,
+                                     .layer_done = (last && s.ov.r && !skip_allreduce) ? overlap_layer_done : NULL,
+                                     .layer_ctx = &s.ov};
                 const float *o = dp_model_forward_train(m, s.x, nl, &tctx);
                 if (!o) {
                     rc = bs.rc != DP_OK ? bs.rc : DP_EINVAL;
@@ -533,18 +618,39 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                 /* Each rank's gradient is its slices' SUM scaled by 1/(rows in the group),
                  * so the allreduced sum is the gradient of the group's mean loss. */
                 ls += dp_loss_eval(cfg->loss, o, &t, nl, k, 1.0f / (float)group, dout, &correct);
+                if (last) {
+                    /* The tail rides the allreduce (with overlap: the first bucket). */
+                    grads[n_params + TAIL_LOSS] = (float)ls;
+                    grads[n_params + TAIL_CORRECT] = (float)correct;
+                    bool stop_here = (cfg->stop && *cfg->stop) ||
+                                     (st->step + 1 == stop_at && rank == stop_rank % size);
+                    grads[n_params + TAIL_STOP] = stop_here ? 1.0f : 0.0f;
+                }
+                tm.forward += (tq = dp_wtime()) - tp;
+                tp = tq;
                 if ((rc = dp_model_backward(m, s.x, dout, nl, b > b0)) != DP_OK) {
                     goto out;
                 }
+                tm.backward += (tq = dp_wtime()) - tp;
+                tp = tq;
             }
-            grads[n_params + TAIL_LOSS] = (float)ls;
-            grads[n_params + TAIL_CORRECT] = (float)correct;
-            bool stop_here = (cfg->stop && *cfg->stop) ||
-                             (st->step + 1 == stop_at && rank == stop_rank % size);
-            grads[n_params + TAIL_STOP] = stop_here ? 1.0f : 0.0f;
-            if (!skip_allreduce &&
-                (rc = dp_comm_allreduce_sum_f32(c, grads, n_params + TAIL_USED)) != DP_OK) {
-                goto out;
+            if (skip_allreduce || size == 1) {
+                /* One rank's sum is its own; the test hook leaves gradients unsummed. */
+            } else if (s.ov.r) {
+                if ((rc = dp_reducer_wait(s.ov.r)) != DP_OK) {
+                    goto out;
+                }
+                tq = dp_wtime();
+                tm.reduce_wait = tq - tp;
+                tm.reduce = tq - s.ov.t_first;
+                tp = tq;
+            } else {
+                if ((rc = dp_comm_allreduce_sum_f32(c, grads, n_params + TAIL_USED)) != DP_OK) {
+                    goto out;
+                }
+                tq = dp_wtime();
+                tm.reduce = tm.reduce_wait = tq - tp;
+                tp = tq;
             }
             float group_loss = grads[n_params + TAIL_LOSS];
             if (!isfinite(group_loss)) {
@@ -573,6 +679,10 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             st->step++;
             dp_optim_step(&cfg->opt, st->lr, st->step, n_params, params, grads, st->slots,
                           &st->opt_scalar);
+            tm.optim = dp_wtime() - tp;
+            if (cfg->times) {
+                add_times(cfg->times, &tm);
+            }
             st->next_batch = b1;
             if (grads[n_params + TAIL_STOP] > 0.0f) {
                 /* Every rank saw the same sum: all stop here, together. */

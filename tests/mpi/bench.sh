@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# dptrain bench runs the real training step and reports consistent figures: one CSV row and
+# JSON line per allreduce mode, phases that add up to the step, GFLOP/s = 6 x parameters x
+# samples/s, a positive ceiling; bad options are refused. (Speed itself is not asserted:
+# this is a noisy 2-core machine; launch/bench.sh prints the figures.)
+source "$(dirname "$0")/lib.sh"
+B=(bench --steps 8 --warmup 2 --repeats 3 --layers 64,128,10 --momentum 0.9)
+
+run_np 1 "${B[@]}" --csv "$WORK/b.csv" --json "$WORK/b.jsonl" --label one >"$WORK/out1" 2>&1 \
+    && pass "bench at 1 rank" || { fail "bench at 1 rank"; cat "$WORK/out1" >&2; }
+run_np 2 "${B[@]}" --csv "$WORK/b.csv" --json "$WORK/b.jsonl" --label two >"$WORK/out2" 2>&1 \
+    && pass "bench at 2 ranks" || { fail "bench at 2 ranks"; cat "$WORK/out2" >&2; }
+run_np 3 "${B[@]}" --batch 96 --allreduce overlap --csv "$WORK/b.csv" --label three \
+    >"$WORK/out3" 2>&1 && pass "bench at 3 ranks, overlap only" \
+    || { fail "bench at 3 ranks"; cat "$WORK/out3" >&2; }
+
+# One header, then 1 + 2 + 1 rows (one rank has no overlap mode).
+[ "$(grep -c '^label,' "$WORK/b.csv")" = 1 ] && pass "one CSV header" || fail "CSV headers"
+[ "$(grep -vc '^label,' "$WORK/b.csv")" = 4 ] && pass "4 CSV rows" \
+    || { fail "CSV rows: $(grep -vc '^label,' "$WORK/b.csv")"; cat "$WORK/b.csv" >&2; }
+[ "$(wc -l <"$WORK/b.jsonl")" = 3 ] && pass "3 JSON lines" || fail "JSON lines"
+
+# Every row: phases add up to at most the step time (the rest is the loop around them),
+# and to most of it; gflops = 6 x n_params x samples/s; ceiling and ratio consistent.
+python3 - "$WORK/b.csv" "$WORK/b.jsonl" <<'EOF' && pass "figures are consistent" || fail "figures"
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+bad = []
+for r in rows:
+    f = {k: float(v) for k, v in r.items() if k not in ("label", "layers", "coretype", "allreduce", "optimizer")}
+    phases = f["data_ms"] + f["forward_ms"] + f["backward_ms"] + f["allreduce_wait_ms"] + f["optim_ms"]
+    if not (0.3 * f["step_ms"] <= phases <= 1.05 * f["step_ms"]):
+        bad.append(f"{r['label']}/{r['allreduce']}: phases {phases:.4f} ms vs step {f['step_ms']:.4f} ms")
+    if abs(f["gflops"] - 6 * f["n_params"] * f["samples_per_s"] / 1e9) > 0.01 + 1e-3 * f["gflops"]:
+        bad.append(f"{r['label']}: gflops {f['gflops']}")
+    if abs(f["ceiling_ratio"] - f["samples_per_s"] / f["ceiling_samples_per_s"]) > 1e-3:
+        bad.append(f"{r['label']}: ceiling ratio {f['ceiling_ratio']}")
+    if f["n_params"] != 64 * 128 + 128 + 128 * 10 + 10 or f["samples_per_s"] <= 0 or f["peak_rss_mb"] <= 0:
+        bad.append(f"{r['label']}: n_params/samples/rss {f['n_params']} {f['samples_per_s']} {f['peak_rss_mb']}")
+    if int(f["ranks"]) > 1 and f["allreduce_ms_alone"] <= 0:
+        bad.append(f"{r['label']}: no allreduce time")
+modes = [(r["label"], r["allreduce"]) for r in rows]
+if modes != [("one", "blocking"), ("two", "blocking"), ("two", "overlap"), ("three", "overlap")]:
+    bad.append(f"modes {modes}")
+for line in open(sys.argv[2]):
+    j = json.loads(line)
+    if j["samples_per_s"] <= 0 or j["batch"] != 128:
+        bad.append(f"json {j}")
+if bad: print("\n".join(bad), file=sys.stderr)
+sys.exit(1 if bad else 0)
+EOF
+grep -q 'sgemm-only ceiling' "$WORK/out2" && grep -q 'allreduce alone' "$WORK/out2" \
+    && pass "table names the ceiling and the allreduce" || fail "table lines missing"
+
+expect_exit 2 "--steps 0" "--steps" -- run_np 2 bench --steps 0
+expect_exit 2 "--allreduce bogus" "blocking, overlap or both" -- run_np 2 bench --allreduce bogus
+expect_exit 1 "missing --data file" "nothere.h5" -- run_np 2 bench --data "$WORK/nothere.h5"
+expect_exit 2 "unknown option" "unknown option" -- run_np 2 bench --bogus
+finish
