@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# setup.sh: installs the Debian packages dptrain needs, only those that are missing.
+# setup.sh: installs the Debian packages dptrain needs, only those that are missing, plus
+# any packages named as arguments (launch/scaling.sh asks for gnuplot-nox this way).
 # Runs apt-get as root, or through sudo when there is one.
 set -euo pipefail
 PKGS=(gcc make libc6-dev cmake pkg-config
       libopenmpi-dev openmpi-bin libopenblas-dev
       libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcriterion-dev libinih-dev
-      dataset-fashion-mnist)
+      dataset-fashion-mnist python3 "$@")
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
