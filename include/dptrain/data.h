@@ -47,6 +47,11 @@ void dp_dataset_free(dp_dataset **d); /* NULL-safe; sets *d = NULL; frees every 
 void dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, int32_t *labels,
                      float *values);
 
+/* Asks the CPU to start loading rows idx[0..n_idx) of s (features and targets) into its
+ * caches, without waiting: the trainer calls it for the next batch before the current
+ * batch's backward pass, so that the next dp_split_gather finds the rows in cache. */
+void dp_split_prefetch(const dp_split *s, const size_t *idx, int n_idx);
+
 /* 64-bit FNV-1a over the split's raw arrays and shapes: identical data, identical value. */
 uint64_t dp_split_fingerprint(const dp_split *s);
 

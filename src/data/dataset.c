@@ -928,6 +928,20 @@ void dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, 
     }
 }
 
+void dp_split_prefetch(const dp_split *s, const size_t *idx, int n_idx)
+{
+    const size_t nf = s->n_features > 0 ? (size_t)s->n_features : 0;
+    const size_t row_bytes = nf * (s->x_u8 ? 1 : sizeof(float));
+    const char *base = s->x_u8 ? (const char *)s->x_u8 : (const char *)s->x_f32;
+    for (int i = 0; i < n_idx && base; i++) {
+        const char *row = base + idx[i] * row_bytes;
+        for (size_t o = 0; o < row_bytes; o += 64) {
+            __builtin_prefetch(row + o, 0, 3);
+        }
+        __builtin_prefetch(row + row_bytes - 1, 0, 3);
+    }
+}
+
 /* --- fingerprint -------------------------------------------------------------------------- */
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL

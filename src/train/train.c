@@ -626,6 +626,12 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                                      (st->step + 1 == stop_at && rank == stop_rank % size);
                     grads[n_params + TAIL_STOP] = stop_here ? 1.0f : 0.0f;
                 }
+                if (b + 1 < nb) {
+                    /* The next batch's rows start moving into the cache during the backward. */
+                    size_t n1 = batch_rows(b + 1, B, n), lo1 = 0, hi1 = 0;
+                    dp_shard_rows(n1, rank, size, &lo1, &hi1);
+                    dp_split_prefetch(tr, s.order + (b + 1) * B + lo1, (int)(hi1 - lo1));
+                }
                 tm.forward += (tq = dp_wtime()) - tp;
                 tp = tq;
                 if ((rc = dp_model_backward(m, s.x, dout, nl, b > b0)) != DP_OK) {
