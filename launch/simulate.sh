@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# simulate.sh: predicts dptrain's training-step time at rank counts beyond this machine with
+# SimGrid SMPI, and checks the prediction against a real 2-rank run here. A planning tool:
+# it answers "how fast would this model train on N ranks of a cluster with these links".
+#
+# What it does (each piece is in sim/; the reasons are in sim/README.md):
+#   1. installs libsimgrid-dev if smpicc is missing (apt-get; root or sudo);
+#   2. builds build-sim/dptrain-sim: src/core (less blas.c), src/dist, src/train and
+#      src/data/{shard,split}.c compiled with smpicc, plus sim/*.c; no HDF5, no OpenBLAS;
+#   3. lists the GEMM shapes of one step (a first simulated run records them) and times
+#      each with OpenBLAS here (sim/gemm_bench.c, one copy per core running at once);
+#   4. self-check: times the real MPI_Allreduce and the real `dptrain train` step on 2
+#      ranks here, simulates 2 ranks on a platform calibrated from the allreduce alone, and
+#      fails if the predicted step time is off by more than TOL;
+#   5. simulates RANKS on generated clusters (sim/platform.sh): one rank per host, links of
+#      each bandwidth in BWS, LAT_US end-to-end latency, a non-blocking switch; the
+#      collectives are Open MPI's (--cfg=smpi/coll-selector:ompi);
+#   6. writes OUT/simulate.csv and OUT/simulate.md (step time, allreduce share, samples/s,
+#      weak-scaling efficiency = 1-rank step time / N-rank step time at fixed per-rank batch).
+#
+# Settings (environment):          default
+#   RANKS   rank counts            "2 4 8 16 32 64 128 256 512 1024"
+#   BWS     link bandwidths, Gbit/s "25 100"
+#   LAT_US  end-to-end latency, us  3
+#   BW_EFF  achievable fraction of link bandwidth (smpi/bw-factor)  0.95
+#   LAYERS  network                 784,256,128,10
+#   BATCH   rows per rank per step  64
+#   STEPS   measured steps (after as many warm-up steps)  5
+#   OUT     output directory        runs/simulate
+#   DPTRAIN real dptrain binary for the self-check   build/dptrain
+#   SELF_CHECK 1 = run it (0 = skip)  1
+#   TOL     self-check tolerance, relative            0.30
+#   BUILD   build directory for the simulator         build-sim
+# Exit: 0 done; 1 a step failed or the self-check is off by more than TOL; 77 SimGrid is
+# missing and cannot be installed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RANKS=${RANKS:-"2 4 8 16 32 64 128 256 512 1024"}
+BWS=${BWS:-"25 100"}
+LAT_US=${LAT_US:-3}
+BW_EFF=${BW_EFF:-0.95}
+LAYERS=${LAYERS:-784,256,128,10}
+BATCH=${BATCH:-64}
+STEPS=${STEPS:-5}
+OUT=${OUT:-$ROOT/runs/simulate}
+DPTRAIN=${DPTRAIN:-$ROOT/build/dptrain}
+SELF_CHECK=${SELF_CHECK:-1}
+TOL=${TOL:-0.30}
+BUILD=${BUILD:-$ROOT/build-sim}
+mkdir -p "$OUT" "$BUILD"
+OUT=$(cd "$OUT" && pwd)
+BUILD=$(cd "$BUILD" && pwd)
+log() { echo "simulate: $*" >&2; }
+
+# --- 1. SimGrid ------------------------------------------------------------------------
+if ! command -v smpicc >/dev/null || ! command -v smpirun >/dev/null; then
+    log "installing libsimgrid-dev (SimGrid SMPI: smpicc, smpirun)"
+    "$ROOT/launch/setup.sh" libsimgrid-dev >&2 ||
+        { log "cannot install libsimgrid-dev (need root or sudo, and Debian's apt)"; exit 77; }
+fi
+
+# --- 2. build ----------------------------------------------------------------------------
+# -O3 -DNDEBUG: the flags of the Release build that the self-check measures.
+CFLAGS=(-O3 -DNDEBUG -std=gnu11 -Wall -Wextra -I"$ROOT/include" -I"$ROOT/src" -I"$ROOT/src/core" -I"$ROOT/sim")
+mapfile -t CORE < <(ls "$ROOT"/src/core/*.c | grep -v '/blas\.c$')
+log "building $BUILD/dptrain-sim (smpicc)"
+smpicc "${CFLAGS[@]}" "${CORE[@]}" "$ROOT"/src/dist/*.c "$ROOT"/src/train/*.c \
+    "$ROOT/src/data/shard.c" "$ROOT/src/data/split.c" "$ROOT/sim/blas_sim.c" \
+    "$ROOT/sim/sim_mpi.c" "$ROOT/sim/sim_main.c" -o "$BUILD/dptrain-sim" -lm \
+    -Wl,--wrap=MPI_Allreduce
+gcc "${CFLAGS[@]}" "$ROOT/sim/gemm_bench.c" "$ROOT/src/core/blas.c" -o "$BUILD/gemm_bench" -lopenblas
+SIMARGS=(--layers "$LAYERS" --batch-per-rank "$BATCH" --steps "$STEPS")
+# smpirun settings common to every run. Host speed 1 Gflop/s in the platform and here: CPU
+# time that SMPI benchmarks is injected 1:1. cpu-threshold -1: inject even sub-microsecond
+# bursts (activations of small layers). No privatization: dptrain has no mutable globals
+# (only the thread-local error message), and 1024 copies of the binary are not needed.
+# Shared-malloc blocks of 64 MiB: the dataset is folded onto few mappings per rank (1 MiB
+# blocks need more than vm.max_map_count mappings at 1024 ranks).
+SMPI=(smpirun -no-privatize --cfg=smpi/shared-malloc-blocksize:67108864 --cfg=smpi/host-speed:1Gf --cfg=smpi/cpu-threshold:-1
+      --cfg=smpi/wtime:0 --cfg=smpi/coll-selector:ompi --cfg=smpi/lat-factor:0:1
+      --log=root.threshold:warning --log=smpi_colls.threshold:error)
+
+# sim_run NP PLATFORM_PREFIX BW_FACTOR LOGFILE: prints the RESULT line of one simulation.
+sim_run() {
+    local np=$1 plat=$2 bwf=$3 logf=$4
+    if ! "${SMPI[@]}" --cfg=smpi/bw-factor:0:"$bwf" -np "$np" -platform "$plat.xml" \
+            -hostfile "$plat.hosts" "$BUILD/dptrain-sim" "${SIMARGS[@]}" >"$logf" 2>&1; then
+        log "simulation of $np ranks failed; the end of $logf:"; tail -5 "$logf" >&2; return 1
+    fi
+    grep '^RESULT ' "$logf" | tail -1
+}
+# field NAME LINE: the value of NAME=... in a RESULT line.
+field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$2"; }
+
+# --- 3. GEMM table ------------------------------------------------------------------------
+"$ROOT/sim/platform.sh" "$BUILD/shapes-platform" 2 100Gbps 3
+rm -f "$BUILD/shapes.txt"
+DPTRAIN_SIM_GEMM_SHAPES="$BUILD/shapes.txt" sim_run 2 "$BUILD/shapes-platform" 1 \
+    "$BUILD/shapes.log" >/dev/null
+sort -u "$BUILD/shapes.txt" >"$BUILD/shapes.uniq"
+log "timing $(wc -l <"$BUILD/shapes.uniq") GEMM shapes with OpenBLAS ($(nproc) copies at once)"
+pids=()
+for ((i = 0; i < $(nproc); i++)); do
+    OPENBLAS_NUM_THREADS=1 "$BUILD/gemm_bench" "$BUILD/shapes.uniq" "$BUILD/gemm.$i" 1 2>/dev/null &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+# The mean over the copies, per shape.
+cat "$BUILD"/gemm.[0-9]* | awk '{ k = $1" "$2" "$3" "$4" "$5; s[k] += $6; n[k]++ }
+    END { for (k in s) printf "%s %.9g\n", k, s[k] / n[k] }' | sort >"$OUT/gemm_table.txt"
+export DPTRAIN_SIM_GEMM_TABLE="$OUT/gemm_table.txt"
+awk '{ t += $6; f += 2 * $3 * $4 * $5 } END { printf "simulate: GEMMs of one step: %.1f us, %.0f GFLOP/s\n", t * 1e6, f / t / 1e9 }' \
+    "$OUT/gemm_table.txt" >&2
+
+# --- 4. self-check against the real 2-rank run ---------------------------------------------
+N_PARAMS=$(field params "$(grep '^RESULT ' "$BUILD/shapes.log")")
+if [ "$SELF_CHECK" = 1 ]; then
+    [ -x "$DPTRAIN" ] || { log "no dptrain binary at $DPTRAIN (build it, or SELF_CHECK=0)"; exit 1; }
+    MPIRUN=(mpirun -np 2)
+    [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+    mpicc -O2 -Wall -Wextra "$ROOT/sim/allreduce_bench.c" -o "$BUILD/allreduce_bench"
+    # Allreduce of 1 float and of the gradient arena (parameters + the trainer's 3 extra).
+    read -r _ t_small < <("${MPIRUN[@]}" "$BUILD/allreduce_bench" 1)
+    read -r _ t_grad < <("${MPIRUN[@]}" "$BUILD/allreduce_bench" $((N_PARAMS + 3)))
+    # Calibration for 2 ranks: a 1-float allreduce is about 2 message latencies; the
+    # gradient's (Open MPI's ring for 2 ranks: 2 steps of half the buffer each way) is
+    # 2 latencies + bytes / bandwidth. Reduction arithmetic is folded into the bandwidth.
+    read -r lat_us bw_Bps < <(awk -v s="$t_small" -v g="$t_grad" -v n="$((N_PARAMS + 3))" \
+        'BEGIN { l = s / 2; printf "%.6g %.6g\n", l * 1e6, 4 * n / (g - 2 * l) }')
+    "$ROOT/sim/platform.sh" "$OUT/platform-self" 2 "${bw_Bps}Bps" "$lat_us"
+    log "this machine, 2 ranks: MPI_Allreduce 1 float $(awk -v t="$t_small" 'BEGIN{printf "%.2f", t*1e6}') us," \
+        "$((N_PARAMS + 3)) floats $(awk -v t="$t_grad" 'BEGIN{printf "%.3f", t*1e3}') ms" \
+        "-> latency $lat_us us, bandwidth $(awk -v b="$bw_Bps" 'BEGIN{printf "%.2f", b/1e9}') GB/s"
+    # The real step: dptrain train, 2 ranks, the same network and per-rank batch, on
+    # synthetic data (blobs with LAYERS' input and output sizes); the best of 5 runs, since
+    # anything else running on this machine only ever slows a run down.
+    IFS=, read -r -a L <<<"$LAYERS"
+    n_in=${L[0]} n_out=${L[${#L[@]} - 1]} gb=$((2 * BATCH))
+    "$DPTRAIN" synth blobs --n-train $((gb * 200)) --n-test 200 --features "$n_in" \
+        --classes "$n_out" --out "$BUILD/self.h5" >/dev/null
+    real=()
+    for r in 1 2 3 4 5; do
+        rm -rf "$BUILD/self-run"
+        line=$("${MPIRUN[@]}" "$DPTRAIN" train --data "$BUILD/self.h5" --layers "$LAYERS" \
+            --batch "$gb" --epochs 3 --momentum 0.9 --lr 0.05 --lr-schedule constant \
+            --checkpoint-epochs 0 --out "$BUILD/self-run" --quiet | grep '^done:')
+        real+=("$(sed -E 's/.* ([0-9.]+) samples\/s.*/\1/' <<<"$line")")
+    done
+    real_sps=$(printf '%s\n' "${real[@]}" | sort -g | tail -1)
+    res=$(sim_run 2 "$OUT/platform-self" 1 "$OUT/self-check.log")
+    sim_ms=$(field step_ms "$res") sim_ar=$(field allreduce_ms "$res")
+    read -r real_ms ratio ok < <(awk -v s="$real_sps" -v b="$gb" -v p="$sim_ms" -v tol="$TOL" \
+        'BEGIN { r = 1e3 * b / s; q = p / r; d = q > 1 ? q - 1 : 1 - q;
+                 printf "%.4f %.3f %d\n", r, q, (d <= tol) }')
+    {
+        echo "self-check (2 ranks on this machine, $LAYERS, $BATCH rows per rank):"
+        echo "  real:      step $real_ms ms ($real_sps samples/s, best of ${real[*]})"
+        echo "  simulated: step $sim_ms ms (allreduce $sim_ar ms; measured allreduce $(awk -v t="$t_grad" 'BEGIN{printf "%.4f", t*1e3}') ms)"
+        echo "  ratio simulated/real $ratio, tolerance $TOL: $([ "$ok" = 1 ] && echo PASS || echo FAIL)"
+    } | tee "$OUT/self-check.txt" >&2
+    [ "$ok" = 1 ] || { log "self-check failed"; exit 1; }
+fi
+
+# --- 5. clusters ------------------------------------------------------------------------------
+max=1
+for p in $RANKS; do [ "$p" -gt "$max" ] && max=$p; done
+CSV="$OUT/simulate.csv"
+echo "link_gbps,latency_us,ranks,batch_per_rank,global_batch,step_ms,allreduce_ms,allreduce_share,samples_per_s,weak_scaling_efficiency,wall_s" >"$CSV"
+for bw in $BWS; do
+    plat="$OUT/platform-${bw}g"
+    "$ROOT/sim/platform.sh" "$plat" "$max" "${bw}Gbps" "$LAT_US"
+    base=$(sim_run 1 "$plat" "$BW_EFF" "$OUT/sim-${bw}g-1.log")
+    t1=$(field step_ms "$base")
+    for p in $RANKS; do
+        s0=$(date +%s.%N)
+        res=$(sim_run "$p" "$plat" "$BW_EFF" "$OUT/sim-${bw}g-$p.log")
+        wall=$(awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+        st=$(field step_ms "$res") ar=$(field allreduce_ms "$res") sps=$(field samples_per_s "$res")
+        gbv=$(field global_batch "$res")
+        awk -v bw="$bw" -v lat="$LAT_US" -v p="$p" -v b="$BATCH" -v g="$gbv" -v st="$st" \
+            -v ar="$ar" -v sps="$sps" -v t1="$t1" -v w="$wall" 'BEGIN {
+            if (!(st > 0) || !(sps > 0)) exit 1;
+            printf "%s,%s,%d,%d,%d,%.4f,%.4f,%.3f,%.0f,%.3f,%s\n", bw, lat, p, b, g, st, ar,
+                   ar / st, sps, t1 / st, w }' >>"$CSV" || { log "bad result for $p ranks: $res"; exit 1; }
+        log "$(tail -1 "$CSV")"
+    done
+done
+
+# --- 6. Markdown ---------------------------------------------------------------------------------
+{
+    echo "Predicted by SimGrid SMPI ($(smpirun -version 2>/dev/null | head -1)): dptrain $LAYERS, $BATCH rows per rank, SGD momentum;"
+    echo "one rank per host, full-duplex links to a non-blocking switch, $LAT_US us latency, ${BW_EFF} of link bandwidth usable;"
+    echo "GEMM times measured here ($(awk '{ t += $6 } END { printf "%.0f us", t * 1e6 }' "$OUT/gemm_table.txt") per step, 1 OpenBLAS thread per rank)."
+    echo "Weak-scaling efficiency = simulated 1-rank step time / N-rank step time."
+    echo
+    echo "| link | ranks | global batch | step (ms) | allreduce (ms) | samples/s | weak-scaling efficiency |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    tail -n +2 "$CSV" | awk -F, '{ printf "| %s Gbit/s | %d | %d | %.3f | %.3f | %.0f | %.0f%% |\n", $1, $3, $5, $6, $7, $9, 100 * $10 }'
+    [ -f "$OUT/self-check.txt" ] && { echo; sed 's/^/    /' "$OUT/self-check.txt"; }
+} >"$OUT/simulate.md"
+cat "$OUT/simulate.md"
+log "wrote $CSV and $OUT/simulate.md"

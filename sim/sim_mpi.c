@@ -1,0 +1,105 @@
+/* sim_mpi.c: the simulation program's own MPI use: SMPI shared allocations and a wrapper
+ * of MPI_Allreduce that times dptrain's gradient allreduce in simulated time. The program
+ * is linked with -Wl,--wrap=MPI_Allreduce, so src/dist/comm.c's calls come here and go on
+ * to PMPI_Allreduce. (Defining MPI_Allreduce itself does not work: SMPI declares it weak
+ * and the calls bind to libsimgrid's through the PLT.) */
+#include "sim.h"
+
+#include "dptrain/err.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+
+/* Per-rank counters. The simulation runs without global-variable privatization (every rank
+ * shares this process's globals), so the counters are an array indexed by world rank. */
+typedef struct {
+    double big_seconds, other_seconds;
+    long big_calls, other_calls;
+} rank_counters;
+
+static rank_counters *g_counters; /* (world size), allocated by the first reset */
+static int g_world;
+static size_t g_big_count = (size_t)-1;
+
+void *dp_sim_shared_alloc(size_t n_bytes) { return SMPI_SHARED_MALLOC(n_bytes ? n_bytes : 1); }
+
+void dp_sim_shared_free(void *p)
+{
+    if (p) {
+        SMPI_SHARED_FREE(p);
+    }
+}
+
+static int world_rank(void)
+{
+    int r = 0;
+    PMPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+}
+
+int dp_sim_timing_reset(size_t big_count)
+{
+    if (!g_counters) {
+        if (PMPI_Comm_size(MPI_COMM_WORLD, &g_world) != MPI_SUCCESS) {
+            return dp_err(DP_EMPI, "MPI_Comm_size failed");
+        }
+        g_counters = calloc((size_t)g_world, sizeof *g_counters);
+        if (!g_counters) {
+            return dp_err(DP_ENOMEM, "out of memory for %d allreduce counters", g_world);
+        }
+    }
+    g_big_count = big_count;
+    rank_counters zero = {0};
+    g_counters[world_rank()] = zero;
+    return DP_OK;
+}
+
+int __wrap_MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
+                         MPI_Op op, MPI_Comm comm);
+
+int __wrap_MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
+                         MPI_Op op, MPI_Comm comm)
+{
+    double t0 = MPI_Wtime();
+    int rc = PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    double dt = MPI_Wtime() - t0;
+    if (g_counters) {
+        rank_counters *c = &g_counters[world_rank()];
+        if ((size_t)count >= g_big_count) {
+            c->big_seconds += dt;
+            c->big_calls++;
+        } else {
+            c->other_seconds += dt;
+            c->other_calls++;
+        }
+    }
+    return rc;
+}
+
+int dp_sim_timing_collect(dp_sim_timing *out)
+{
+    if (!g_counters) {
+        return dp_err(DP_EINVAL, "dp_sim_timing_collect before dp_sim_timing_reset");
+    }
+    const rank_counters *c = &g_counters[world_rank()];
+    if (g_world == 1) {
+        /* SMPI 3.32's ompi reduce fails on a 1-rank communicator; nothing to reduce. */
+        out->big_seconds = out->big_max = c->big_seconds;
+        out->other_seconds = c->other_seconds;
+        out->big_calls = c->big_calls;
+        out->other_calls = c->other_calls;
+        return DP_OK;
+    }
+    double sums[2] = {c->big_seconds, c->other_seconds}, tot[2] = {0, 0}, mx = 0.0;
+    if (PMPI_Reduce(sums, tot, 2, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD) != MPI_SUCCESS ||
+        PMPI_Reduce(&c->big_seconds, &mx, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD) !=
+            MPI_SUCCESS) {
+        return dp_err(DP_EMPI, "MPI_Reduce of the allreduce timings failed");
+    }
+    out->big_seconds = tot[0] / g_world;
+    out->other_seconds = tot[1] / g_world;
+    out->big_max = mx;
+    out->big_calls = c->big_calls;
+    out->other_calls = c->other_calls;
+    return DP_OK;
+}
