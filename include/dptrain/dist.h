@@ -4,7 +4,6 @@
 #ifndef DPTRAIN_DIST_H
 #define DPTRAIN_DIST_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct dp_comm dp_comm;
@@ -27,25 +26,9 @@ int dp_comm_size(const dp_comm *c);       /* Local */
 /* Ranks of c on this node (MPI shared-memory split, taken at creation). Local. */
 int dp_comm_local_size(const dp_comm *c);
 
-/* In-place sums over every rank. Collective. The float sum of n floats goes through the
- * node's shared memory if dp_comm_reserve_sum_f32 reserved room for n (see there), else
- * through MPI_Allreduce. */
+/* In-place sums over every rank. Collective. */
 int dp_comm_allreduce_sum_f32(const dp_comm *c, float *buf, size_t n);
 int dp_comm_allreduce_sum_f64(const dp_comm *c, double *buf, size_t n);
-/* Reserves a node-shared sum for float sums of up to n floats: with several ranks on each
- * node (as many on every node) and n >= DP_NODE_SUM_MIN, a shared-memory window where the
- * ranks of a node sum their arrays in node-rank order, one chunk each, and (on several
- * nodes) allreduce their chunk with the same node rank of every other node. It moves less
- * memory than Open MPI's shared-memory allreduce and its summation order is fixed. Does
- * nothing otherwise, or if DPTRAIN_NODE_SUM=off. Collective; keeps the larger reservation. */
-int dp_comm_reserve_sum_f32(const dp_comm *c, size_t n);
-#define DP_NODE_SUM_MIN 16384
-/* Turns the reserved node-shared sum on or off (for measurements); every rank must do the
- * same. Local. */
-void dp_comm_set_node_sum(const dp_comm *c, bool on);
-/* Whether a float sum of n floats would go through the node-shared sum. Local. */
-bool dp_comm_node_sum_active(const dp_comm *c, size_t n);
-
 /* Broadcasts n floats from root. Collective. */
 int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root);
 /* Agrees on a status: returns the largest status over the ranks (DP_OK if all are).

@@ -416,20 +416,14 @@ done:
             }
         }
     }
-    double t_gemm = 0.0, t_alone = 0.0, t_mpi = 0.0;
-    const bool node_sum = dp_comm_node_sum_active(c, n_params + DP_GRAD_TAIL);
+    double t_gemm = 0.0, t_alone = 0.0;
     if (status == DP_OK) {
         status = gemm_ceiling(c, &mc, (int)(hi - lo), bo.steps, bo.repeats, &t_gemm);
     }
     if (status == DP_OK) {
         status = allreduce_alone(c, dp_model_grads(m), n_params + DP_GRAD_TAIL, &t_alone);
     }
-    if (status == DP_OK && node_sum) {
-        /* The same sum through MPI_Allreduce, for comparison. */
-        dp_comm_set_node_sum(c, false);
-        status = allreduce_alone(c, dp_model_grads(m), n_params + DP_GRAD_TAIL, &t_mpi);
-        dp_comm_set_node_sum(c, true);
-    }
+
     if ((status = dp_cli_agree(c, status, "")) != DP_OK) {
         goto out;
     }
@@ -506,12 +500,8 @@ done:
     printf("sgemm-only ceiling: %.0f samples/s (%.3f ms of GEMMs per step, largest rank)\n",
            ceiling, t_gemm * 1e3);
     if (size > 1) {
-        printf("allreduce alone: %.3f ms for %.2f MB (bus bandwidth %.2f Gbit/s), %s", t_alone * 1e3,
-               bytes / 1e6, busbw, node_sum ? "node-shared sum" : "MPI_Allreduce");
-        if (node_sum) {
-            printf("; MPI_Allreduce: %.3f ms (%.2fx)", t_mpi * 1e3, t_mpi / t_alone);
-        }
-        printf("\n");
+        printf("allreduce alone: %.3f ms for %.2f MB (bus bandwidth %.2f Gbit/s)\n",
+               t_alone * 1e3, bytes / 1e6, busbw);
     }
     printf("peak RSS per rank: %.1f MB (data %.1f MB + parameters, gradients and optimizer "
            "state %.1f MB; 1.5x that + 30 MB = %.1f MB: %s)\n", rss_mb, data_mb, state_mb,

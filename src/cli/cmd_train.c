@@ -1119,21 +1119,10 @@ int dp_cmd_train(int argc, char **argv)
         printf("model: %zu parameters; global batch %zu (%zu rows per rank at most)\n",
                dp_model_n_params(m), o.tc.batch ? o.tc.batch : d->train.n,
                (size_t)((o.tc.batch ? o.tc.batch : d->train.n) + size - 1) / size);
-    }
-    /* The gradient sum's path (dp_train_run reserves the same again: a no-op). */
-    rc = o.tc.reduce == DP_REDUCE_BLOCKING
-             ? dp_comm_reserve_sum_f32(c, dp_model_n_params(m) + DP_GRAD_TAIL) : DP_OK;
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
-        goto out;
-    }
-    if (root && !o.quiet) {
         printf("gradient sum: %s\n", size == 1 ? "none (one rank)"
                : o.tc.reduce == DP_REDUCE_OVERLAP ? "MPI_Iallreduce per bucket, overlapped with "
                                                    "the backward pass"
-               : dp_comm_node_sum_active(c, dp_model_n_params(m) + DP_GRAD_TAIL)
-                   ? "node-shared memory, in rank order (MPI_Allreduce of each chunk across "
-                     "nodes)"
-                   : "MPI_Allreduce");
+               : "MPI_Allreduce after the backward pass");
         fflush(stdout);
     }
     o.tc.log = (root && !o.quiet) ? stdout : NULL;

@@ -7,27 +7,10 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-
-/* The node-shared sum (dp_comm_reserve_sum_f32): a shared-memory window on each node with
- * one input slot per rank of the node and two result buffers used in turn. */
-typedef struct {
-    MPI_Comm node;    /* the ranks of this node */
-    MPI_Comm cross;   /* the ranks with this node rank on every node; MPI_COMM_NULL on one node */
-    MPI_Win win;
-    int node_rank;
-    float **slot;     /* (local_size): each rank's input slot, cap floats */
-    float *result[2]; /* in node rank 0's segment */
-    size_t cap;
-    int parity;       /* which result buffer the next sum uses */
-    bool on;          /* dp_comm_set_node_sum */
-} node_sum;
 
 struct dp_comm {
     MPI_Comm comm;
     int rank, size, local_size;
-    node_sum *ns;     /* ns->cap == 0: not reserved; a pointer: the sum's state changes
-                       * under a const dp_comm */
 };
 
 /* Records a failed MPI call as DP_EMPI with the MPI error string and goes to done. */
@@ -77,8 +60,6 @@ static int wrap(MPI_Comm comm, dp_comm **out)
     MPI_Comm node = MPI_COMM_NULL;
     DP_CALLOC(c, 1);
     c->comm = comm;
-    DP_CALLOC(c->ns, 1);
-    *c->ns = (node_sum){.node = MPI_COMM_NULL, .cross = MPI_COMM_NULL, .on = true};
     DP_MPI(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
     DP_MPI(MPI_Comm_rank(comm, &c->rank));
     DP_MPI(MPI_Comm_size(comm, &c->size));
@@ -89,9 +70,6 @@ static int wrap(MPI_Comm comm, dp_comm **out)
 done:
     if (node != MPI_COMM_NULL) {
         MPI_Comm_free(&node);
-    }
-    if (c) {
-        free(c->ns);
     }
     free(c);
     return rc;
@@ -127,31 +105,11 @@ done:
     return rc;
 }
 
-static void node_sum_free(node_sum *ns)
-{
-    if (ns->cap > 0) {
-        MPI_Win_unlock_all(ns->win);
-        MPI_Win_free(&ns->win);
-    }
-    if (ns->node != MPI_COMM_NULL) {
-        MPI_Comm_free(&ns->node);
-    }
-    if (ns->cross != MPI_COMM_NULL) {
-        MPI_Comm_free(&ns->cross);
-    }
-    free(ns->slot);
-    *ns = (node_sum){.node = MPI_COMM_NULL, .cross = MPI_COMM_NULL, .on = ns->on};
-}
-
 void dp_comm_free(dp_comm **pc)
 {
     dp_comm *c = pc ? *pc : NULL;
     if (!c) {
         return;
-    }
-    if (c->ns) {
-        node_sum_free(c->ns);
-        free(c->ns);
     }
     MPI_Comm_free(&c->comm);
     free(c);
@@ -184,107 +142,8 @@ done:
     return rc;
 }
 
-/* Memory written before this is seen by the node's ranks after it (MPI-3 shared-memory
- * pattern: sync, barrier, sync). Collective over the node. */
-static int node_sync(const node_sum *ns)
-{
-    int rc = DP_OK;
-    DP_MPI(MPI_Win_sync(ns->win));
-    DP_MPI(MPI_Barrier(ns->node));
-    DP_MPI(MPI_Win_sync(ns->win));
-done:
-    return rc;
-}
-
-int dp_comm_reserve_sum_f32(const dp_comm *c, size_t n)
-{
-    int rc = DP_OK, lmin = 0, lmax = 0;
-    node_sum *ns = c->ns;
-    MPI_Info info = MPI_INFO_NULL;
-    const char *env = getenv("DPTRAIN_NODE_SUM");
-    if (c->local_size < 2 || n < DP_NODE_SUM_MIN || n <= ns->cap ||
-        (env && strcmp(env, "off") == 0)) {
-        return DP_OK; /* the same decision on every rank: the same inputs */
-    }
-    node_sum_free(ns);
-    /* Chunks cross the nodes by node rank: every node must have as many ranks. */
-    DP_MPI(MPI_Allreduce(&c->local_size, &lmin, 1, MPI_INT, MPI_MIN, c->comm));
-    DP_MPI(MPI_Allreduce(&c->local_size, &lmax, 1, MPI_INT, MPI_MAX, c->comm));
-    if (lmin != lmax || n > DP_MPI_CHUNK) {
-        goto done;
-    }
-    DP_MPI(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &ns->node));
-    DP_MPI(MPI_Comm_rank(ns->node, &ns->node_rank));
-    if (lmax < c->size) {
-        DP_MPI(MPI_Comm_split(c->comm, ns->node_rank, c->rank, &ns->cross));
-    }
-    DP_MPI(MPI_Info_create(&info));
-    DP_MPI(MPI_Info_set(info, "alloc_shared_noncontig", "true"));
-    float *base = NULL;
-    size_t mine = n * (ns->node_rank == 0 ? 3 : 1);
-    DP_MPI(MPI_Win_allocate_shared((MPI_Aint)(mine * sizeof(float)), (int)sizeof(float), info,
-                                   ns->node, &base, &ns->win));
-    DP_CALLOC(ns->slot, c->local_size);
-    for (int q = 0; q < c->local_size; q++) {
-        MPI_Aint bytes = 0;
-        int unit = 0;
-        DP_MPI(MPI_Win_shared_query(ns->win, q, &bytes, &unit, &ns->slot[q]));
-    }
-    ns->result[0] = ns->slot[0] + n;
-    ns->result[1] = ns->slot[0] + 2 * n;
-    DP_MPI(MPI_Win_lock_all(MPI_MODE_NOCHECK, ns->win));
-    ns->cap = n;
-done:
-    if (info != MPI_INFO_NULL) {
-        MPI_Info_free(&info);
-    }
-    return rc;
-}
-
-void dp_comm_set_node_sum(const dp_comm *c, bool on) { c->ns->on = on; }
-
-bool dp_comm_node_sum_active(const dp_comm *c, size_t n)
-{
-    return c->ns->on && c->ns->cap >= n && n >= DP_NODE_SUM_MIN;
-}
-
-/* Sum through the node's shared memory: every rank copies its buf into its slot; rank q of
- * the node sums chunk q of every slot in node-rank order (slot 0 + slot 1 + ...) into the
- * result buffer, then, across nodes, allreduces that chunk with the ranks of its node rank;
- * every rank copies the result back. Two result buffers used in turn make one barrier after
- * the copy-back unnecessary. Collective. */
-static int node_sum_f32(const dp_comm *c, float *buf, size_t n)
-{
-    int rc = DP_OK;
-    node_sum *ns = c->ns;
-    const int P = c->local_size, q = ns->node_rank;
-    const size_t lo = n * (size_t)q / (size_t)P, hi = n * (size_t)(q + 1) / (size_t)P;
-    float *res = ns->result[ns->parity];
-    memcpy(ns->slot[q], buf, n * sizeof *buf);
-    DP_TRY(node_sync(ns));
-    memcpy(res + lo, ns->slot[0] + lo, (hi - lo) * sizeof *res);
-    for (int p = 1; p < P; p++) {
-        const float *sp = ns->slot[p];
-        for (size_t i = lo; i < hi; i++) {
-            res[i] += sp[i];
-        }
-    }
-    if (ns->cross != MPI_COMM_NULL && hi > lo) {
-        DP_MPI(MPI_Allreduce(MPI_IN_PLACE, res + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM,
-                             ns->cross));
-    }
-    DP_TRY(node_sync(ns));
-    memcpy(buf, res, n * sizeof *buf);
-    ns->parity ^= 1;
-done:
-    return rc;
-}
-
 int dp_comm_allreduce_sum_f32(const dp_comm *c, float *buf, size_t n)
 {
-    if (dp_comm_node_sum_active(c, n)) {
-        return node_sum_f32(c, buf, n);
-    }
     return chunked(c, buf, n, MPI_FLOAT, sizeof *buf, -1);
 }
 

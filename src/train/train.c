@@ -562,11 +562,6 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     if ((rc = dp_comm_agree(c, rc)) != DP_OK) {
         goto out;
     }
-    /* The gradient sum's shared memory on each node (every rank, after the agreement). */
-    if (cfg->reduce == DP_REDUCE_BLOCKING &&
-        (rc = dp_comm_agree(c, dp_comm_reserve_sum_f32(c, n_params + DP_GRAD_TAIL))) != DP_OK) {
-        goto out;
-    }
     /* The log of the epochs before a resume, as they were written. */
     for (int i = 0; i < st->n_history; i++) {
         metrics_epoch(cfg->metrics, &st->history[i]);

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The gradient sum's three paths give the same training: the node-shared sum (default for
-# gradients of 16384 floats or more with several ranks on a node), MPI_Allreduce
-# (DPTRAIN_NODE_SUM=off) and the bucketed non-blocking allreduce overlapped with the backward
-# pass (--allreduce overlap), at 1 to 4 ranks.
+# The gradient sum's two paths give the same training: one blocking MPI_Allreduce after the
+# backward pass (default) and the bucketed MPI_Iallreduce overlapped with it (--allreduce
+# overlap), at 1 to 4 ranks, with one bucket per layer, one bucket for all, accumulation and
+# batch norm (whose statistics are summed while the buckets are in flight).
 source "$(dirname "$0")/lib.sh"
 TOL=(--atol 1e-5 --rtol 1e-4)
 "$DPTRAIN" synth blobs --features 64 --classes 3 --n-train 410 --n-test 60 --noise 0.8 --seed 5 \
     --out "$WORK/blobs.h5" >/dev/null
-# 64*256+256 + 256*64+64 + 64*3+3 = 33283 parameters: above the node-shared sum's threshold.
+# 64*256+256 + 256*64+64 + 64*3+3 = 33283 parameters: layers of 65, 64 and 0.8 KiB.
 # Batch 50: 17/17/16 on 3 ranks, 13/13/12/12 on 4; the last batch has 10 rows.
 ARGS=(train --data "$WORK/blobs.h5" --layers 64,256,64,3 --batch 50 --epochs 3 --lr 0.05
       --momentum 0.9 --seed 11 --checkpoint-epochs 0 --quiet)
@@ -23,36 +23,29 @@ same() { # same NAME A B [compare options]: the two models match
 
 run_np 1 "${ARGS[@]}" --out "$WORK/np1" >/dev/null
 for n in 2 3 4; do
-    run_np "$n" "${ARGS[@]}" --out "$WORK/shm$n" >/dev/null
-    DPTRAIN_NODE_SUM=off run_np "$n" "${ARGS[@]}" --out "$WORK/mpi$n" >/dev/null
+    run_np "$n" "${ARGS[@]}" --out "$WORK/blk$n" >/dev/null
     run_np "$n" "${ARGS[@]}" --allreduce overlap --bucket-kb 0 --out "$WORK/ovl$n" >/dev/null
-    same "np$n node-shared sum = np1" "$WORK/np1" "$WORK/shm$n" "${TOL[@]}"
-    same "np$n MPI_Allreduce = np1" "$WORK/np1" "$WORK/mpi$n" "${TOL[@]}"
+    same "np$n blocking = np1" "$WORK/np1" "$WORK/blk$n" "${TOL[@]}"
     same "np$n overlap (3 buckets) = np1" "$WORK/np1" "$WORK/ovl$n" "${TOL[@]}"
 done
+# Two ranks: both paths compute a + b, so they agree bit for bit.
+same "np2 overlap = blocking, bit for bit" "$WORK/blk2" "$WORK/ovl2"
 # The run says which path it took.
-out=$(run_np 2 train --data "$WORK/blobs.h5" --layers 64,256,64,3 --epochs 0 --out "$WORK/say" 2>&1)
-grep -q 'gradient sum: node-shared memory' <<<"$out" && pass "np2 says: node-shared sum" \
-    || fail "np2 does not say it uses the node-shared sum: $(grep 'gradient sum' <<<"$out")"
-out=$(DPTRAIN_NODE_SUM=off run_np 2 train --data "$WORK/blobs.h5" --layers 64,256,64,3 --epochs 0 \
-      --out "$WORK/say2" 2>&1)
-grep -q 'gradient sum: MPI_Allreduce$' <<<"$out" && pass "DPTRAIN_NODE_SUM=off says: MPI_Allreduce" \
-    || fail "DPTRAIN_NODE_SUM=off: $(grep 'gradient sum' <<<"$out")"
-# Two ranks: every path computes a + b, so they agree bit for bit.
-same "np2 node-shared sum = MPI_Allreduce, bit for bit" "$WORK/shm2" "$WORK/mpi2"
-same "np2 overlap = blocking, bit for bit" "$WORK/shm2" "$WORK/ovl2"
-# The node-shared sum adds in rank order: the same N twice is bit-identical.
-run_np 3 "${ARGS[@]}" --out "$WORK/shm3b" >/dev/null
-same "np3 node-shared sum repeated: bit-identical" "$WORK/shm3" "$WORK/shm3b"
+for mode in blocking overlap; do
+    out=$(run_np 2 train --data "$WORK/blobs.h5" --layers 64,256,64,3 --epochs 0 --allreduce "$mode" \
+          --out "$WORK/say-$mode" 2>&1)
+    want=$([ "$mode" = overlap ] && echo 'MPI_Iallreduce per bucket' || echo 'MPI_Allreduce after')
+    grep -q "gradient sum: $want" <<<"$out" && pass "--allreduce $mode says: $want" \
+        || fail "--allreduce $mode: $(grep 'gradient sum' <<<"$out")"
+done
 
-# Overlap with one big bucket, with accumulation, and with batch norm (whose statistics are
-# summed by blocking allreduces while the bucket allreduces are in flight).
 run_np 3 "${ARGS[@]}" --allreduce overlap --bucket-kb 100000 --out "$WORK/ovl_big" >/dev/null
 same "np3 overlap (1 bucket) = np1" "$WORK/np1" "$WORK/ovl_big" "${TOL[@]}"
 run_np 1 "${ARGS[@]}" --accumulate 2 --batchnorm on --out "$WORK/acc1" >/dev/null
 run_np 4 "${ARGS[@]}" --accumulate 2 --batchnorm on --allreduce overlap --bucket-kb 64 \
     --out "$WORK/acc4" >/dev/null
-same "np4 overlap + accumulate 2 + batch norm = np1" "$WORK/acc1" "$WORK/acc4" --atol 2e-5 --rtol 2e-4
+same "np4 overlap (2 buckets) + accumulate 2 + batch norm = np1" "$WORK/acc1" "$WORK/acc4" \
+    --atol 2e-5 --rtol 2e-4
 
 # Negative control: the comparisons above can fail (unsummed gradients on the overlap path).
 DPTRAIN_TEST_FAULT=skip-allreduce run_np 2 "${ARGS[@]}" --allreduce overlap --out "$WORK/bad" >/dev/null
