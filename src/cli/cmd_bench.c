@@ -416,6 +416,10 @@ done:
             }
         }
     }
+    /* Peak RSS of the training (before this command's own measurement buffers below). */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const double rss_mb = dp_comm_max_f64(c, (double)ru.ru_maxrss / 1024.0);
     double t_gemm = 0.0, t_alone = 0.0;
     if (status == DP_OK) {
         status = gemm_ceiling(c, &mc, (int)(hi - lo), bo.steps, bo.repeats, &t_gemm);
@@ -428,10 +432,7 @@ done:
         goto out;
     }
 
-    /* Peak RSS and what the run holds: the data, and parameters, gradients, optimizer slots. */
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    const double rss_mb = dp_comm_max_f64(c, (double)ru.ru_maxrss / 1024.0);
+    /* What the run holds: the data, and parameters, gradients, optimizer slots. */
     const dp_split *s = &view.train;
     const double data_mb = ((double)s->n * s->n_features * (s->x_u8 ? 1.0 : 4.0) +
                             (s->labels ? 4.0 * s->n : 4.0 * s->n * s->n_targets)) / 1048576.0;
