@@ -131,6 +131,12 @@ int dp_train_state_fresh(const dp_train_cfg *cfg, const dp_model *m, dp_train_st
 int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, const dp_comm *c,
                  dp_train_state *st, dp_train_result *res);
 
+/* The buckets of --allreduce overlap: the layers, last first, grouped until a bucket holds
+ * at least bucket_bytes of gradient (the remaining layers form the last bucket). Writes the
+ * lowest layer of each bucket, in the order they start, into first_layer (at most n_layers
+ * entries) and returns the number of buckets. Local. */
+int dp_train_buckets(const dp_model *m, size_t bucket_bytes, int *first_layer);
+
 /* Mean loss and accuracy of m over rows[0..n_rows) of split s (all rows of s if rows is
  * NULL), each row counted once across the ranks. Collective. */
 int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows, size_t n_rows,

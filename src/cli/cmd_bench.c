@@ -467,19 +467,8 @@ done:
         r->step = (double)rows_per_step / r->sps;
         r->gflops = 6.0 * (double)n_params * r->sps / 1e9;
         r->ratio = r->sps / ceiling * (double)tc.accumulate;
-        r->n_buckets = 1;
-        if (mode == DP_REDUCE_OVERLAP) {
-            /* The same grouping as the trainer's: whole layers, last first. */
-            size_t acc = 0;
-            r->n_buckets = 0;
-            for (int i = L - 1; i >= 0; i--) {
-                acc += (dp_model_layer_offset(m, i + 1) - dp_model_layer_offset(m, i)) * 4;
-                if (acc >= tc.bucket_bytes || i == 0) {
-                    r->n_buckets++;
-                    acc = 0;
-                }
-            }
-        }
+        int first[DP_MAX_LAYERS];
+        r->n_buckets = mode == DP_REDUCE_OVERLAP ? dp_train_buckets(m, tc.bucket_bytes, first) : 1;
     }
     if (!root) {
         goto out;

@@ -319,7 +319,7 @@ static void metrics_epoch(FILE *f, const dp_epoch_record *r)
 typedef struct {
     dp_reducer *r;
     int start_at[DP_MAX_LAYERS];
-    int n_buckets, n_started;
+    int n_started;
     double t_first; /* when this step's first bucket started */
 } overlap_ctx;
 
@@ -338,34 +338,38 @@ static int overlap_layer_done(void *p, int layer)
     return rc == DP_OK ? dp_reducer_test(o->r) : rc;
 }
 
-/* Groups the layers, last first, into buckets of at least bucket_bytes of gradient each
- * (the rest of the layers, when fewer remain, form the last bucket). Local. */
-static int overlap_create(overlap_ctx *o, const dp_model *m, size_t bucket_bytes, size_t n_tail,
-                          const dp_comm *c)
+int dp_train_buckets(const dp_model *m, size_t bucket_bytes, int *first_layer)
 {
-    int rc = DP_OK, L = dp_model_config(m)->n_layers, nb = 0;
-    size_t lo_desc[DP_MAX_LAYERS], bounds[DP_MAX_LAYERS + 1];
+    int L = dp_model_config(m)->n_layers, nb = 0;
     size_t acc = 0;
     for (int i = L - 1; i >= 0; i--) {
-        o->start_at[i] = -1;
         acc += (dp_model_layer_offset(m, i + 1) - dp_model_layer_offset(m, i)) * sizeof(float);
         if (acc >= bucket_bytes || i == 0) {
-            o->start_at[i] = nb; /* renumbered ascending below */
-            lo_desc[nb++] = dp_model_layer_offset(m, i);
+            first_layer[nb++] = i;
             acc = 0;
         }
     }
-    for (int k = 0; k < nb; k++) {
-        bounds[k] = lo_desc[nb - 1 - k];
+    return nb;
+}
+
+/* The reducer over the buckets of dp_train_buckets: bucket j (started j-th) becomes bucket
+ * nb-1-j of the ascending bounds; the last layers' bucket also holds the n_tail floats after
+ * the parameters. Local. */
+static int overlap_create(overlap_ctx *o, const dp_model *m, size_t bucket_bytes, size_t n_tail,
+                          const dp_comm *c)
+{
+    int first[DP_MAX_LAYERS];
+    size_t bounds[DP_MAX_LAYERS + 1];
+    const int nb = dp_train_buckets(m, bucket_bytes, first);
+    for (int i = 0; i < DP_MAX_LAYERS; i++) {
+        o->start_at[i] = -1;
+    }
+    for (int j = 0; j < nb; j++) {
+        o->start_at[first[j]] = nb - 1 - j;
+        bounds[nb - 1 - j] = dp_model_layer_offset(m, first[j]);
     }
     bounds[nb] = dp_model_n_params(m) + n_tail;
-    for (int i = 0; i < L; i++) {
-        o->start_at[i] = o->start_at[i] >= 0 ? nb - 1 - o->start_at[i] : -1;
-    }
-    o->n_buckets = nb;
-    DP_TRY(dp_reducer_create(c, dp_model_grads((dp_model *)m), nb, bounds, &o->r));
-done:
-    return rc;
+    return dp_reducer_create(c, dp_model_grads((dp_model *)m), nb, bounds, &o->r);
 }
 
 /* Everything the loop needs, allocated once before the first step. */
@@ -602,7 +606,8 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                                      .sample_ids = s.order + b * B + lo,
                                      .sum = size > 1 ? bn_sum_fn : NULL,
                                      .sum_ctx = &bs,
-                                     .layer_done = (last && s.ov.r && !skip_allreduce) ? overlap_layer_done : NULL,
+                                     .layer_done = (last && s.ov.r && !skip_allreduce)
+                                                       ? overlap_layer_done : NULL,
                                      .layer_ctx = &s.ov};
                 const float *o = dp_model_forward_train(m, s.x, nl, &tctx);
                 if (!o) {
