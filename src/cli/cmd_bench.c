@@ -466,7 +466,7 @@ done:
                    .opt = median(v[5], bo.repeats), .sps = median(v[6], bo.repeats)};
         r->step = (double)rows_per_step / r->sps;
         r->gflops = 6.0 * (double)n_params * r->sps / 1e9;
-        r->ratio = r->sps / ceiling * (double)tc.accumulate;
+        r->ratio = r->sps / ceiling; /* the ceiling is per row: accumulation does not change it */
         int first[DP_MAX_LAYERS];
         r->n_buckets = mode == DP_REDUCE_OVERLAP ? dp_train_buckets(m, tc.bucket_bytes, first) : 1;
     }

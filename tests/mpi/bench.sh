@@ -13,15 +13,19 @@ run_np 2 "${B[@]}" --csv "$WORK/b.csv" --json "$WORK/b.jsonl" --label two >"$WOR
 run_np 3 "${B[@]}" --batch 96 --allreduce overlap --csv "$WORK/b.csv" --label three \
     >"$WORK/out3" 2>&1 && pass "bench at 3 ranks, overlap only" \
     || { fail "bench at 3 ranks"; cat "$WORK/out3" >&2; }
+run_np 2 "${B[@]}" --accumulate 2 --allreduce blocking --csv "$WORK/b.csv" --label acc \
+    >"$WORK/out4" 2>&1 && pass "bench with --accumulate 2" \
+    || { fail "bench with --accumulate 2"; cat "$WORK/out4" >&2; }
 
-# One header, then 1 + 2 + 1 rows (one rank has no overlap mode).
+# One header, then 1 + 2 + 1 + 1 rows (one rank has no overlap mode).
 [ "$(grep -c '^label,' "$WORK/b.csv")" = 1 ] && pass "one CSV header" || fail "CSV headers"
-[ "$(grep -vc '^label,' "$WORK/b.csv")" = 4 ] && pass "4 CSV rows" \
+[ "$(grep -vc '^label,' "$WORK/b.csv")" = 5 ] && pass "5 CSV rows" \
     || { fail "CSV rows: $(grep -vc '^label,' "$WORK/b.csv")"; cat "$WORK/b.csv" >&2; }
 [ "$(wc -l <"$WORK/b.jsonl")" = 3 ] && pass "3 JSON lines" || fail "JSON lines"
 
 # Every row: phases add up to at most the step time (the rest is the loop around them),
-# and to most of it; gflops = 6 x n_params x samples/s; ceiling and ratio consistent.
+# and to most of it; gflops = 6 x n_params x samples/s; ratio = samples/s / ceiling (also
+# with accumulation: the ceiling is per row).
 python3 - "$WORK/b.csv" "$WORK/b.jsonl" <<'EOF' && pass "figures are consistent" || fail "figures"
 import csv, json, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -40,7 +44,7 @@ for r in rows:
     if int(f["ranks"]) > 1 and f["allreduce_ms_alone"] <= 0:
         bad.append(f"{r['label']}: no allreduce time")
 modes = [(r["label"], r["allreduce"]) for r in rows]
-if modes != [("one", "blocking"), ("two", "blocking"), ("two", "overlap"), ("three", "overlap")]:
+if modes != [("one", "blocking"), ("two", "blocking"), ("two", "overlap"), ("three", "overlap"), ("acc", "blocking")]:
     bad.append(f"modes {modes}")
 for line in open(sys.argv[2]):
     j = json.loads(line)
