@@ -209,6 +209,9 @@ void dp_model_free(dp_model **m); /* NULL-safe; sets *m = NULL */
  * where 0 was given. */
 const dp_model_cfg *dp_model_config(const dp_model *m);
 size_t dp_model_n_params(const dp_model *m);
+/* Bytes the model allocated: parameters, gradients, batch-norm statistics and the
+ * activation and backward buffers for max_batch rows. */
+size_t dp_model_bytes(const dp_model *m);
 /* Flat array of n_params. Per layer i, in order: w (out,in), b (out), then, if batchnorm[i],
  * gamma (out) and beta (out). */
 float *dp_model_params(dp_model *m);

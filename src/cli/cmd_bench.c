@@ -52,7 +52,9 @@ static void help(FILE *f)
 "pixels, random labels or targets) or on --data FILE. Prints samples/s, the time per\n"
 "step by phase, GFLOP/s (6 x parameters x samples / time), the ratio to the sgemm-only\n"
 "ceiling (the same GEMM shapes alone, measured in the same run on every rank at once),\n"
-"the allreduce of the whole gradient alone and its bus bandwidth, and peak RSS per rank.\n"
+"the allreduce of the whole gradient alone and its bus bandwidth, and peak RSS per rank\n"
+"against 1.5 x (data + model (parameters, gradients, activation buffers) and optimizer\n"
+"state) + 30 MB.\n"
 "Every figure is the median over the repeats; modes are interleaved repeat by repeat.\n"
 "\n"
 "bench options:\n"
@@ -432,11 +434,13 @@ done:
         goto out;
     }
 
-    /* What the run holds: the data, and parameters, gradients, optimizer slots. */
+    /* What the run holds: the data, the model (parameters, gradients, activation buffers)
+     * and the optimizer's slots. */
     const dp_split *s = &view.train;
     const double data_mb = ((double)s->n * s->n_features * (s->x_u8 ? 1.0 : 4.0) +
                             (s->labels ? 4.0 * s->n : 4.0 * s->n * s->n_targets)) / 1048576.0;
-    const double state_mb = (double)n_params * 4.0 * (2.0 + dp_optim_n_slots(&tc.opt)) / 1048576.0;
+    const double state_mb = ((double)dp_model_bytes(m) +
+                             (double)n_params * sizeof(float) * dp_optim_n_slots(&tc.opt)) / 1048576.0;
     const double rss_bound = 1.5 * (data_mb + state_mb) + 30.0;
     const double bytes = (double)(n_params + DP_GRAD_TAIL) * sizeof(float);
     const double busbw = size > 1 ? 2.0 * (size - 1) / size * bytes * 8.0 / t_alone / 1e9 : 0.0;
@@ -493,8 +497,8 @@ done:
         printf("allreduce alone: %.3f ms for %.2f MB (bus bandwidth %.2f Gbit/s)\n",
                t_alone * 1e3, bytes / 1e6, busbw);
     }
-    printf("peak RSS per rank: %.1f MB (data %.1f MB + parameters, gradients and optimizer "
-           "state %.1f MB; 1.5x that + 30 MB = %.1f MB: %s)\n", rss_mb, data_mb, state_mb,
+    printf("peak RSS per rank: %.1f MB (data %.1f MB + model and optimizer state %.1f MB; "
+           "1.5x that + 30 MB = %.1f MB: %s)\n", rss_mb, data_mb, state_mb,
            rss_bound, rss_mb <= rss_bound ? "within" : "OVER");
     fflush(stdout);
 

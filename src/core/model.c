@@ -184,6 +184,22 @@ void dp_model_free(dp_model **pm)
 
 const dp_model_cfg *dp_model_config(const dp_model *m) { return &m->cfg; }
 size_t dp_model_n_params(const dp_model *m) { return m->n_params; }
+
+size_t dp_model_bytes(const dp_model *m)
+{
+    const dp_model_cfg *c = &m->cfg;
+    const size_t mb = (size_t)c->max_batch;
+    size_t widest = (size_t)c->sizes[0], floats = 2 * m->n_params + DP_GRAD_TAIL + m->n_buffers;
+    for (int i = 0; i < c->n_layers; i++) {
+        const size_t o = (size_t)c->sizes[i + 1];
+        widest = o > widest ? o : widest;
+        floats += 2 * mb * o;                                  /* z, a */
+        floats += c->batchnorm[i] ? mb * o + o : 0;            /* xhat, invstd */
+        floats += c->dropout[i] > 0.0f ? 2 * mb * o : 0;       /* mask, drop */
+    }
+    floats += 2 * mb * widest + mb * (size_t)c->sizes[c->n_layers]; /* scratch, dout */
+    return floats * sizeof(float) + (2 * widest + 1) * sizeof(double); /* + red */
+}
 float *dp_model_params(dp_model *m) { return m->params; }
 float *dp_model_grads(dp_model *m) { return m->grads; }
 dp_dense *dp_model_layer(dp_model *m, int i) { return &m->layers[i]; }
