@@ -32,4 +32,11 @@ dp_cpu_features dp_cpu_detect(void);
  * name to put in OPENBLAS_CORETYPE ("SkylakeX", "Haswell" or "Sandybridge"). Pure. */
 const char *dp_blas_better_coretype(const char *current, dp_cpu_features cpu);
 
+/* Subnormal floats: when on, this thread's SSE/AVX arithmetic flushes subnormal results to
+ * zero and reads subnormal inputs as zero (MXCSR FTZ and DAZ), which avoids the CPU's slow
+ * microcode path for them; when off, IEEE gradual underflow (the default). Affects the
+ * calling thread only (and the OpenBLAS work it runs itself). Returns false if this CPU
+ * build has no such control (then nothing changes). */
+bool dp_fp_flush_subnormals(bool on);
+
 #endif

@@ -45,6 +45,7 @@ typedef struct {
     char data[4096];   /* --data, or "" */
     char layers[1024]; /* the layer spec in force */
     int threads;       /* --threads, 0 = auto */
+    bool flush_subnormals;
     bool help;
 } dp_cli_run;
 /* Parses argv (argv[0] is the command) with every dptrain train option; --data is optional

@@ -336,6 +336,7 @@ int dp_cmd_bench(int argc, char **argv)
     }
     const int threads = ro.threads > 0 ? ro.threads : dp_cli_auto_threads(dp_comm_local_size(c));
     dp_blas_set_threads(threads);
+    dp_fp_flush_subnormals(ro.flush_subnormals);
     dp_train_cfg tc = ro.tc;
     dp_model_cfg mc = ro.mc;
     tc.epochs = 1;

@@ -72,6 +72,7 @@ typedef struct {
     long checkpoint_every;
     int checkpoint_epochs, keep_last;
     bool quiet;
+    bool flush_subnormals; /* MXCSR FTZ + DAZ on the rank's main thread */
     bool help;
 } train_opts;
 
@@ -215,6 +216,10 @@ static void help(FILE *f)
 "                      layers below compute (same result up to float summation\n"
 "                      order; dptrain bench measures which is faster)    [blocking]\n"
 "  --bucket-kb N       overlap: gradient KiB per bucket (whole layers)        [%d]\n"
+"  --flush-subnormals  treat subnormal floats (below 1.2e-38) as zero (CPU FTZ/DAZ):\n"
+"                      avoids the CPU's slow path for them, which long runs meet\n"
+"                      in the optimizer state; changes results below that scale.\n"
+"                      Recorded in the config (a resume must use the same) [off]\n"
 "  --quiet             print only errors and the final line\n"
 "  -h, --help          this text\n"
 "\n"
@@ -236,6 +241,7 @@ enum {
     OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
     OPT_LR_SCALING, OPT_BIAS_INIT, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
     OPT_RESUME, OPT_CKPT_EVERY, OPT_CKPT_EPOCHS, OPT_KEEP_LAST, OPT_ALLREDUCE, OPT_BUCKET_KB,
+    OPT_FLUSH_SUBNORMALS,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -338,6 +344,7 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"keep-last", required_argument, 0, OPT_KEEP_LAST},
         {"allreduce", required_argument, 0, OPT_ALLREDUCE},
         {"bucket-kb", required_argument, 0, OPT_BUCKET_KB},
+        {"flush-subnormals", no_argument, 0, OPT_FLUSH_SUBNORMALS},
         {"help", no_argument, 0, 'h'},
     };
     const size_t n_base = sizeof base_opts / sizeof base_opts[0];
@@ -417,6 +424,7 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
         case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->threads = (int)l; break;
         case OPT_QUIET: o->quiet = true; break;
+        case OPT_FLUSH_SUBNORMALS: o->flush_subnormals = true; break;
         case OPT_RESUME: o->resume = optarg; break;
         case OPT_CKPT_EVERY: DP_TRY(dp_cli_int("--checkpoint-every", optarg, 0, 1L << 40, &l)); o->checkpoint_every = l; break;
         case OPT_CKPT_EPOCHS: DP_TRY(dp_cli_int("--checkpoint-epochs", optarg, 0, 1000000, &l)); o->checkpoint_epochs = (int)l; break;
@@ -480,7 +488,8 @@ typedef struct {
 
 static int is_flag_option(const char *key)
 {
-    static const char *const flags[] = {"nesterov", "centered", "amsgrad", "drop-last", "quiet"};
+    static const char *const flags[] = {"nesterov", "centered", "amsgrad", "drop-last", "quiet",
+                                        "flush-subnormals"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (strcmp(flags[i], key) == 0) {
             return 1;
@@ -855,7 +864,7 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              "\"accumulate\":%d,\"clip_norm\":%g,\"val_fraction\":%.9g,\"patience\":%d,"
              "\"min_delta\":%g,\"plateau_factor\":%g,\"plateau_patience\":%d,"
              "\"dropout\":\"%s\",\"batchnorm\":\"%s\",\"bn_momentum\":%g,\"bn_eps\":%g,"
-             "\"ranks\":%d,\"out\":\"%s\"}",
+             "%s\"ranks\":%d,\"out\":\"%s\"}",
              DPTRAIN_VERSION, o->data, sizes, dp_act_name(o->hidden_act), dp_loss_name(t->loss),
              o->init, o->bias_init ? o->bias_init : "zero", dp_optim_name(o->optim), hp,
              t->opt.nesterov ? "true" : "false", t->opt.centered ? "true" : "false",
@@ -864,7 +873,8 @@ static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks
              t->drop_last ? "true" : "false", t->epochs, (unsigned long long)t->seed,
              t->eval_batch, t->accumulate, t->clip_norm, t->val_fraction, t->patience,
              t->min_delta, t->plateau_factor, t->plateau_patience, o->dropout ? o->dropout : "0",
-             o->batchnorm ? o->batchnorm : "off", o->bn_momentum, o->bn_eps, n_ranks, o->out);
+             o->batchnorm ? o->batchnorm : "off", o->bn_momentum, o->bn_eps,
+             o->flush_subnormals ? "\"flush_subnormals\":true," : "", n_ranks, o->out);
 }
 
 /* Every option of a run: a --config file, then the command line (which overrides it), the
@@ -909,6 +919,7 @@ int dp_cli_parse_run(int argc, char **argv, const char *default_layers, dp_cli_r
     if (rc == DP_OK) {
         out->tc = o.tc;
         out->threads = o.threads;
+        out->flush_subnormals = o.flush_subnormals;
         out->help = o.help;
         snprintf(out->data, sizeof out->data, "%s", o.data ? o.data : "");
         snprintf(out->layers, sizeof out->layers, "%s", o.layers ? o.layers : "");
@@ -984,6 +995,10 @@ int dp_cmd_train(int argc, char **argv)
     }
     int threads = o.threads > 0 ? o.threads : dp_cli_auto_threads(dp_comm_local_size(c));
     dp_blas_set_threads(threads);
+    if (o.flush_subnormals && !dp_fp_flush_subnormals(true) && root) {
+        fprintf(stderr, "dptrain: warning: --flush-subnormals: this build cannot set the CPU's "
+                        "flush-to-zero mode; subnormals stay IEEE\n");
+    }
 
     if (root && !o.quiet) {
         const char *fallback = getenv("DPTRAIN_BLAS_REEXEC");

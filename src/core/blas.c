@@ -3,6 +3,10 @@
 
 #include <cblas.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#endif
 
 /* Declared by OpenBLAS but not in every cblas.h. */
 char *openblas_get_corename(void);
@@ -99,4 +103,16 @@ const char *dp_blas_better_coretype(const char *current, dp_cpu_features cpu)
         return "Sandybridge";
     }
     return NULL;
+}
+
+bool dp_fp_flush_subnormals(bool on)
+{
+#if defined(__SSE2__)
+    _MM_SET_FLUSH_ZERO_MODE(on ? _MM_FLUSH_ZERO_ON : _MM_FLUSH_ZERO_OFF);
+    _MM_SET_DENORMALS_ZERO_MODE(on ? _MM_DENORMALS_ZERO_ON : _MM_DENORMALS_ZERO_OFF);
+    return true;
+#else
+    (void)on;
+    return false;
+#endif
 }

@@ -84,4 +84,13 @@ steps=$(tail -1 "$WORK/online/metrics.jsonl" | grep -o '"step":[0-9]*' | cut -d:
 if [ "$steps" = 610 ]; then pass "online: 610 steps in one epoch"; else fail "online: $steps steps"; fi
 expect_exit 2 "patience without a validation split" "needs --val-fraction" -- \
     run_np 1 "${BASE[@]}" --patience 2 --out "$WORK/r"
+# 8. --flush-subnormals is part of the run: recorded in its config, ranks still agree, and a
+#    resume must use the same setting (subnormal results differ between the two modes).
+run_np 1 "${BASE[@]}" --flush-subnormals --epochs 2 --out "$WORK/ftz1" >/dev/null
+run_np 3 "${BASE[@]}" --flush-subnormals --epochs 2 --out "$WORK/ftz3" >/dev/null
+if grep -q '"flush_subnormals":true' "$WORK/ftz3/config.json" &&
+   "$DPTRAIN" compare "$WORK/ftz1/model.h5" "$WORK/ftz3/model.h5" "${TOL[@]}" >/dev/null
+then pass "--flush-subnormals: in the config, np3 = np1"; else fail "--flush-subnormals run"; fi
+expect_exit 2 "resume without --flush-subnormals refused" "flush_subnormals true \(now not set\)" -- \
+    run_np 2 "${BASE[@]}" --epochs 3 --out "$WORK/ftz3" --resume auto
 finish

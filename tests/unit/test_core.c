@@ -94,6 +94,20 @@ static void check_sgemm_shape(int M, int N, int K, float alpha, float beta, uint
 
 TestSuite(core_blas);
 
+/* FTZ/DAZ: 1e-20 * 1e-20 = 1e-40 is subnormal; flushed it is 0, under IEEE it is not. */
+Test(core_blas, flush_subnormals_on_and_off)
+{
+    volatile float a = 1e-20f, b = 1e-20f, sub = 1e-40f;
+    cr_assert(dp_fp_flush_subnormals(true), "no FTZ/DAZ control on this x86-64 build");
+    float flushed = a * b, read_as = sub * 2.0f;
+    cr_assert(dp_fp_flush_subnormals(false));
+    float ieee = a * b, read_ieee = sub * 2.0f;
+    cr_assert_eq(flushed, 0.0f, "FTZ: a subnormal product should be 0, got %g", flushed);
+    cr_assert_eq(read_as, 0.0f, "DAZ: a subnormal input should read as 0, got %g", read_as);
+    cr_assert(ieee > 0.0f && ieee < 1.2e-38f, "IEEE: expected a subnormal, got %g", ieee);
+    cr_assert(read_ieee > 0.0f, "IEEE: the subnormal input was lost");
+}
+
 Test(core_blas, sgemm_all_transposes_odd_shape)
 {
     check_sgemm_shape(5, 7, 3, 0.75f, -1.25f, 11);
