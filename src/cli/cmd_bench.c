@@ -110,7 +110,10 @@ static int take_bench_opts(int *argc, char **argv, bench_opts *o)
         switch (which) {
         case 0: DP_TRY(dp_cli_int("--steps", val, 1, 1L << 30, &l)); o->steps = l; break;
         case 1: DP_TRY(dp_cli_int("--warmup", val, 0, 1L << 30, &l)); o->warmup = l; break;
-        case 2: DP_TRY(dp_cli_int("--repeats", val, 1, MAX_REPEATS, &l)); o->repeats = (int)l; break;
+        case 2:
+            DP_TRY(dp_cli_int("--repeats", val, 1, MAX_REPEATS, &l));
+            o->repeats = (int)l;
+            break;
         case 3:
             o->modes[DP_REDUCE_BLOCKING] = strcmp(val, "blocking") == 0 || strcmp(val, "both") == 0;
             o->modes[DP_REDUCE_OVERLAP] = strcmp(val, "overlap") == 0 || strcmp(val, "both") == 0;
@@ -440,8 +443,8 @@ done:
     const dp_split *s = &view.train;
     const double data_mb = ((double)s->n * s->n_features * (s->x_u8 ? 1.0 : 4.0) +
                             (s->labels ? 4.0 * s->n : 4.0 * s->n * s->n_targets)) / 1048576.0;
-    const double state_mb = ((double)dp_model_bytes(m) +
-                             (double)n_params * sizeof(float) * dp_optim_n_slots(&tc.opt)) / 1048576.0;
+    const double slots_bytes = (double)n_params * sizeof(float) * dp_optim_n_slots(&tc.opt);
+    const double state_mb = ((double)dp_model_bytes(m) + slots_bytes) / 1048576.0;
     const double rss_bound = 1.5 * (data_mb + state_mb) + 30.0;
     const double bytes = (double)(n_params + DP_GRAD_TAIL) * sizeof(float);
     const double busbw = size > 1 ? 2.0 * (size - 1) / size * bytes * 8.0 / t_alone / 1e9 : 0.0;
