@@ -398,11 +398,12 @@ done:
         printf("dptrain bench: %s (%zu parameters), global batch %zu (%zu per rank at most), "
                "%d rank%s (%d on this node%s), %d BLAS thread%s per rank, OpenBLAS %s kernels\n"
                "data: %s; %ld timed steps x %d repeats after %ld warm-up steps per mode; "
-               "medians\n", ro.layers, n_params, B, (B + (size_t)size - 1) / (size_t)size, size,
+               "medians%s\n", ro.layers, n_params, B, (B + (size_t)size - 1) / (size_t)size, size,
                size == 1 ? "" : "s", dp_comm_local_size(c),
                dp_comm_local_size(c) > sysconf(_SC_NPROCESSORS_ONLN) ? ", oversubscribed" : "",
                threads, threads == 1 ? "" : "s", dp_blas_corename(),
-               ro.data[0] ? ro.data : "synthetic", bo.steps, bo.repeats, bo.warmup);
+               ro.data[0] ? ro.data : "synthetic", bo.steps, bo.repeats, bo.warmup,
+               ro.flush_subnormals ? "; subnormals flushed to zero" : "");
         fflush(stdout);
     }
 
