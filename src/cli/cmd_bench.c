@@ -35,7 +35,7 @@ typedef struct {
     bool help;
 } bench_opts;
 
-/* Medians over the repeats of one allreduce mode: the phases are per step, in seconds. */
+/* One allreduce mode's repeats: wall seconds and this rank's phase sums, per repeat. */
 typedef struct {
     double wall[MAX_REPEATS];
     dp_step_times t[MAX_REPEATS];
@@ -124,7 +124,13 @@ static int take_bench_opts(int *argc, char **argv, bench_opts *o)
             break;
         case 4: o->csv = val; break;
         case 5: o->json = val; break;
-        case 6: o->label = val; break;
+        case 6:
+            o->label = val;
+            if (strpbrk(val, "\",\\\n\r\t")) {
+                DP_FAIL(DP_EINVAL, "--label '%s': no quotes, commas, backslashes or control "
+                                   "characters (it goes into CSV and JSON)", val);
+            }
+            break;
         }
     }
     *argc = k;

@@ -60,4 +60,6 @@ expect_exit 2 "--steps 0" "--steps" -- run_np 2 bench --steps 0
 expect_exit 2 "--allreduce bogus" "blocking, overlap or both" -- run_np 2 bench --allreduce bogus
 expect_exit 1 "missing --data file" "nothere.h5" -- run_np 2 bench --data "$WORK/nothere.h5"
 expect_exit 2 "unknown option" "unknown option" -- run_np 2 bench --bogus
+expect_exit 2 "a label that would break the CSV" "no quotes, commas" -- run_np 1 bench --label 'a,b'
+
 finish
