@@ -485,6 +485,17 @@ static size_t batch_rows(size_t b, size_t B, size_t n)
     return g0 + B <= n ? B : n - g0;
 }
 
+/* This rank's slice of global batch b: *count file rows, from the returned pointer into
+ * order (the epoch's visiting order of n rows, batches of B). */
+static const size_t *rank_slice(const size_t *order, size_t b, size_t B, size_t n, int rank,
+                                int size, int *count)
+{
+    size_t lo = 0, hi = 0;
+    dp_shard_rows(batch_rows(b, B, n), rank, size, &lo, &hi);
+    *count = (int)(hi - lo);
+    return order + b * B + lo;
+}
+
 /* Scales g (n) so that its L2 norm is at most max_norm; the norm is taken in double over
  * the allreduced gradient, so every rank computes the same factor. */
 static void clip_global_norm(float *g, size_t n, float max_norm)
@@ -590,11 +601,10 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             double tp = dp_wtime(), tq;
             s.ov.n_started = 0;
             for (size_t b = b0; b < b1; b++) {
-                size_t cnt = batch_rows(b, B, n), lo = 0, hi = 0;
-                dp_shard_rows(cnt, rank, size, &lo, &hi);
-                int nl = (int)(hi - lo);
+                int nl = 0;
+                const size_t *ids = rank_slice(s.order, b, B, n, rank, size, &nl);
                 const bool last = b + 1 == b1;
-                dp_split_gather(tr, s.order + b * B + lo, nl, s.x, s.labels, s.values);
+                dp_split_gather(tr, ids, nl, s.x, s.labels, s.values);
                 tm.data += (tq = dp_wtime()) - tp;
                 tp = tq;
                 /* Dropout masks are keyed by (seed, step, layer, file row): any N gives the
@@ -603,7 +613,7 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                 bn_sum bs = {c, DP_OK};
                 dp_train_ctx tctx = {.seed = cfg->seed,
                                      .step = st->step * (long)K + (long)(b - b0),
-                                     .sample_ids = s.order + b * B + lo,
+                                     .sample_ids = ids,
                                      .sum = size > 1 ? bn_sum_fn : NULL,
                                      .sum_ctx = &bs,
                                      .layer_done = (last && s.ov.r && !skip_allreduce)
@@ -628,9 +638,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                 }
                 if (b + 1 < nb) {
                     /* The next batch's rows start moving into the cache during the backward. */
-                    size_t n1 = batch_rows(b + 1, B, n), lo1 = 0, hi1 = 0;
-                    dp_shard_rows(n1, rank, size, &lo1, &hi1);
-                    dp_split_prefetch(tr, s.order + (b + 1) * B + lo1, (int)(hi1 - lo1));
+                    int n1 = 0;
+                    const size_t *next = rank_slice(s.order, b + 1, B, n, rank, size, &n1);
+                    dp_split_prefetch(tr, next, n1);
                 }
                 tm.forward += (tq = dp_wtime()) - tp;
                 tp = tq;
