@@ -179,7 +179,11 @@ static void use_help(FILE *f, bool predict)
 "Otherwise HDF5: /predictions float32 [n, k], /labels int32 [n] (classification),\n"
 "/rows int64 [n] (the row of /train or /test each prediction is for), and string\n"
 "attributes model, data, split, loss, outputs. Written atomically (P.tmp.PID, renamed).\n"
-"Under mpirun each rank computes a contiguous share of the rows; rank 0 writes.\n"
+"Under mpirun each rank computes a contiguous share of whole blocks of --eval-batch\n"
+"rows (blocks start at multiples of --eval-batch) with one BLAS thread; rank 0 writes.\n"
+"So every row goes through the same matrix products at any rank count and the output\n"
+"is the same bytes for any N (BLAS results depend on a row's place in the block and on\n"
+"the thread count).\n"
 "\n");
     } else {
         fprintf(f,
@@ -648,7 +652,11 @@ done:
 
 /* This rank's contiguous share of the rows through the model, into buf: probabilities
  * (or values) at buf[row * k] and the label (as a float: exact below 2^24) at
- * buf[n * k + row]; everything else stays zero, so the sum over the ranks is the whole. */
+ * buf[n * k + row]; everything else stays zero, so the sum over the ranks is the whole.
+ * The share is whole blocks of eb rows starting at multiples of eb, and the caller runs
+ * one BLAS thread: OpenBLAS's result for a row depends on the row's place in the matrix
+ * product and on the thread count (measured: Haswell and SkylakeX kernels), so only the
+ * same blocks on the same thread count give the same bytes at any N. */
 static int predict_share(const use_opts *o, const use_ctx *u, out_kind kind, float *buf,
                          const dp_comm *c)
 {
@@ -658,7 +666,9 @@ static int predict_share(const use_opts *o, const use_ctx *u, out_kind kind, flo
     const size_t n = u->n_rows;
     size_t lo = 0, hi = 0, *idx = NULL;
     float *x = NULL;
-    dp_shard_rows(n, dp_comm_rank(c), dp_comm_size(c), &lo, &hi);
+    dp_shard_rows((n + (size_t)eb - 1) / (size_t)eb, dp_comm_rank(c), dp_comm_size(c), &lo, &hi);
+    lo *= (size_t)eb;
+    hi = hi * (size_t)eb < n ? hi * (size_t)eb : n;
     DP_CALLOC(idx, eb);
     DP_CALLOC(x, (size_t)eb * u->s->n_features);
     for (size_t r0 = lo; r0 < hi; r0 += (size_t)eb) {
@@ -708,6 +718,7 @@ int dp_cmd_predict(int argc, char **argv)
              : dp_err(DP_ENOMEM, "out of memory for %zu x %d predictions (%zu bytes)", n, k,
                       (n * (size_t)k + n) * sizeof *buf);
     if (rc == DP_OK) {
+        dp_blas_set_threads(1); /* see predict_share */
         rc = predict_share(&o, &u, kind, buf, c);
     }
     if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {

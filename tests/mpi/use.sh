@@ -62,6 +62,17 @@ if cmp -s <(h5dump -d /predictions v1.h5 | tail -n +2) <(h5dump -d /predictions 
    h5dump -d /predictions -H v1.h5 | grep -q 'SIMPLE { ( 120, 3 )'; then
     pass "predict HDF5 --split val: 1 and 3 ranks write identical [120, 3] predictions and labels"
 else fail "predict HDF5 at 1 and 3 ranks differ"; fi
+# A wider model, so that the matrix products' blocking shows in the last bits (it does with
+# OpenBLAS's Haswell and SkylakeX kernels when a row's place in the product moves), and
+# blocks of 16 rows spread over 1, 2 and 3 ranks: the files are still byte-identical.
+"$DPTRAIN" synth blobs --features 64 --classes 5 --n-train 400 --n-test 200 --out wide.h5 >/dev/null
+run_np 2 train --data wide.h5 --layers 64,96,5 --epochs 1 --lr 0.05 --batch 32 --out w --quiet >/dev/null
+for np in 1 2 3; do
+    run_np $np predict --checkpoint w/model.h5 --data wide.h5 --eval-batch 16 --output w$np.csv >/dev/null
+done
+if [ -s w1.csv ] && cmp -s w1.csv w2.csv && cmp -s w1.csv w3.csv; then
+    pass "predict, 64-96-5 model, --eval-batch 16: 1, 2 and 3 ranks write identical files"
+else fail "predict of the wider model differs between 1, 2 and 3 ranks"; fi
 if h5dump -a /split v1.h5 | grep -q '"val"' && h5dump -a /model v1.h5 | grep -q '"c/model.h5"'
 then pass "predict HDF5 names the model and the split"
 else fail "predict HDF5 attributes"; fi
