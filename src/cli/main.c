@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #ifndef DPTRAIN_VERSION
@@ -41,30 +43,68 @@ static void usage(FILE *f)
             DPTRAIN_VERSION);
 }
 
+/* The program's name as the user started it (argv[0]'s last component), for the process
+ * name after a re-exec. */
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Executes this program again with the same arguments, through its real path so that the
+ * process keeps its name (execv("/proc/self/exe") would name every rank "exe" in ps, top and
+ * pgrep); /proc/self/exe only when the real path cannot be read. Returns only on failure. */
+static void reexec_self(char **argv)
+{
+    char path[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (len > 0) {
+        path[len] = '\0';
+        execv(path, argv);
+    }
+    execv("/proc/self/exe", argv);
+}
+
+/* After a re-exec the kernel names the process after the file executed; give it back the
+ * name it was started with (what ps -o comm, top and pgrep show), in case the real path's
+ * file name differs (a symlink, or the /proc/self/exe fallback). */
+static void keep_name(char **argv)
+{
+    if (getenv("DPTRAIN_BLAS_REEXEC") && argv[0] && argv[0][0] != '\0') {
+        prctl(PR_SET_NAME, base_name(argv[0]), 0, 0, 0); /* truncated to 15 bytes, as exec does */
+    }
+}
+
 /* OpenBLAS reads OPENBLAS_CORETYPE only when it loads, so choosing better kernels means
- * setting it and executing ourselves again, before MPI starts. Runs at most once. */
+ * setting it and executing ourselves again, before MPI starts. Runs at most once.
+ * DPTRAIN_TEST_REEXEC=1 (a test hook) restarts once even when the kernels need no change,
+ * keeping them as they are, so the whole test suite can run through the re-exec path on
+ * any CPU. */
 static void blas_preflight(char **argv)
 {
     const char *mode = getenv("DPTRAIN_BLAS_CORETYPE");
+    const char *test = getenv("DPTRAIN_TEST_REEXEC");
     const char *current = dp_blas_corename();
     const char *want = NULL;
-    if (getenv("DPTRAIN_BLAS_REEXEC") || getenv("OPENBLAS_CORETYPE")) {
+    if (getenv("DPTRAIN_BLAS_REEXEC")) {
         return;
     }
-    if (mode && strcmp(mode, "off") == 0) {
-        return;
-    }
-    if (!mode || strcmp(mode, "auto") == 0 || mode[0] == '\0') {
+    if (getenv("OPENBLAS_CORETYPE") || (mode && strcmp(mode, "off") == 0)) {
+        want = NULL;
+    } else if (!mode || strcmp(mode, "auto") == 0 || mode[0] == '\0') {
         want = dp_blas_better_coretype(current, dp_cpu_detect());
     } else if (strcmp(mode, current) != 0) {
         want = mode;
+    }
+    if (!want && test && strcmp(test, "1") == 0) {
+        want = getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : current;
     }
     if (!want) {
         return;
     }
     setenv("OPENBLAS_CORETYPE", want, 1);
     setenv("DPTRAIN_BLAS_REEXEC", current, 1); /* remembers what OpenBLAS chose itself */
-    execv("/proc/self/exe", argv);
+    reexec_self(argv);
     /* exec failed: go on with the slow kernels rather than not at all, and say so. */
     fprintf(stderr, "dptrain: warning: could not restart with OPENBLAS_CORETYPE=%s; "
                     "running on OpenBLAS's %s kernels\n", want, current);
@@ -73,6 +113,7 @@ static void blas_preflight(char **argv)
 
 int main(int argc, char **argv)
 {
+    keep_name(argv);
     blas_preflight(argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
