@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Slots of the gradient arena's tail that ride the allreduce. */
 enum { TAIL_LOSS = 0, TAIL_CORRECT = 1, TAIL_STOP = 2, TAIL_USED = 3 };
@@ -538,6 +539,17 @@ static int checkpoint(const dp_train_cfg *cfg, const dp_model *m, const dp_train
     return cfg->checkpoint ? cfg->checkpoint(cfg->checkpoint_ctx, m, st, why) : DP_OK;
 }
 
+/* The DPTRAIN_TEST_HOLD_AT hook: waits until *stop is set (by a signal handler). */
+static void test_hold(const volatile sig_atomic_t *stop, int rank, long step)
+{
+    fprintf(stderr, "dptrain: test hook: rank %d (pid %ld) holding at step %ld until a signal\n",
+            rank, (long)getpid(), step);
+    fflush(stderr);
+    while (!*stop) {
+        usleep(10000);
+    }
+}
+
 int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, const dp_comm *c,
                  dp_train_state *st, dp_train_result *res)
 {
@@ -563,6 +575,11 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     if (stop_env && sscanf(stop_env, "%ld:%d", &stop_at, &stop_rank) < 1) {
         stop_at = -1;
     }
+    /* Test hook: DPTRAIN_TEST_HOLD_AT=STEP makes every rank wait at the start of step STEP,
+     * after saying so with its PID, until a stop request (a signal) arrives: tests signal
+     * a run they know is still going, by PID, without guessing with a sleep. */
+    const char *hold_env = getenv("DPTRAIN_TEST_HOLD_AT");
+    const long hold_at = hold_env ? atol(hold_env) : -1;
     bool ran_epoch = false;
 
     memset(res, 0, sizeof *res);
@@ -597,6 +614,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             }
             double ls = 0.0;
             long correct = 0;
+            if (st->step + 1 == hold_at && cfg->stop) {
+                test_hold(cfg->stop, rank, hold_at);
+            }
             dp_step_times tm = {.steps = 1};
             double tp = dp_wtime(), tq;
             s.ov.n_started = 0;

@@ -41,6 +41,24 @@ expect_exit() {
     pass "$name"
 }
 
+# held_pids LOG N: waits (60 s at most) until N ranks have said in LOG that they hold at the
+# step of DPTRAIN_TEST_HOLD_AT (the run's test hook), then prints their PIDs. Fails at the
+# deadline. A run held there is certainly still going when the test signals it.
+held_pids() {
+    local log=$1 n=$2 deadline=$((SECONDS + 60)) pids
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        pids=$(sed -nE 's/.*test hook: rank [0-9]+ \(pid ([0-9]+)\) holding at step.*/\1/p' "$log" 2>/dev/null)
+        if [ "$(wc -w <<<"$pids")" -ge "$n" ]; then
+            echo $pids
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "held_pids: $n ranks did not reach the hold in 60 s; $log ends with:" >&2
+    tail -5 "$log" >&2
+    return 1
+}
+
 finish() {
     echo "$N_PASS passed, $N_FAIL failed"
     [ "$N_FAIL" = 0 ]
