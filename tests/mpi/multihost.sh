@@ -134,7 +134,11 @@ else
     fail "SIGTERM: no checkpoint or mpirun did not exit 3"; grep -E '^(multihost|dptrain|checkpoint|stopped)' "$WORK/long.log" >&2
 fi
 expect_clean "after SIGTERM"
-sleep 0.5
+# The script has exited; processes it killed may take a moment to be reaped: 10 s at most.
+for _ in $(seq 100); do
+    pgrep -f -- "--out $WORK/long" >/dev/null || break
+    sleep 0.1
+done
 if pgrep -f -- "--out $WORK/long" >/dev/null; then
     fail "SIGTERM: processes of the run are still alive: $(pgrep -f -- "--out $WORK/long" | tr '\n' ' ')"
 else
