@@ -109,8 +109,8 @@ static void json_print_num(FILE *f, double v)
 }
 
 /* Loads a model file, or the weights and metadata of a checkpoint (dp_ckpt_load verifies
- * its checksum first; *meta is filled for a checkpoint, zeroed otherwise), and refuses NaN
- * or infinite parameters: dptrain never writes them, so they mean a damaged file. *config
+ * its checksum first; *meta is filled for a checkpoint, zeroed otherwise); both loaders
+ * refuse NaN or infinite values: dptrain never writes them, so they mean a damaged file. *config
  * receives the saved configuration ("" if none). Local. */
 static int load_model(const char *path, int max_batch, dp_model **m, char **config,
                       dp_ckpt_meta *meta)
@@ -124,19 +124,6 @@ static int load_model(const char *path, int max_batch, dp_model **m, char **conf
         }
     } else {
         DP_TRY(dp_model_load(path, max_batch, m, config));
-    }
-    const float *p = dp_model_params(*m);
-    for (size_t i = 0; i < dp_model_n_params(*m); i++) {
-        if (!isfinite(p[i])) {
-            DP_FAIL(DP_EFORMAT, "%s: parameter %zu is %g (a damaged file?)", path, i, p[i]);
-        }
-    }
-    const float *b = dp_model_buffers(*m);
-    for (size_t i = 0; i < dp_model_n_buffers(*m); i++) {
-        if (!isfinite(b[i])) {
-            DP_FAIL(DP_EFORMAT, "%s: batch-norm statistic %zu is %g (a damaged file?)", path,
-                    i, b[i]);
-        }
     }
 done:
     if (rc != DP_OK) {

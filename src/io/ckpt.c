@@ -383,16 +383,28 @@ static void test_pause(const char *tmp)
     }
 }
 
+/* Every tensor a checkpoint holds is finite: parameters, batch-norm statistics, each
+ * optimizer slot and the early-stopping copies. */
+static int check_finite(const dp_model *m, const dp_train_state *st, const char *path,
+                        dp_io_dir dir)
+{
+    int rc = DP_OK;
+    DP_TRY(dp_io_model_check_finite(m, path, dir));
+    for (int s = 0; s < st->n_slots; s++) {
+        DP_TRY(dp_io_check_finite(st->slots[s], st->n_params, path, dir, "optimizer state"));
+    }
+    DP_TRY(dp_io_check_finite(st->best_params, st->n_params, path, dir, "best_params"));
+    DP_TRY(dp_io_check_finite(st->best_buffers, st->n_buffers, path, dir, "best_buffers"));
+done:
+    return rc;
+}
+
 int dp_ckpt_save(const char *path, const dp_model *m, const dp_train_state *st,
                  const dp_ckpt_meta *meta)
 {
     int rc = DP_OK;
     dp_h5_atomic a = {.f = H5I_INVALID_HID};
-    DP_TRY(dp_io_model_check_finite(m, path));
-    for (int s = 0; s < st->n_slots; s++) {
-        DP_TRY(dp_io_check_finite(st->slots[s], st->n_params, path, "optimizer state"));
-    }
-    DP_TRY(dp_io_check_finite(st->best_params, st->n_params, path, "best_params"));
+    DP_TRY(check_finite(m, st, path, DP_IO_WRITING));
     DP_TRY(dp_h5_atomic_create(&a, path, CKPT_USERBLOCK));
     DP_TRY(dp_io_model_write(a.f, path, m, meta->config_json, CKPT_FORMAT));
     DP_H5(H5Fflush(a.f, H5F_SCOPE_GLOBAL));
@@ -562,6 +574,7 @@ int dp_ckpt_load(const char *path, int max_batch, dp_model **m, dp_train_state *
     DP_TRY(dp_io_model_read(f, path, max_batch > 0 ? max_batch : 1, &model, NULL));
     DP_TRY(read_meta(f, path, &mt));
     DP_TRY(read_state(f, path, model, &s));
+    DP_TRY(check_finite(model, &s, path, DP_IO_READING));
     if (m) {
         *m = model;
         model = NULL;
@@ -695,15 +708,14 @@ int dp_ckpt_prune(const char *dir, int keep)
                     strerror(errno));
         }
     }
-    /* Temporary files of writes that never finished (a crash, kill -9): not ours. */
+    /* Temporary files of writes that never finished (a crash, kill -9) by a writer that is
+     * gone. */
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *de;
-        char mine[64];
-        snprintf(mine, sizeof mine, ".tmp.%ld", (long)getpid());
         while ((de = readdir(d)) != NULL) {
-            const char *t = strstr(de->d_name, ".h5.tmp.");
-            if (strncmp(de->d_name, "ckpt-", 5) == 0 && t && !strstr(de->d_name, mine)) {
+            if (strncmp(de->d_name, "ckpt-", 5) == 0 && strstr(de->d_name, ".h5.tmp.") &&
+                dp_io_tmp_is_stale(de->d_name, NULL)) {
                 char p[4096];
                 snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
                 remove(p);

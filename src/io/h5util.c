@@ -3,8 +3,10 @@
 
 #include "dptrain/err.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <libgen.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -204,6 +206,59 @@ int dp_h5_sync_dir_of(const char *path)
     return rc;
 }
 
+bool dp_io_tmp_is_stale(const char *name, const char *target)
+{
+    const char *t = strstr(name, ".tmp.");
+    while (t && strstr(t + 1, ".tmp.")) {
+        t = strstr(t + 1, ".tmp."); /* the last one: targets may hold ".tmp." themselves */
+    }
+    if (!t || (target && ((size_t)(t - name) != strlen(target) ||
+                          strncmp(name, target, (size_t)(t - name)) != 0))) {
+        return false;
+    }
+    char *end = NULL;
+    errno = 0;
+    long pid = strtol(t + 5, &end, 10);
+    if (errno || end == t + 5 || *end || pid <= 0 || pid == (long)getpid()) {
+        return false;
+    }
+    if (kill((pid_t)pid, 0) != 0) {
+        return errno == ESRCH;
+    }
+    /* A writer killed a moment ago can still be a zombie (its parent died with it and
+     * nobody has reaped it yet): it writes nothing any more. */
+    char stat_path[64], buf[512];
+    snprintf(stat_path, sizeof stat_path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(stat_path, "r");
+    size_t got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) {
+        fclose(f);
+    }
+    buf[got] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren && (paren[1] == ' ') && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+void dp_io_remove_stale_tmp(const char *path)
+{
+    char *d = strdup(path), *b = strdup(path);
+    DIR *dir = d && b ? opendir(dirname(d)) : NULL;
+    if (dir) {
+        const char *target = basename(b);
+        struct dirent *de;
+        while ((de = readdir(dir)) != NULL) {
+            char p[4096];
+            if (dp_io_tmp_is_stale(de->d_name, target) &&
+                (size_t)snprintf(p, sizeof p, "%s/%s", d, de->d_name) < sizeof p) {
+                remove(p);
+            }
+        }
+        closedir(dir);
+    }
+    free(d);
+    free(b);
+}
+
 int dp_h5_atomic_create(dp_h5_atomic *a, const char *path, hsize_t userblock)
 {
     int rc = DP_OK;
@@ -214,6 +269,7 @@ int dp_h5_atomic_create(dp_h5_atomic *a, const char *path, hsize_t userblock)
             sizeof a->tmp) {
         return dp_err(DP_EINVAL, "%s: path too long", path);
     }
+    dp_io_remove_stale_tmp(path);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     DP_H5(fcpl = H5Pcreate(H5P_FILE_CREATE));
     if (userblock > 0) {

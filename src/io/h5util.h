@@ -44,8 +44,17 @@ int dp_h5_sync_path(const char *p, int flags);
 /* fsync the directory holding path. */
 int dp_h5_sync_dir_of(const char *path);
 
+/* True if name (a directory entry) is "<target>.tmp.<pid>" (target = any name when NULL)
+ * left by a writer that is gone: pid is not this process and no process of that pid runs
+ * on this host. Local. */
+bool dp_io_tmp_is_stale(const char *name, const char *target);
+/* Removes the temporary files "<path>.tmp.<pid>" of writers of path that are gone (a crash or
+ * kill -9 while it was being written). Local. */
+void dp_io_remove_stale_tmp(const char *path);
+
 /* Atomic file creation: an HDF5 file created under "<path>.tmp.<pid>" (with a user block of
- * userblock bytes, 0 for none); commit closes it, calls finish(tmp, ctx) if not NULL (to
+ * userblock bytes, 0 for none), after removing the temporaries of earlier writers of path
+ * that are gone; commit closes it, calls finish(tmp, ctx) if not NULL (to
  * write into the closed file, e.g. a checksum header), fsyncs it, renames it onto path and
  * fsyncs the directory; on any failure the temporary file is removed and path is untouched.
  * abort closes and removes it. */
@@ -59,10 +68,15 @@ int dp_h5_atomic_create(dp_h5_atomic *a, const char *path, hsize_t userblock);
 int dp_h5_atomic_commit(dp_h5_atomic *a, int (*finish)(const char *tmp, void *ctx), void *ctx);
 void dp_h5_atomic_abort(dp_h5_atomic *a);
 
-/* DP_ENONFINITE naming the first NaN or infinite value of v[0..n) (v may be NULL). */
-int dp_io_check_finite(const float *v, size_t n, const char *path, const char *what);
-/* DP_ENONFINITE naming the first NaN or infinite parameter or batch-norm statistic. */
-int dp_io_model_check_finite(const dp_model *m, const char *path);
+/* What a non-finite value stops: a write ("not written") or a read of a file dptrain
+ * wrote, where it can only mean damage. */
+typedef enum { DP_IO_WRITING, DP_IO_READING } dp_io_dir;
+/* DP_ENONFINITE naming the first NaN or infinite value of v[0..n) (v may be NULL), as
+ * "PATH: not written: WHAT I is nan" or "PATH: WHAT I is nan: ... damaged". Local. */
+int dp_io_check_finite(const float *v, size_t n, const char *path, dp_io_dir dir,
+                       const char *what);
+/* The same for every parameter and batch-norm statistic of a model. Local. */
+int dp_io_model_check_finite(const dp_model *m, const char *path, dp_io_dir dir);
 
 /* The model part of a model file or checkpoint (root attributes and /layers), written into
  * an open file with the given format name; and read back into a new model. */

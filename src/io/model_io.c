@@ -15,23 +15,30 @@
 #define DP_MODEL_FORMAT "dptrain-model"
 #define DP_MODEL_FORMAT_VERSION 2 /* 2 added dropout and batch normalization */
 
-int dp_io_check_finite(const float *v, size_t n, const char *path, const char *what)
+int dp_io_check_finite(const float *v, size_t n, const char *path, dp_io_dir dir,
+                       const char *what)
 {
     for (size_t i = 0; v && i < n; i++) {
         if (!isfinite(v[i])) {
-            return dp_err(DP_ENONFINITE, "%s: not written: %s %zu is %g", path, what, i, v[i]);
+            return dir == DP_IO_WRITING
+                       ? dp_err(DP_ENONFINITE, "%s: not written: %s %zu is %g", path, what, i,
+                                v[i])
+                       : dp_err(DP_EFORMAT,
+                                "%s: %s %zu is %g: dptrain never writes non-finite values, so "
+                                "the file is damaged",
+                                path, what, i, v[i]);
         }
     }
     return DP_OK;
 }
 
-int dp_io_model_check_finite(const dp_model *m, const char *path)
+int dp_io_model_check_finite(const dp_model *m, const char *path, dp_io_dir dir)
 {
     int rc = dp_io_check_finite(dp_model_params((dp_model *)m), dp_model_n_params(m), path,
-                                "parameter");
+                                dir, "parameter");
     if (rc == DP_OK) {
         rc = dp_io_check_finite(dp_model_buffers((dp_model *)m), dp_model_n_buffers(m), path,
-                                "batch-norm statistic");
+                                dir, "batch-norm statistic");
     }
     return rc;
 }
@@ -92,7 +99,7 @@ done:
 
 int dp_model_save(const dp_model *m, const char *path, const char *config_json)
 {
-    int rc = dp_io_model_check_finite(m, path);
+    int rc = dp_io_model_check_finite(m, path, DP_IO_WRITING);
     dp_h5_atomic a;
     if (rc != DP_OK) {
         return rc;
@@ -211,8 +218,16 @@ int dp_model_load(const char *path, int max_batch, dp_model **out, char **config
     if (f < 0) {
         DP_FAIL(DP_EFORMAT, "%s: not an HDF5 file, or a damaged one", path);
     }
-    rc = dp_io_model_read(f, path, max_batch, out, config_json);
+    DP_TRY(dp_io_model_read(f, path, max_batch, out, config_json));
+    rc = dp_io_model_check_finite(*out, path, DP_IO_READING);
 done:
+    if (rc != DP_OK) {
+        dp_model_free(out);
+        if (config_json) {
+            free(*config_json);
+            *config_json = NULL;
+        }
+    }
     if (f >= 0) H5Fclose(f);
     return rc;
 }

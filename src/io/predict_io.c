@@ -25,6 +25,7 @@ static int save_csv(const char *path, const dp_predictions *p)
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
         return dp_err(DP_EINVAL, "%s: path too long", path);
     }
+    dp_io_remove_stale_tmp(path);
     if (!(csv = fopen(tmp, "w"))) {
         return dp_err(DP_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
     }

@@ -127,6 +127,17 @@ else
     fail "after kill -9: resume did not reproduce the uninterrupted run"
 fi
 
+# A kill -9 while the final model.h5 was being written leaves model.h5.tmp.<pid> of a dead
+# process; running the finished run again with --resume auto writes model.h5 again and
+# removes it (a live writer's temporary file would stay).
+rm -rf stale && cp -r full_SGD_2 stale && touch stale/model.h5.tmp.999999
+run_np 2 train "${SGD[@]}" --quiet --out stale --resume auto >/dev/null
+if [ ! -e stale/model.h5.tmp.999999 ] && "$DPTRAIN" compare full_SGD_2/model.h5 stale/model.h5 >/dev/null; then
+    pass "--resume auto on a finished run removes a dead writer's model.h5.tmp.<pid>"
+else
+    fail "stale model.h5.tmp.999999: $(ls stale)"
+fi
+
 # --- signals -------------------------------------------------------------------------------
 "$DPTRAIN" synth blobs --out big.h5 --n-train 60000 --n-test 100 --features 32 --classes 4 >/dev/null
 BIG=(--data big.h5 --layers 32,256,256,4 --lr 0.02 --momentum 0.9 --batch 64 --epochs 3 --seed 1

@@ -6,8 +6,11 @@
 #include "dptrain/err.h"
 #include "dptrain/io.h"
 #include "testutil.h"
+#include "io/h5util.h"
 
 #include <criterion/criterion.h>
+#include <hdf5.h>
+#include <zlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,6 +258,112 @@ Test(ckpt, damage_is_refused_before_hdf5_reads_it)
     dp_train_state_free(&st);
     remove(path);
     remove(bad);
+}
+
+/* Puts a NaN at element i of a float dataset of a checkpoint, through HDF5, then writes the
+ * header again as the checkpoint format documents it (length and zlib CRC-32 of the bytes
+ * after the 512-byte header), so that only the NaN is wrong with the file. */
+static void nan_into(const char *p, const char *dataset, size_t i)
+{
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    hid_t ds = H5Dopen2(f, dataset, H5P_DEFAULT);
+    cr_assert_geq(ds, 0, "no dataset %s", dataset);
+    hid_t sp = H5Dget_space(ds);
+    size_t n = (size_t)H5Sget_simple_extent_npoints(sp);
+    cr_assert_lt(i, n);
+    float *v = malloc(n * sizeof *v);
+    cr_assert_geq(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    v[i] = NAN;
+    cr_assert_geq(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    free(v);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    cr_assert_geq(H5Fclose(f), 0);
+    long len = file_size(p);
+    FILE *fp = fopen(p, "rb");
+    unsigned char *bytes = malloc((size_t)len);
+    cr_assert_eq(fread(bytes, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    uLong crc = crc32(crc32(0L, Z_NULL, 0), bytes + 512, (uInt)(len - 512));
+    free(bytes);
+    char hdr[512] = {0};
+    snprintf(hdr, sizeof hdr,
+             "dptrain-checkpoint\nformat_version 1\nlength %ld\ncrc32 %08lx\n", len,
+             (unsigned long)crc);
+    poke(p, 0, hdr, sizeof hdr);
+    cr_assert_eq(dp_ckpt_verify(p), DP_OK, "the resealed file must pass its checksum: %s",
+                 dp_errmsg());
+}
+
+Test(ckpt, non_finite_tensors_with_a_valid_checksum_are_refused_at_load)
+{
+    static const struct {
+        const char *dataset, *what;
+        size_t i;
+    } cases[] = {
+        {"/layers/0/weight", "parameter 5 is nan", 5},
+        {"/layers/1/bias", "parameter 33 is nan", 1}, /* 12 + 4, bn 8, 8 weights, bias 1 */
+        {"/layers/0/bn_running_var", "batch-norm statistic", 2},
+        {"/state/optimizer/exp_avg_sq", "optimizer state 3 is nan", 3},
+        {"/state/best_params", "best_params 0 is nan", 0},
+    };
+    char path[512];
+    tmp_path(path, sizeof path, "nanload.h5");
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        dp_model *m = small_model(true), *m2 = NULL;
+        dp_train_state st, back;
+        dp_ckpt_meta meta = odd_meta();
+        odd_state(&st, m);
+        cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_OK, "%s", dp_errmsg());
+        nan_into(path, cases[k].dataset, cases[k].i);
+        cr_assert_eq(dp_ckpt_load(path, 1, &m2, &back, NULL), DP_EFORMAT, "%s", cases[k].dataset);
+        cr_assert(strstr(dp_errmsg(), cases[k].what) && strstr(dp_errmsg(), "damaged"),
+                  "%s: %s", cases[k].dataset, dp_errmsg());
+        cr_assert_null(m2, "no model is handed out");
+        dp_model_free(&m);
+        dp_train_state_free(&st);
+    }
+    remove(path);
+}
+
+/* Temporary files of writers that are gone go; the ones of live writers, of this process
+ * and of other targets stay. */
+Test(ckpt, stale_temporaries_of_model_files_are_removed)
+{
+    char dir[512], p[700];
+    snprintf(dir, sizeof dir, "%s/stale_%ld", DP_TEST_TMPDIR, (long)getpid());
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    const char *names[] = {"model.h5.tmp.999999", "model.h5.tmp.1", "model.h5", "other.h5.tmp.999999",
+                           "model.h5.tmp.x", NULL};
+    for (int i = 0; names[i]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        FILE *f = fopen(p, "w");
+        cr_assert_not_null(f);
+        fclose(f);
+    }
+    char mine[64];
+    snprintf(mine, sizeof mine, "model.h5.tmp.%ld", (long)getpid());
+    snprintf(p, sizeof p, "%s/%s", dir, mine);
+    fclose(fopen(p, "w"));
+    cr_assert(dp_io_tmp_is_stale("model.h5.tmp.999999", "model.h5"));
+    cr_assert(dp_io_tmp_is_stale("a.tmp.b.h5.tmp.999999", "a.tmp.b.h5"));
+    cr_assert(!dp_io_tmp_is_stale("model.h5.tmp.1", "model.h5"), "pid 1 runs");
+    cr_assert(!dp_io_tmp_is_stale(mine, "model.h5"), "this process is alive");
+    cr_assert(!dp_io_tmp_is_stale("model.h5.tmp.999999", "model"), "another target");
+    cr_assert(!dp_io_tmp_is_stale("model.h5.tmp.9x", NULL));
+    snprintf(p, sizeof p, "%s/model.h5", dir);
+    dp_io_remove_stale_tmp(p);
+    const bool want[] = {false, true, true, true, true};
+    for (int i = 0; names[i]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        cr_assert_eq(access(p, F_OK) == 0, want[i], "%s", names[i]);
+        remove(p);
+    }
+    snprintf(p, sizeof p, "%s/%s", dir, mine);
+    cr_assert_eq(access(p, F_OK), 0, "this process's own temporary stays");
+    remove(p);
+    rmdir(dir);
 }
 
 Test(ckpt, list_sorts_by_step_and_prune_keeps_the_newest)
