@@ -3,6 +3,8 @@
 # starts (forced here with DPTRAIN_BLAS_CORETYPE, since this CPU may be recognised), the
 # banner names the kernels in use, and a user's OPENBLAS_CORETYPE is respected.
 source "$(dirname "$0")/lib.sh"
+# Each check sets the kernel choice it tests; launch/test.sh's forced modes do not apply here.
+unset DPTRAIN_TEST_REEXEC DPTRAIN_BLAS_CORETYPE
 
 "$DPTRAIN" synth blobs --features 4 --classes 2 --n-train 100 --n-test 20 --out "$WORK/b.h5" >/dev/null
 ARGS=(train --data "$WORK/b.h5" --layers 4,8,2 --epochs 1 --batch 20)
