@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -332,6 +333,39 @@ done:
     return h5_close(&space, rc, path);
 }
 
+/* Reads n integer class labels of any integer type into int32. HDF5 would clip a value out
+ * of int32's range on the way (2^40 becomes 2147483647), so they are read as 64-bit
+ * integers and a value that does not fit is refused with the value stored in the file. */
+static int read_labels(const char *path, const char *yname, hid_t yds, hid_t type, size_t n,
+                       int32_t *labels)
+{
+    int rc = DP_OK;
+    const bool is_unsigned = H5Tget_sign(type) == H5T_SGN_NONE;
+    int64_t *wide = malloc(n * sizeof *wide);
+    if (!wide) {
+        return dp_err(DP_ENOMEM, "%s: out of memory for the %zu labels of %s", path, n, yname);
+    }
+    H5CHK(H5Dread(yds, is_unsigned ? H5T_NATIVE_UINT64 : H5T_NATIVE_INT64, H5S_ALL, H5S_ALL,
+                  H5P_DEFAULT, wide),
+          "reading %s", yname);
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t u = (uint64_t)wide[i];
+        if (is_unsigned ? u > (uint64_t)INT32_MAX : (wide[i] < INT32_MIN || wide[i] > INT32_MAX)) {
+            if (is_unsigned) {
+                DP_FAIL(DP_ERANGE, "%s: %s: label %" PRIu64 " at row %zu is too large (a class "
+                        "index is at most %d)", path, yname, u, i, INT32_MAX);
+            }
+            DP_FAIL(DP_ERANGE, "%s: %s: label %" PRId64 " at row %zu is %s (a class index is in "
+                    "[0, %d])", path, yname, wide[i], i, wide[i] < 0 ? "negative" : "too large",
+                    INT32_MAX);
+        }
+        labels[i] = (int32_t)wide[i];
+    }
+done:
+    free(wide);
+    return rc;
+}
+
 /* Reads /<name>/x and /<name>/y of file into s. */
 static int read_split(const char *path, hid_t file, const char *name, dp_split *s,
                       split_info *info)
@@ -451,8 +485,7 @@ static int read_split(const char *path, hid_t file, const char *name, dp_split *
         info->kind = Y_LABELS;
         ALLOC_DATA(s->labels, yname, y_shape, n * sizeof(int32_t));
         if (n > 0) {
-            H5CHK(H5Dread(yds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->labels),
-                  "reading %s", yname);
+            DP_TRY(read_labels(path, yname, yds, type, n, s->labels));
         }
     } else {
         int k = yrank == 2 ? (int)ydims[1] : 1;

@@ -632,6 +632,49 @@ Test(data_reject, label_out_of_range)
     cr_assert_null(got);
 }
 
+/* Labels stored as 64-bit integers beyond int32: the message shows the stored value (HDF5
+ * alone would clip 2^40 to 2147483647 on the way to int32). */
+Test(data_reject, huge_int64_and_uint64_labels_shown_as_stored)
+{
+    char path[512];
+    dp_dataset *got = NULL;
+    float x[6] = {0, 1, 2, 3, 4, 5};
+    hsize_t xd[2] = {3, 2}, yd[1] = {3};
+    int64_t y[3] = {0, 1, (int64_t)1 << 40};
+    uint64_t yu[3] = {0, 18446744073709551615ULL, 1};
+    int64_t yn[3] = {0, -((int64_t)1 << 35), 1};
+    int64_t ok[3] = {2, 0, 1};
+    tmp_path(path, sizeof path, "huge.h5");
+    for (int k = 0; k < 4; k++) {
+        hid_t f = h5_create(path);
+        h5_group(f, "/train");
+        h5_array(f, "/train/x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xd, x);
+        if (k == 1) {
+            h5_array(f, "/train/y", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, yd, yu);
+        } else {
+            h5_array(f, "/train/y", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, yd,
+                     k == 0 ? y : k == 2 ? yn : ok);
+        }
+        cr_assert_geq(H5Fclose(f), 0);
+        if (k == 0) {
+            expect_fail(dp_dataset_load(path, &got), path,
+                        "/train/y: label 1099511627776 at row 2 is too large");
+        } else if (k == 1) {
+            expect_fail(dp_dataset_load(path, &got), path,
+                        "/train/y: label 18446744073709551615 at row 1 is too large");
+        } else if (k == 2) {
+            expect_fail(dp_dataset_load(path, &got), path,
+                        "/train/y: label -34359738368 at row 1 is negative");
+        } else {
+            cr_assert_eq(dp_dataset_load(path, &got), DP_OK, "%s", dp_errmsg());
+            cr_assert_eq(got->train.labels[0], 2);
+            cr_assert_eq(got->n_classes, 3);
+            dp_dataset_free(&got);
+        }
+        cr_assert_null(got);
+    }
+}
+
 Test(data_reject, negative_label_when_inferring)
 {
     char path[512];
