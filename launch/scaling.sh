@@ -4,9 +4,12 @@
 #   OUT/scaling.csv   every bench row (both modes of the allreduce where there are 2+ ranks)
 #   OUT/scaling.md    a Markdown table: samples/s, speed-up and efficiency per rank count
 #   OUT/scaling.png   samples/s, speed-up and efficiency against ranks (gnuplot)
-# On one node it runs mpirun; inside a Slurm allocation (--launcher srun) it runs srun; with
-# --hostfile F, mpirun --hostfile F. Rank counts beyond the node's cores run oversubscribed
-# and are marked so in the table and the plot.
+# On one node it runs mpirun; inside a Slurm allocation (--launcher srun) it runs
+# srun --mpi=pmix (Debian's Open MPI has PMIx, not Slurm's PMI; SLURM_MPI_TYPE, if set, is
+# used instead), e.g. salloc -n 4 launch/scaling.sh --launcher srun; rank counts beyond the
+# allocation's tasks run with srun --overcommit. With --hostfile F, mpirun --hostfile F.
+# Rank counts beyond the node's cores run oversubscribed and are marked so in the table and
+# the plot. A bench run that fails stops the script with its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +65,10 @@ while [ $# -gt 0 ]; do
 done
 case $MODE in strong | weak | both) ;; *) echo "scaling.sh: --mode strong, weak or both" >&2; exit 2 ;; esac
 case $LAUNCHER in mpirun | srun) ;; *) echo "scaling.sh: --launcher mpirun or srun" >&2; exit 2 ;; esac
+if [ "$LAUNCHER" = srun ] && ! command -v srun >/dev/null; then
+    echo "scaling.sh: --launcher srun: no srun here (run it inside a Slurm allocation: salloc -n N launch/scaling.sh --launcher srun)" >&2
+    exit 2
+fi
 for n in $RANKS; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "scaling.sh: --ranks: '$n' is not a rank count" >&2; exit 2; }
 done
@@ -75,7 +82,9 @@ rm -f "$CSV"
 launch() { # launch N ARGS...: N ranks of dptrain
     local n=$1; shift
     if [ "$LAUNCHER" = srun ]; then
-        srun -n "$n" build/dptrain "$@"
+        local cmd=(srun -n "$n" "--mpi=${SLURM_MPI_TYPE:-pmix}")
+        if [ -n "${SLURM_NTASKS:-}" ] && [ "$n" -gt "$SLURM_NTASKS" ]; then cmd+=(--overcommit); fi
+        "${cmd[@]}" build/dptrain "$@"
     else
         local cmd=(mpirun --oversubscribe -np "$n")
         if [ "$(id -u)" = 0 ]; then cmd+=(--allow-run-as-root); fi
@@ -93,11 +102,21 @@ for n in $RANKS; do
             continue
         fi
         echo "== $kind scaling, $n rank(s), global batch $b"
-        launch "$n" bench --layers "$LAYERS" --batch "$b" --steps "$STEPS" --repeats "$REPEATS" \
-            --warmup "$WARMUP" --threads "$THREADS" --momentum 0.9 --label "$kind" --csv "$CSV" "$@" |
-            grep -E '^(blocking|overlap|allreduce alone|sgemm)' || true
+        log=$OUT/bench-$kind-$n.log
+        if ! launch "$n" bench --layers "$LAYERS" --batch "$b" --steps "$STEPS" --repeats "$REPEATS" \
+            --warmup "$WARMUP" --threads "$THREADS" --momentum 0.9 --label "$kind" --csv "$CSV" "$@" \
+            >"$log" 2>&1; then
+            echo "scaling.sh: dptrain bench failed ($kind scaling, $n ranks, $LAUNCHER); its output:" >&2
+            tail -25 "$log" >&2
+            exit 1
+        fi
+        grep -E '^(blocking|overlap|allreduce alone|sgemm)' "$log" || true
     done
 done
+if [ ! -s "$CSV" ] || [ "$(wc -l <"$CSV")" -lt 2 ]; then
+    echo "scaling.sh: no bench results in $CSV (no rank count ran?)" >&2
+    exit 1
+fi
 
 # Table and plot data: per kind and rank count, the faster allreduce mode.
 python3 - "$CSV" "$OUT" <<'EOF'
