@@ -1,12 +1,58 @@
 #!/usr/bin/env bash
 # test.sh: installs what is missing, builds with -Werror, and runs every test with CTest:
 # the Criterion unit tests and the multi-rank tests under mpirun (1 to 4 ranks).
+#
+#   launch/test.sh                 every test as this machine runs dptrain, then the tests
+#                                  labelled "reexec" (processes, signals, names, kernels)
+#                                  again with the OpenBLAS re-exec forced on and forced off
+#   launch/test.sh --reexec on     every test with every dptrain process restarting itself
+#                                  once (DPTRAIN_TEST_REEXEC=1), as on CPUs that OpenBLAS
+#                                  0.3.21 does not recognise
+#   launch/test.sh --reexec off    every test with no re-exec (DPTRAIN_BLAS_CORETYPE=off)
+#   launch/test.sh -- ARGS...      extra arguments for ctest (e.g. -R mpi_resume)
+#
+# Whether dptrain re-executes itself depends on the CPU (Xeon model 167 is recognised, 207
+# is not) and on an OPENBLAS_CORETYPE in the environment, so the default run forces both
+# paths for the tests that can tell them apart, whatever machine this is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=auto
+CTEST_ARGS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --reexec) MODE=${2:-}; shift 2 || { echo "test.sh: --reexec needs on, off or auto" >&2; exit 2; } ;;
+        --) shift; CTEST_ARGS=("$@"); break ;;
+        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "test.sh: unknown argument '$1' (see launch/test.sh --help)" >&2; exit 2 ;;
+    esac
+done
+case $MODE in auto | on | off) ;; *) echo "test.sh: --reexec on, off or auto, not '$MODE'" >&2; exit 2 ;; esac
+
 launch/setup.sh
 launch/build.sh -DDPTRAIN_WERROR=ON
 if [ "$(id -u)" = 0 ]; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 cd build
-ctest --output-on-failure --timeout 900
+unset DPTRAIN_TEST_REEXEC
+# run_ctest MODE ARGS...: ctest with dptrain's re-exec in MODE.
+run_ctest() {
+    local mode=$1; shift
+    case $mode in
+        on) echo "== tests with the OpenBLAS re-exec forced on (DPTRAIN_TEST_REEXEC=1)"
+            DPTRAIN_TEST_REEXEC=1 ctest --output-on-failure --timeout 900 "$@" ;;
+        off) echo "== tests with the OpenBLAS re-exec off (DPTRAIN_BLAS_CORETYPE=off)"
+            DPTRAIN_BLAS_CORETYPE=off ctest --output-on-failure --timeout 900 "$@" ;;
+        auto) echo "== tests"
+            ctest --output-on-failure --timeout 900 "$@" ;;
+    esac
+}
+if [ "$MODE" != auto ] || [ ${#CTEST_ARGS[@]} -gt 0 ]; then
+    run_ctest "$MODE" "${CTEST_ARGS[@]}"
+    exit
+fi
+rc=0
+run_ctest auto || rc=1
+run_ctest on -L reexec || rc=1
+run_ctest off -L reexec || rc=1
+exit "$rc"
