@@ -262,38 +262,101 @@ void dp_io_remove_stale_tmp(const char *path)
 int dp_h5_atomic_create(dp_h5_atomic *a, const char *path, hsize_t userblock)
 {
     int rc = DP_OK;
-    hid_t fcpl = H5I_INVALID_HID;
+    hid_t fcpl = H5I_INVALID_HID, fapl = H5I_INVALID_HID;
     a->f = H5I_INVALID_HID;
+    a->fd = -1;
+    a->userblock = userblock;
+    a->tmp[0] = '\0';
     if ((size_t)snprintf(a->path, sizeof a->path, "%s", path) >= sizeof a->path ||
         (size_t)snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%ld", path, (long)getpid()) >=
             sizeof a->tmp) {
+        a->tmp[0] = '\0';
         return dp_err(DP_EINVAL, "%s: path too long", path);
     }
     dp_io_remove_stale_tmp(path);
+    /* The temporary name is taken on disk now, so a crash while the file is built leaves a
+     * (stale, empty) temporary file and never a partial file under path. */
+    a->fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (a->fd < 0) {
+        int e = errno;
+        a->tmp[0] = '\0';
+        DP_FAIL(DP_EIO, "%s.tmp.%ld: cannot create (%s)", path, (long)getpid(), strerror(e));
+    }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     DP_H5(fcpl = H5Pcreate(H5P_FILE_CREATE));
     if (userblock > 0) {
         DP_H5(H5Pset_userblock(fcpl, userblock));
     }
-    a->f = H5Fcreate(a->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    DP_H5(fapl = H5Pcreate(H5P_FILE_ACCESS));
+    DP_H5(H5Pset_fapl_core(fapl, (size_t)1 << 20, 0));
+    a->f = H5Fcreate(a->tmp, H5F_ACC_TRUNC, fcpl, fapl);
     if (a->f < 0) {
-        DP_FAIL(DP_EIO, "%s: cannot create (check that the directory exists and is writable)",
-                a->tmp);
+        DP_FAIL(DP_EIO, "%s: HDF5 cannot create the file in memory", a->tmp);
     }
 done:
     if (fcpl >= 0) H5Pclose(fcpl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (rc != DP_OK) {
+        dp_h5_atomic_abort(a);
+    }
     return rc;
+}
+
+/* Writes n bytes to fd, all of them or an error naming path and the reason (a full disk). */
+static int write_all(int fd, const char *path, const unsigned char *buf, size_t n)
+{
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(fd, buf + off, n - off);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return dp_err(DP_EIO, "%s: cannot write byte %zu of %zu (%s)", path, off, n,
+                          w < 0 ? strerror(errno) : "no progress");
+        }
+        off += (size_t)w;
+    }
+    return DP_OK;
 }
 
 int dp_h5_atomic_commit(dp_h5_atomic *a, int (*finish)(const char *tmp, void *ctx), void *ctx)
 {
     int rc = DP_OK;
     const char *path = a->path;
+    unsigned char *image = NULL;
+    /* HDF5 built the whole file in memory; the disk sees only our checked writes, so a full
+     * disk is an error message here and never a failure inside HDF5's own close. */
     DP_H5(H5Fflush(a->f, H5F_SCOPE_GLOBAL));
+    ssize_t n = H5Fget_file_image(a->f, NULL, 0);
+    if (n <= 0) {
+        DP_FAIL(DP_EIO, "%s: HDF5 cannot give the file's image", a->tmp);
+    }
+    if (!(image = malloc((size_t)n))) {
+        DP_FAIL(DP_ENOMEM, "%s: out of memory for the file's %zd bytes", a->tmp, n);
+    }
+    if (H5Fget_file_image(a->f, image, (size_t)n) != n) {
+        DP_FAIL(DP_EIO, "%s: HDF5 cannot give the file's image", a->tmp);
+    }
     herr_t cr = H5Fclose(a->f);
     a->f = H5I_INVALID_HID;
     if (cr < 0) {
-        DP_FAIL(DP_EIO, "%s: closing the file failed (disk full?)", a->tmp);
+        DP_FAIL(DP_EIO, "%s: HDF5 cannot close the file in memory", a->tmp);
+    }
+    /* The image starts at the superblock: the user block before it is ours to write. */
+    if (a->userblock > 0 && ftruncate(a->fd, (off_t)a->userblock) != 0) {
+        DP_FAIL(DP_EIO, "%s: cannot write the user block (%s)", a->tmp, strerror(errno));
+    }
+    if (lseek(a->fd, (off_t)a->userblock, SEEK_SET) < 0) {
+        DP_FAIL(DP_EIO, "%s: seek failed (%s)", a->tmp, strerror(errno));
+    }
+    DP_TRY(write_all(a->fd, a->tmp, image, (size_t)n));
+    if (fsync(a->fd) != 0) {
+        DP_FAIL(DP_EIO, "%s: fsync failed (%s)", a->tmp, strerror(errno));
+    }
+    int fd = a->fd;
+    a->fd = -1;
+    if (close(fd) != 0) {
+        DP_FAIL(DP_EIO, "%s: closing failed (%s)", a->tmp, strerror(errno));
     }
     if (finish) {
         DP_TRY(finish(a->tmp, ctx));
@@ -305,6 +368,7 @@ int dp_h5_atomic_commit(dp_h5_atomic *a, int (*finish)(const char *tmp, void *ct
     a->tmp[0] = '\0';
     rc = dp_h5_sync_dir_of(a->path);
 done:
+    free(image);
     if (rc != DP_OK) {
         dp_h5_atomic_abort(a);
     }
@@ -316,6 +380,10 @@ void dp_h5_atomic_abort(dp_h5_atomic *a)
     if (a->f >= 0) {
         H5Fclose(a->f);
         a->f = H5I_INVALID_HID;
+    }
+    if (a->fd >= 0) {
+        close(a->fd);
+        a->fd = -1;
     }
     if (a->tmp[0]) {
         remove(a->tmp);

@@ -60,6 +60,8 @@ void dp_io_remove_stale_tmp(const char *path);
  * abort closes and removes it. */
 typedef struct {
     hid_t f;
+    int fd;            /* the temporary file, written at commit */
+    hsize_t userblock; /* bytes before the HDF5 image (zeros until finish fills them) */
     char tmp[4096];
     char path[4096];
 } dp_h5_atomic;
