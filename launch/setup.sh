@@ -5,8 +5,8 @@
 set -euo pipefail
 PKGS=(gcc make libc6-dev cmake pkg-config
       libopenmpi-dev openmpi-bin libopenblas-dev
-      libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcriterion-dev libinih-dev
-      dataset-fashion-mnist python3 "$@")
+      libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcriterion-dev libinih-dev libjansson-dev
+      dataset-fashion-mnist python3 help2man man-db "$@")
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
