@@ -128,6 +128,9 @@ double dp_loss_eval(dp_loss l, const float *out, const dp_targets *t, int B, int
 /* The reported loss from a sum of per-row losses over count rows: sum/count, or
  * sqrt(sum/count) for rmse. NaN if count == 0. */
 double dp_loss_report(dp_loss l, double sum, size_t count);
+/* The per-row loss of a uniform prediction over k outputs: ln k for the softmax losses, ln 2
+ * for the binary ones, 0 for regression (no such baseline). */
+double dp_loss_uniform(dp_loss l, int k);
 /* True if l needs integer class labels (cross-entropy, sparse-categorical-cross-entropy). */
 bool dp_loss_needs_labels(dp_loss l);
 /* True if l needs float targets (B,k) (mse, rmse, mae, categorical-cross-entropy).

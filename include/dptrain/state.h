@@ -44,6 +44,9 @@ typedef struct {
     size_t seen;         /* training rows counted */
     double train_seconds; /* time in training steps over all finished epochs */
     float lr;            /* the last learning rate used */
+    /* The divergence rule's reference: the larger of the first step's mean training loss and
+     * a uniform prediction's loss; 0 until the first step. */
+    double loss_ref;
     /* Schedule: reduce-on-plateau (the scheduled rate itself is a function of step). */
     float lr_factor;     /* 1 until reduce-on-plateau lowers it */
     double plateau_best; /* best watched loss so far (+inf at the start) */

@@ -36,6 +36,9 @@ typedef enum {
 
 /* Default --bucket-kb: see README "Speed" for the measurement behind it. */
 #define DP_BUCKET_KB_DEFAULT 256
+/* A step whose mean training loss exceeds this many times the run's reference loss (the
+ * larger of its first step's loss and a uniform prediction's) ends the run as diverged. */
+#define DP_EXPLODE_FACTOR 100.0
 
 /* Seconds this rank spent in each phase of the training steps, summed over steps. */
 typedef struct {

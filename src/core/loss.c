@@ -192,6 +192,21 @@ double dp_loss_report(dp_loss l, double sum, size_t count)
     return l == DP_LOSS_RMSE ? sqrt(mean) : mean;
 }
 
+double dp_loss_uniform(dp_loss l, int k)
+{
+    switch (l) {
+    case DP_LOSS_CROSS_ENTROPY:
+    case DP_LOSS_SPARSE_CCE:
+    case DP_LOSS_CCE:
+        return k > 1 ? log((double)k) : 0.0;
+    case DP_LOSS_BCE_LOGITS:
+    case DP_LOSS_BCE_PROBS:
+        return log(2.0);
+    default:
+        return 0.0;
+    }
+}
+
 bool dp_loss_needs_labels(dp_loss l)
 {
     return l == DP_LOSS_CROSS_ENTROPY || l == DP_LOSS_SPARSE_CCE;

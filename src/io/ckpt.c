@@ -219,11 +219,16 @@ static const struct {
  * file type it is stored as; one table for writing and reading, so they cannot drift. */
 typedef enum { SF_U64, SF_SIZE, SF_LONG, SF_INT, SF_BOOL, SF_F64, SF_F32 } state_ftype;
 #define SF(field, type) \
-    {#field, type, offsetof(dp_train_state, field), sizeof(((dp_train_state *)0)->field)}
+    {#field, type, offsetof(dp_train_state, field), sizeof(((dp_train_state *)0)->field), false}
+/* A field added after format version 1's first files: absent in those, it keeps its fresh
+ * state's value (loss_ref 0: the rule takes the first step after the resume). */
+#define SF_ADDED(field, type) \
+    {#field, type, offsetof(dp_train_state, field), sizeof(((dp_train_state *)0)->field), true}
 static const struct {
     const char *name;
     state_ftype type;
     size_t offset, size;
+    bool added;
 } state_fields[] = {
     SF(seed, SF_U64),          SF(epoch, SF_INT),        SF(next_batch, SF_SIZE),
     SF(step, SF_LONG),         SF(finished, SF_BOOL),    SF(loss_sum, SF_F64),
@@ -231,9 +236,10 @@ static const struct {
     SF(train_seconds, SF_F64), SF(lr, SF_F32),           SF(lr_factor, SF_F32),
     SF(plateau_best, SF_F64),  SF(plateau_bad, SF_INT),  SF(best_val, SF_F64),
     SF(bad_epochs, SF_INT),    SF(best_epoch, SF_INT),   SF(stopped_early, SF_BOOL),
-    SF(n_params, SF_SIZE),     SF(n_buffers, SF_SIZE),
+    SF(n_params, SF_SIZE),     SF(n_buffers, SF_SIZE),   SF_ADDED(loss_ref, SF_F64),
 };
 #undef SF
+#undef SF_ADDED
 #define N_STATE_FIELDS (sizeof state_fields / sizeof state_fields[0])
 
 /* Writes field i of st as its attribute: uint64 for seed and sizes, int64 for the step,
@@ -260,6 +266,9 @@ static int get_state_field(hid_t g, const char *path, size_t i, dp_train_state *
     uint64_t u = 0;
     int64_t l = 0;
     int rc = DP_OK;
+    if (state_fields[i].added && H5Aexists(g, name) == 0) {
+        return DP_OK;
+    }
     switch (state_fields[i].type) {
     case SF_U64: return get_u64(g, path, name, (uint64_t *)f);
     case SF_SIZE:

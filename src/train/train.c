@@ -539,6 +539,29 @@ static int checkpoint(const dp_train_cfg *cfg, const dp_model *m, const dp_train
     return cfg->checkpoint ? cfg->checkpoint(cfg->checkpoint_ctx, m, st, why) : DP_OK;
 }
 
+/* A loss that explodes without becoming NaN (a learning rate far too high) stops the run as
+ * a NaN does: when a step's mean training loss exceeds DP_EXPLODE_FACTOR times the larger of
+ * the run's first step loss and a uniform prediction's (st->loss_ref, kept in checkpoints).
+ * Every rank sees the same allreduced loss, so all stop at the same step. */
+static int check_explosion(const dp_train_cfg *cfg, dp_train_state *st, double mean_loss, int k,
+                           int epoch)
+{
+    if (st->loss_ref <= 0.0) {
+        double u = dp_loss_uniform(cfg->loss, k);
+        st->loss_ref = mean_loss > u ? mean_loss : u;
+        return DP_OK;
+    }
+    if (mean_loss > DP_EXPLODE_FACTOR * st->loss_ref) {
+        return dp_err(DP_ENONFINITE,
+                      "the training loss reached %.4g at epoch %d, step %ld (learning rate %g), "
+                      "more than %g times its reference %.4g (the larger of the first step's "
+                      "loss and a uniform prediction's): training diverged; try a lower --lr",
+                      mean_loss, epoch + 1, st->step + 1, st->lr, DP_EXPLODE_FACTOR,
+                      st->loss_ref);
+    }
+    return DP_OK;
+}
+
 /* The DPTRAIN_TEST_HOLD_AT hook: waits until *stop is set (by a signal handler). */
 static void test_hold(const volatile sig_atomic_t *stop, int rank, long step)
 {
@@ -695,6 +718,9 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                             "%g): training diverged; try a lower --lr",
                             isnan(group_loss) ? "NaN" : "infinite", epoch + 1, st->step + 1,
                             st->lr);
+                goto out;
+            }
+            if ((rc = check_explosion(cfg, st, group_loss / (double)group, k, epoch)) != DP_OK) {
                 goto out;
             }
             st->loss_sum += group_loss;

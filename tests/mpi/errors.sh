@@ -29,8 +29,13 @@ expect_exit 2 "mse on class labels" "needs float targets" -- \
     run_np 2 train "${OK[@]}" --loss mse --out "$WORK/r"
 expect_exit 1 "unwritable output directory" "/proc/dptrain-out" -- \
     run_np 2 train "${OK[@]}" --out /proc/dptrain-out
+# A rate so high that the second step's loss is already infinite; a merely huge one grows the
+# loss without NaN, which the explosion rule stops (more than 100 x the first step's loss).
 expect_exit 4 "divergence stops the run" "became (NaN|infinite).*lower --lr" -- \
-    run_np 2 train "${OK[@]}" --lr 1e6 --momentum 0 --out "$WORK/diverged"
+    run_np 2 train "${OK[@]}" --lr 1e30 --momentum 0 --out "$WORK/diverged"
+expect_exit 4 "a loss that explodes without NaN stops the run" \
+    "training loss reached [0-9.e+]+ at epoch 1, step [0-9]+ .*more than 100 times its reference.*lower --lr" -- \
+    run_np 2 train "${OK[@]}" --lr 50 --momentum 0.9 --out "$WORK/exploded"
 if [ -e "$WORK/diverged/model.h5" ]; then fail "a diverged run wrote a model"
 else pass "a diverged run writes no model"; fi
 expect_exit 0 "train --help lists options with defaults" "adam +lr 0.001 weight-decay 0 beta1 0.9 beta2 0.999" -- "$DPTRAIN" train --help

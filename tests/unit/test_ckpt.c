@@ -63,6 +63,7 @@ static void odd_state(dp_train_state *st, const dp_model *m)
     st->bad_epochs = 1;
     st->best_epoch = 2;
     st->opt_scalar = 0.123456789;
+    st->loss_ref = 2.718281828459045;
     for (int i = 0; i < 3; i++) {
         st->history[i] = (dp_epoch_record){.epoch = i + 1, .step = 11L * (i + 1), .lr = 0.01 / (i + 1),
                                            .train_loss = 1.0 / (i + 2), .train_accuracy = 0.5 + 0.1 * i,
@@ -128,6 +129,7 @@ Test(ckpt, round_trip_keeps_every_field)
     cr_assert_eq(back.best_epoch, st.best_epoch);
     cr_assert_eq(back.stopped_early, st.stopped_early);
     cr_assert_eq(back.opt_scalar, st.opt_scalar);
+    cr_assert_eq(back.loss_ref, st.loss_ref);
     cr_assert_eq(back.opt.kind, DP_OPT_ADAM);
     cr_assert_eq(back.opt.amsgrad, true);
     cr_assert_eq(back.opt.lr, 0.0123f);
@@ -263,6 +265,8 @@ Test(ckpt, damage_is_refused_before_hdf5_reads_it)
 /* Puts a NaN at element i of a float dataset of a checkpoint, through HDF5, then writes the
  * header again as the checkpoint format documents it (length and zlib CRC-32 of the bytes
  * after the 512-byte header), so that only the NaN is wrong with the file. */
+static void reseal(const char *p);
+
 static void nan_into(const char *p, const char *dataset, size_t i)
 {
     hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -280,6 +284,13 @@ static void nan_into(const char *p, const char *dataset, size_t i)
     H5Sclose(sp);
     H5Dclose(ds);
     cr_assert_geq(H5Fclose(f), 0);
+    reseal(p);
+}
+
+/* Writes the checkpoint header again for the file as it now is (length, CRC-32 of the bytes
+ * after the 512-byte header), as the checkpoint format documents it. */
+static void reseal(const char *p)
+{
     long len = file_size(p);
     FILE *fp = fopen(p, "rb");
     unsigned char *bytes = malloc((size_t)len);
@@ -364,6 +375,34 @@ Test(ckpt, stale_temporaries_of_model_files_are_removed)
     cr_assert_eq(access(p, F_OK), 0, "this process's own temporary stays");
     remove(p);
     rmdir(dir);
+}
+
+/* A checkpoint from before loss_ref existed (no such attribute) loads with loss_ref 0: the
+ * explosion rule then takes its reference from the first step after the resume. */
+Test(ckpt, a_checkpoint_without_loss_ref_loads)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "noref.h5");
+    dp_model *m = small_model(false), *m2 = NULL;
+    dp_train_state st, back;
+    dp_ckpt_meta meta = odd_meta();
+    odd_state(&st, m);
+    cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_OK, "%s", dp_errmsg());
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    hid_t g = H5Gopen2(f, "/state", H5P_DEFAULT);
+    cr_assert_geq(H5Adelete(g, "loss_ref"), 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    reseal(path);
+    cr_assert_eq(dp_ckpt_load(path, 1, &m2, &back, NULL), DP_OK, "%s", dp_errmsg());
+    cr_assert_eq(back.loss_ref, 0.0);
+    cr_assert_eq(back.step, st.step);
+    dp_model_free(&m);
+    dp_model_free(&m2);
+    dp_train_state_free(&st);
+    dp_train_state_free(&back);
+    remove(path);
 }
 
 Test(ckpt, list_sorts_by_step_and_prune_keeps_the_newest)
