@@ -110,6 +110,9 @@ int dp_ckpt_verify(const char *path)
     int version = 0;
     long long length = 0;
     uint32_t want = 0, have = 0;
+    if ((rc = dp_io_check_file(path, "checkpoint")) != DP_OK) {
+        return rc;
+    }
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
         return dp_err(DP_EIO, "%s: cannot open (%s)", path, strerror(errno));

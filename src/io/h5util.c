@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <libgen.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -204,6 +205,24 @@ int dp_h5_sync_dir_of(const char *path)
     int rc = dp_h5_sync_path(dirname(dir), O_RDONLY | O_DIRECTORY);
     free(dir);
     return rc;
+}
+
+int dp_io_check_file(const char *path, const char *what)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        return dp_err(DP_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        return dp_err(DP_EIO, "%s: is a directory; expected a %s file", path, what);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return dp_err(DP_EIO, "%s: is not a regular file; expected a %s file", path, what);
+    }
+    if (access(path, R_OK) != 0) {
+        return dp_err(DP_EIO, "%s: cannot read (%s)", path, strerror(errno));
+    }
+    return DP_OK;
 }
 
 bool dp_io_tmp_is_stale(const char *name, const char *target)

@@ -44,6 +44,11 @@ int dp_h5_sync_path(const char *p, int flags);
 /* fsync the directory holding path. */
 int dp_h5_sync_dir_of(const char *path);
 
+/* DP_OK if path names a readable regular file (or a link to one); else a message that says
+ * what it is instead: missing, unreadable, or a directory where a WHAT file is expected.
+ * Local. */
+int dp_io_check_file(const char *path, const char *what);
+
 /* True if name (a directory entry) is "<target>.tmp.<pid>" (target = any name when NULL)
  * left by a writer that is gone: pid is not this process and no process of that pid runs
  * on this host. Local. */

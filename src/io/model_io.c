@@ -211,9 +211,7 @@ int dp_model_load(const char *path, int max_batch, dp_model **out, char **config
         *config_json = NULL;
     }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (access(path, R_OK) != 0) {
-        DP_FAIL(DP_EIO, "%s: cannot open (%s)", path, strerror(errno));
-    }
+    DP_TRY(dp_io_check_file(path, "model"));
     f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) {
         DP_FAIL(DP_EFORMAT, "%s: not an HDF5 file, or a damaged one", path);

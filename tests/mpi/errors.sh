@@ -16,6 +16,11 @@ printf 'this is not HDF5\n' > "$WORK/text.h5"
 expect_exit 1 "not an HDF5 file" "text.h5" -- run_np 2 train --data "$WORK/text.h5" --layers 8,3 --out "$WORK/r"
 head -c 3000 "$WORK/ok.h5" > "$WORK/truncated.h5"
 expect_exit 1 "truncated HDF5 file" "truncated.h5" -- run_np 2 train --data "$WORK/truncated.h5" --layers 8,3 --out "$WORK/r"
+mkdir -p "$WORK/a_directory"
+expect_exit 1 "a directory given as the checkpoint to resume" "a_directory: is a directory; expected a checkpoint file" -- \
+    run_np 2 train "${OK[@]}" --resume "$WORK/a_directory" --out "$WORK/r"
+expect_exit 1 "a directory given as the model to evaluate" "a_directory: is a directory; expected a model file" -- \
+    run_np 2 eval --checkpoint "$WORK/a_directory" --data "$WORK/ok.h5"
 expect_exit 2 "input size does not match the data" "takes 5 inputs but /train/x has 8 features" -- \
     run_np 2 train --data "$WORK/ok.h5" --layers 5,3 --out "$WORK/r"
 expect_exit 2 "output size does not match the classes" "4 outputs but the data has 3 classes" -- \
