@@ -36,6 +36,25 @@ typedef struct {
  * [n] / [n, k] float (regression). Checks every shape, type, attribute and label; the
  * message names the file, the object and the offending value or row. */
 int dp_dataset_load(const char *path, dp_dataset **out);
+
+/* Where dp_dataset_load_inputs found the rows. */
+typedef enum {
+    DP_INPUT_SPLITS, /* /train and/or /test groups: d->train, d->test */
+    DP_INPUT_ROOT,   /* /x (and /y if present) at the root of the file: d->test */
+    DP_INPUT_CSV,    /* a CSV file of feature rows: d->test */
+} dp_input_kind;
+
+/* Reads the rows to run a trained model on (predict, eval). Like dp_dataset_load, with the
+ * same checks and messages, except that: y is optional in every split (a split without y
+ * has labels == values == NULL and n_targets 0; n_classes is then num_classes if the file
+ * has it, else 0); /train is optional; a file with neither /train nor /test may hold its
+ * rows at the root, /x [n, ...] with an optional /y, loaded as d->test; a file with none
+ * of these is refused (DP_EFORMAT). A path ending in .csv or .csv.gz (any case) is a CSV
+ * file of feature rows instead, loaded as float d->test: the conventions of
+ * dp_convert_csv (a first line that is not all numbers is a header; blank lines skipped;
+ * gzipped or not) but every column is a feature; errors name the file, line and column.
+ * *kind tells which. */
+int dp_dataset_load_inputs(const char *path, dp_dataset **out, dp_input_kind *kind);
 /* Writes d to path in the documented layout, under a temporary name renamed at the end.
  * Both splits are written (test only if test.n > 0). */
 int dp_dataset_save(const char *path, const dp_dataset *d);

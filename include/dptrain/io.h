@@ -28,6 +28,7 @@ typedef struct {
     size_t n;
     int k;
     const int32_t *labels;  /* n predicted classes, or NULL */
+    const int32_t *true_labels; /* n true classes (the data's y), or NULL: only with labels */
     const int64_t *rows;    /* n: the dataset row of each prediction */
     const char *column;     /* CSV column prefix ("p" or "y") */
     int first_column;       /* CSV: number of the first column (1 for one binary output) */
@@ -35,9 +36,11 @@ typedef struct {
     int n_attrs;
 } dp_predictions;
 
-/* Writes p to path: CSV if path ends in .csv (a header "label,p0,p1,..." then one line per
- * row), else HDF5 (/predictions float32 [n, k], /labels int32 [n], /rows int64 [n] and the
- * attributes). Under a temporary name, synced and renamed, like dp_model_save. */
+/* Writes p to path: CSV if path ends in .csv (a header "predicted,p0,p1,...[,true_label]",
+ * "predicted" and "true_label" only when labels and true_labels are given, then one line
+ * per row), else HDF5 (/predictions float32 [n, k], /labels int32 [n] (the predicted
+ * classes), /true_labels int32 [n], /rows int64 [n] and the attributes). Under a temporary
+ * name, synced and renamed, like dp_model_save. */
 int dp_predictions_save(const char *path, const dp_predictions *p);
 
 #endif

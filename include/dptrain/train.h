@@ -54,6 +54,28 @@ typedef struct {
     double optim;       /* rmse rescale, clipping, schedule and the optimizer update */
 } dp_step_times;
 
+/* Where a run stands after an optimizer step (dp_train_cfg.progress). Counts are of the
+ * whole run (every rank sees the same numbers, except seconds, which is this rank's clock). */
+typedef struct {
+    int epoch;             /* the epoch in progress, from 1 */
+    int epochs;            /* epochs of the run */
+    long step_in_epoch;    /* optimizer steps done in this epoch, 1..steps_per_epoch */
+    long steps_per_epoch;
+    long step;             /* optimizer steps done in the run (the global step) */
+    long total_steps;      /* steps_per_epoch * epochs */
+    size_t samples;        /* training rows seen in this epoch so far (all ranks) */
+    double loss_sum;       /* sum of the per-row training losses in this epoch so far (all
+                            * ranks; dp_loss_report(loss, loss_sum, loss_count) is the
+                            * running loss) */
+    size_t loss_count;     /* rows in loss_sum */
+    double seconds;        /* training time in this epoch so far (checkpoint writes
+                            * excluded; a resumed epoch counts its time before the stop) */
+} dp_train_progress;
+
+/* Called on every rank after each optimizer step. Must be cheap and must not call MPI:
+ * it runs inside the training loop. */
+typedef void (*dp_progress_fn)(void *ctx, const dp_train_progress *p);
+
 typedef struct {
     dp_loss loss;
     int epochs;
@@ -88,6 +110,8 @@ typedef struct {
     dp_step_times *times;   /* if not NULL, each phase's seconds are added here */
     FILE *log;        /* one human-readable line per epoch, or NULL (set on rank 0 only) */
     FILE *metrics;    /* one JSON object per epoch, or NULL (set on rank 0 only) */
+    dp_progress_fn progress; /* after every optimizer step, or NULL; Local */
+    void *progress_ctx;
 } dp_train_cfg;
 
 typedef struct {

@@ -61,5 +61,6 @@ int dp_cmd_compare(int argc, char **argv);
 int dp_cmd_eval(int argc, char **argv);
 int dp_cmd_predict(int argc, char **argv);
 int dp_cmd_info(int argc, char **argv);
+int dp_cmd_plot(int argc, char **argv);
 
 #endif

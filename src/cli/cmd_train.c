@@ -9,6 +9,7 @@
 #include "dptrain/train.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stddef.h>
 #include <ini.h>
@@ -17,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef DPTRAIN_VERSION
@@ -55,6 +58,11 @@ static const struct {
 };
 #define N_HP (sizeof hp_flags / sizeof hp_flags[0])
 
+/* --progress: the in-epoch progress line of rank 0 (a display option: not part of the
+ * run's configuration, so it may change on resume). */
+enum { PROGRESS_AUTO = 0, PROGRESS_ON, PROGRESS_OFF };
+static const char *const progress_names[] = {"auto", "on", "off"};
+
 typedef struct {
     const char *data, *out, *layers;
     dp_optim_kind optim;
@@ -72,6 +80,7 @@ typedef struct {
     long checkpoint_every;
     int checkpoint_epochs, keep_last;
     bool quiet;
+    int progress; /* PROGRESS_AUTO, PROGRESS_ON or PROGRESS_OFF */
     bool flush_subnormals; /* MXCSR FTZ + DAZ on the rank's main thread */
     bool help;
 } train_opts;
@@ -91,6 +100,7 @@ static void defaults(train_opts *o)
     o->tc.sched = (dp_sched_cfg){.kind = DP_SCHED_COSINE, .gamma = 0.1f, .step_size = 30,
                                  .warmup_start_factor = 1.0f / 3.0f};
     o->tc.eval_batch = 1000;
+    o->progress = PROGRESS_AUTO;
     o->tc.accumulate = 1;
     o->tc.plateau_patience = 10;
     o->bn_momentum = 0.1f;
@@ -221,6 +231,13 @@ static void help(FILE *f)
 "                      in the optimizer state; changes results below that scale.\n"
 "                      Recorded in the config (a resume must use the same) [off]\n"
 "  --quiet             print only errors and the final line\n"
+"  --progress WHEN     a progress line inside each epoch on rank 0, redrawn in place\n"
+"                      (step in the epoch and the run, percent, samples/s, running\n"
+"                      loss, time left for the epoch and the run; at most 5 times a\n"
+"                      second); the epoch line replaces it. auto: when the output\n"
+"                      is a terminal (under mpirun: mpirun's output) and not\n"
+"                      --quiet; on: always, even into a file or a pipe; off: never.\n"
+"                      Not part of the run's config: may differ on --resume  [%s]\n"
 "  -h, --help          this text\n"
 "\n"
 "exit status: 0 done, 1 run-time error (data, I/O, MPI), 2 usage error,\n"
@@ -230,7 +247,8 @@ static void help(FILE *f)
             dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
             d.tc.sched.warmup_start_factor, d.tc.plateau_patience, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
             d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
-            d.checkpoint_epochs, d.keep_last, d.out, d.tc.eval_batch, DP_BUCKET_KB_DEFAULT);
+            d.checkpoint_epochs, d.keep_last, d.out, d.tc.eval_batch, DP_BUCKET_KB_DEFAULT,
+            progress_names[d.progress]);
 }
 
 enum {
@@ -241,7 +259,7 @@ enum {
     OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
     OPT_LR_SCALING, OPT_BIAS_INIT, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
     OPT_RESUME, OPT_CKPT_EVERY, OPT_CKPT_EPOCHS, OPT_KEEP_LAST, OPT_ALLREDUCE, OPT_BUCKET_KB,
-    OPT_FLUSH_SUBNORMALS,
+    OPT_FLUSH_SUBNORMALS, OPT_PROGRESS,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -317,6 +335,7 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"eval-batch", required_argument, 0, OPT_EVAL_BATCH},
         {"threads", required_argument, 0, OPT_THREADS},
         {"quiet", no_argument, 0, OPT_QUIET},
+        {"progress", required_argument, 0, OPT_PROGRESS},
         {"accumulate", required_argument, 0, OPT_ACCUM},
         {"clip-norm", required_argument, 0, OPT_CLIP},
         {"val-fraction", required_argument, 0, OPT_VALF},
@@ -424,6 +443,14 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
         case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->threads = (int)l; break;
         case OPT_QUIET: o->quiet = true; break;
+        case OPT_PROGRESS:
+            for (v = 0; v < 3 && strcmp(optarg, progress_names[v]) != 0; v++) {
+            }
+            if (v == 3) {
+                DP_FAIL(DP_EINVAL, "--progress: unknown value '%s' (auto, on or off)", optarg);
+            }
+            o->progress = v;
+            break;
         case OPT_FLUSH_SUBNORMALS: o->flush_subnormals = true; break;
         case OPT_RESUME: o->resume = optarg; break;
         case OPT_CKPT_EVERY: DP_TRY(dp_cli_int("--checkpoint-every", optarg, 0, 1L << 40, &l)); o->checkpoint_every = l; break;
@@ -931,13 +958,17 @@ int dp_cli_parse_run(int argc, char **argv, const char *default_layers, dp_cli_r
 /* SIGTERM (Slurm's time limit, scancel), SIGUSR1 (sbatch --signal) and SIGINT: a request
  * to stop at the next step boundary; the loop shares it with every rank. */
 static volatile sig_atomic_t g_stop = 0;
+/* Set while a progress line may stand unfinished on the terminal: the message below then
+ * starts on a line of its own. */
+static volatile sig_atomic_t g_progress_on_terminal = 0;
 
 static void on_stop_signal(int sig)
 {
     static const char msg[] = "dptrain: stop requested by a signal: finishing the current step, "
                               "then writing a checkpoint\n";
     if (!g_stop) {
-        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        ssize_t w = g_progress_on_terminal ? write(STDERR_FILENO, "\n", 1) : 0;
+        w = write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)w;
     }
     g_stop = sig;
@@ -953,6 +984,151 @@ static void install_stop_handlers(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+}
+
+/* --- the progress line (--progress) ----------------------------------------------------- */
+
+/* The parent of process pid (from /proc/PID/stat), or -1. */
+static long parent_of(long pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) {
+        fclose(f);
+    }
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* "pid (comm) state ppid ...": comm may hold anything */
+    long ppid = -1;
+    char state;
+    return p && sscanf(p + 1, " %c %ld", &state, &ppid) == 2 ? ppid : -1;
+}
+
+/* The path of the terminal the user sees rank 0's output on, into buf, or false if it is not
+ * one. Open MPI gives the ranks a pseudo-terminal of its own as stdout whatever mpirun's
+ * stdout is (a pipe, a file), so under mpirun (OMPI_COMM_WORLD_SIZE set) the answer is that
+ * of the nearest ancestor whose stdout is not that pseudo-terminal: mpirun (or a wrapper
+ * around it). Local. */
+static bool output_terminal(char *buf, size_t cap)
+{
+    struct stat mine, st;
+    if (!isatty(STDOUT_FILENO) || fstat(STDOUT_FILENO, &mine) != 0) {
+        return false;
+    }
+    if (!getenv("OMPI_COMM_WORLD_SIZE")) {
+        snprintf(buf, cap, "/dev/stdout");
+        return true;
+    }
+    long pid = (long)getppid();
+    for (int depth = 0; depth < 16 && pid > 1; depth++, pid = parent_of(pid)) {
+        char link[64];
+        snprintf(link, sizeof link, "/proc/%ld/fd/1", pid);
+        if (stat(link, &st) != 0) {
+            return false; /* cannot tell: stay with plain lines */
+        }
+        if (S_ISCHR(st.st_mode) && st.st_rdev == mine.st_rdev) {
+            continue; /* still under Open MPI's pseudo-terminal */
+        }
+        ssize_t n = readlink(link, buf, cap - 1);
+        buf[n > 0 ? n : 0] = '\0';
+        return S_ISCHR(st.st_mode) &&
+               (strncmp(buf, "/dev/pts/", 9) == 0 || strncmp(buf, "/dev/tty", 8) == 0);
+    }
+    return false;
+}
+
+/* What the progress line needs between steps; lives in dp_cmd_train. */
+typedef struct {
+    FILE *out;        /* stdout */
+    dp_loss loss;
+    bool shown;       /* a progress line is on screen, not yet ended by a newline */
+    double last_draw; /* monotonic seconds of the last drawing */
+    double t_start;   /* when the run (this process's part of it) started */
+    long step_start;  /* the step it started from */
+    int tty_fd;       /* the terminal, for its width, or -1 */
+} progress_view;
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* "m:ss" or "h:mm:ss"; "?" when unknown. */
+static void fmt_duration(char *buf, size_t cap, double s)
+{
+    if (!(s >= 0.0) || s > 1e8) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) {
+        snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    } else {
+        snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+    }
+}
+
+/* dp_train_cfg.progress on rank 0: draws the line at the first and last step of an epoch
+ * and at most every 0.2 s in between, as "\r<text>\033[K" (carriage return, the text,
+ * clear to the end of the line), never with a newline. */
+static void progress_step(void *ctx, const dp_train_progress *p)
+{
+    progress_view *v = ctx;
+    const double now = mono_seconds();
+    const bool edge = p->step_in_epoch == 1 || p->step_in_epoch == p->steps_per_epoch;
+    if (!edge && now - v->last_draw < 0.2) {
+        return;
+    }
+    v->last_draw = now;
+    char line[256], left_epoch[32], left_run[32];
+    const double per_step = p->step_in_epoch > 0 ? p->seconds / (double)p->step_in_epoch : -1.0;
+    fmt_duration(left_epoch, sizeof left_epoch,
+                 per_step * (double)(p->steps_per_epoch - p->step_in_epoch));
+    const long run_done = p->step - v->step_start;
+    fmt_duration(left_run, sizeof left_run,
+                 run_done > 0 ? (now - v->t_start) / (double)run_done *
+                                    (double)(p->total_steps - p->step)
+                              : -1.0);
+    const double rate = p->seconds > 0.0 ? (double)p->samples / p->seconds : 0.0;
+    const int pct = p->steps_per_epoch > 0 ? (int)(100 * p->step_in_epoch / p->steps_per_epoch) : 0;
+    int len = snprintf(line, sizeof line,
+                       "epoch %d/%d %3d%%  step %ld/%ld (run %ld/%ld)  %.0f samples/s  "
+                       "loss %.4f  left %s (run %s)",
+                       p->epoch, p->epochs, pct, p->step_in_epoch, p->steps_per_epoch, p->step,
+                       p->total_steps, rate, dp_loss_report(v->loss, p->loss_sum, p->loss_count),
+                       left_epoch, left_run);
+    struct winsize ws;
+    if (v->tty_fd >= 0 && ioctl(v->tty_fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 &&
+        len >= (int)ws.ws_col && ws.ws_col <= sizeof line) {
+        line[ws.ws_col - 1] = '\0'; /* a wrapped line could not be redrawn in place */
+    }
+    fprintf(v->out, "\r%s\033[K", line);
+    fflush(v->out);
+    v->shown = true;
+}
+
+/* Ends a progress line on screen (clears it), so that the next output starts clean. */
+static void progress_clear(progress_view *v)
+{
+    if (v && v->shown) {
+        fputs("\r\033[K", v->out);
+        fflush(v->out);
+        v->shown = false;
+    }
+}
+
+/* The log stream while a progress line may be on screen: every write first clears it, so
+ * the epoch line (and a checkpoint's line) replaces the progress line. */
+static ssize_t progress_log_write(void *ctx, const char *buf, size_t n)
+{
+    progress_view *v = ctx;
+    progress_clear(v);
+    size_t w = fwrite(buf, 1, n, v->out);
+    fflush(v->out);
+    return w == n ? (ssize_t)n : -1;
 }
 
 int dp_cmd_train(int argc, char **argv)
@@ -971,6 +1147,8 @@ int dp_cmd_train(int argc, char **argv)
     char resume_path[4096] = "";
     config_ctx cfgctx = {.n = 0};
     char **cfg_argv = NULL;
+    progress_view pv = {.out = stdout, .tty_fd = -1};
+    FILE *plog = NULL; /* the log stream while a progress line is drawn */
 
     if (dp_cli_start(&argc, &argv, &c) != DP_OK) {
         return DP_EXIT_ERROR;
@@ -1140,7 +1318,29 @@ int dp_cmd_train(int argc, char **argv)
                : "MPI_Allreduce after the backward pass");
         fflush(stdout);
     }
-    o.tc.log = (root && !o.quiet) ? stdout : NULL;
+    char term[256];
+    const bool on_terminal = root && o.progress != PROGRESS_OFF &&
+                             output_terminal(term, sizeof term);
+    if (root && (o.progress == PROGRESS_ON ||
+                 (o.progress == PROGRESS_AUTO && !o.quiet && on_terminal))) {
+        if (on_terminal) {
+            pv.tty_fd = strcmp(term, "/dev/stdout") == 0
+                            ? STDOUT_FILENO : open(term, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        }
+        pv.loss = o.tc.loss;
+        pv.t_start = mono_seconds();
+        pv.last_draw = -1e9;
+        pv.step_start = st.step;
+        plog = fopencookie(&pv, "w", (cookie_io_functions_t){.write = progress_log_write});
+        if (plog) {
+            setvbuf(plog, NULL, _IOLBF, 0);
+            o.tc.progress = progress_step;
+            o.tc.progress_ctx = &pv;
+            ckw.log = ckw.log ? plog : NULL;
+            g_progress_on_terminal = on_terminal;
+        }
+    }
+    o.tc.log = (root && !o.quiet) ? (plog ? plog : stdout) : NULL;
     o.tc.metrics = metrics;
     o.tc.checkpoint = dp_cli_checkpoint;
     o.tc.checkpoint_ctx = &ckw;
@@ -1148,6 +1348,11 @@ int dp_cmd_train(int argc, char **argv)
     o.tc.checkpoint_epochs = o.checkpoint_epochs;
     o.tc.stop = &g_stop;
     rc = dp_train_run(&o.tc, m, d, c, &st, &res);
+    if (plog) {
+        fflush(plog);
+    }
+    progress_clear(&pv);
+    g_progress_on_terminal = 0;
     if (rc == DP_ESTOPPED) {
         /* Not an error: every rank stopped at the same step and the checkpoint is written. */
         if (root) {
@@ -1194,6 +1399,12 @@ int dp_cmd_train(int argc, char **argv)
 out:
     if (metrics) {
         fclose(metrics);
+    }
+    if (plog) {
+        fclose(plog);
+    }
+    if (pv.tty_fd > STDERR_FILENO) {
+        close(pv.tty_fd);
     }
     dp_train_state_free(&st);
     dp_model_free(&m);

@@ -154,18 +154,26 @@ static void use_help(FILE *f, bool predict)
 {
     if (predict) {
         fprintf(f,
-"usage: [mpirun -np N] dptrain predict --checkpoint FILE --data D.h5 --output P\n"
+"usage: [mpirun -np N] dptrain predict --checkpoint FILE --data D.h5|D.csv --output P\n"
 "                                      [--split test|train|val] [options]\n"
 "\n"
-"Writes the model's outputs for every row of a dataset split, in row order, to P.\n"
+"Writes the model's outputs for every row of the data, in row order, to P. The data need\n"
+"no labels: an HDF5 dataset (a split's x, with or without y: /test/x, /train/x), an HDF5\n"
+"file with its rows at the root (/x [n, ...], optional /y; no --split), or a CSV file of\n"
+"feature rows (name ending in .csv or .csv.gz; every column a feature, numbers separated\n"
+"by commas, an optional header line, as dptrain convert csv reads them; no --split).\n"
+"Layouts: datasets/README.md.\n"
 "Classification: probabilities (softmax for cross-entropy and categorical-cross-entropy,\n"
 "sigmoid for binary-cross-entropy; binary-cross-entropy-probs outputs them already) and\n"
 "the predicted class; regression (mse, rmse, mae): the raw outputs.\n"
-"P ending in .csv: a header line, then one line per row: label,p0,p1,... (classification),\n"
-"label,p1 (one binary output), p0,p1,... (several binary outputs), y0,y1,... (regression).\n"
-"Otherwise HDF5: /predictions float32 [n, k], /labels int32 [n] (classification),\n"
-"/rows int64 [n] (the row of /train or /test each prediction is for), and string\n"
-"attributes model, data, split, loss, outputs. Written atomically (P.tmp.PID, renamed).\n"
+"P ending in .csv: a header line, then one line per row: predicted,p0,p1,...\n"
+"(classification; predicted = the class with the largest probability), predicted,p1 (one\n"
+"binary output; predicted = p1 > 0.5), p0,p1,... (several binary outputs), y0,y1,...\n"
+"(regression); a last column true_label (the data's y) when the data has class labels.\n"
+"Otherwise HDF5: /predictions float32 [n, k], /labels int32 [n] (the predicted class),\n"
+"/true_labels int32 [n] (the data's class labels, when it has them), /rows int64 [n] (the\n"
+"row of the data each prediction is for), and string attributes model, data, split (test,\n"
+"train, val, /x or csv), loss, outputs. Written atomically (P.tmp.PID, renamed).\n"
 "Under mpirun each rank computes a contiguous share of whole blocks of --eval-batch\n"
 "rows (blocks start at multiples of --eval-batch) with one BLAS thread; rank 0 writes.\n"
 "So every row goes through the same matrix products at any rank count and the output\n"
@@ -178,13 +186,14 @@ static void use_help(FILE *f, bool predict)
 "                                   [options]\n"
 "\n"
 "Mean loss (and accuracy, for classification losses) of a model file or a checkpoint on\n"
-"one split of a dataset, each row counted once over the ranks. Prints one line:\n"
+"one split of a dataset (or the rows /x, /y at the root of the file), each row counted\n"
+"once over the ranks. It needs the true labels or targets (y); predict does not. Prints:\n"
 "  eval: FILE on D.h5 /test (10000 rows): loss 0.2985 accuracy 0.8942\n"
 "\n");
     }
     fprintf(f,
 "  --checkpoint FILE  model file (model.h5) or checkpoint; --model is the same  (required)\n"
-"  --data D.h5        dataset; the model's inputs and outputs must fit it       (required)\n");
+"  --data D           dataset; the model's inputs and outputs must fit it       (required)\n");
     if (predict) {
         fprintf(f,
 "  --output P         the file to write: P.csv for CSV, anything else HDF5     (required)\n");
@@ -207,8 +216,9 @@ static void use_help(FILE *f, bool predict)
     fprintf(f,
 "  -h, --help         this text\n"
 "\n"
-"exit status: 0 done, 1 run-time error (missing or damaged file, I/O, MPI),\n"
-"             2 usage error (bad option, a model that does not fit the data).\n");
+"exit status: 0 done, 1 run-time error (missing or damaged file, a file with no rows\n"
+"             to run on, I/O, MPI), 2 usage error (bad option, a model that does not fit\n"
+"             the data%s).\n", predict ? ", --split on data without splits" : ", data without y");
 }
 
 static int parse_use(int argc, char **argv, bool predict, use_opts *o)
@@ -291,8 +301,10 @@ typedef struct {
     char *config;      /* the saved configuration ("" if none) */
     dp_ckpt_meta meta; /* a checkpoint's metadata (zeroed for a model file) */
     dp_dataset *d;
+    dp_input_kind input; /* where the rows are: splits, a root /x, a CSV file */
     dp_loss loss;
     const dp_split *s; /* d->train or d->test */
+    const char *sname; /* its group for messages: "/test", "/train", "" (root) */
     size_t *rows;      /* rows of s, or NULL for all of them */
     size_t n_rows;
     char where[200];   /* "/test (10000 rows)", "/train validation hold-out (...)" */
@@ -340,17 +352,36 @@ static int pick_loss(const use_opts *o, use_ctx *u)
     return DP_OK;
 }
 
-/* Checks that the model's inputs and outputs fit split s (named sname) of the data. */
-static int check_fit(const use_opts *o, const use_ctx *u, const char *sname)
+/* Checks that the model's inputs and outputs fit the rows u->s of the data; data without
+ * y fits predict (features only) and not eval. */
+static int check_fit(const use_opts *o, const use_ctx *u, bool predict)
 {
     const dp_model_cfg *mc = dp_model_config(u->m);
     const dp_split *s = u->s;
+    const char *sname = u->sname;
     const dp_loss l = u->loss;
     const char *ln = dp_loss_name(l);
     int k = mc->sizes[mc->n_layers];
+    if (mc->sizes[0] != s->n_features && u->input == DP_INPUT_CSV) {
+        return dp_err(DP_EINVAL, "%s takes %d inputs but %s has %d columns (features) per row",
+                      o->model, mc->sizes[0], o->data, s->n_features);
+    }
     if (mc->sizes[0] != s->n_features) {
         return dp_err(DP_EINVAL, "%s takes %d inputs but %s %s/x has %d features per row",
                       o->model, mc->sizes[0], o->data, sname, s->n_features);
+    }
+    if (!s->labels && !s->values) {
+        if (predict) {
+            return DP_OK; /* features only: nothing to check the outputs against */
+        }
+        if (u->input == DP_INPUT_CSV) {
+            return dp_err(DP_EINVAL, "eval needs true labels or targets, but %s is a CSV file "
+                                     "of feature rows (dptrain predict runs on features alone)",
+                          o->data);
+        }
+        return dp_err(DP_EINVAL, "eval needs true labels or targets, but %s has %s/x and no "
+                                 "%s/y (dptrain predict runs on features alone)", o->data,
+                      sname, sname);
     }
     if (dp_loss_needs_labels(l) && !s->labels) {
         return dp_err(DP_EINVAL, "loss %s needs integer class labels, but %s %s/y holds float "
@@ -385,16 +416,36 @@ static int pick_rows(const use_opts *o, use_ctx *u, bool sorted)
     size_t *train_rows = NULL, *val_rows = NULL;
     double vf = 0.0, seed = 0.0;
     const dp_split *tr = &u->d->train;
+    if (u->input != DP_INPUT_SPLITS) {
+        /* One set of rows, no splits: the root's /x, or a CSV file. */
+        const bool csv = u->input == DP_INPUT_CSV;
+        if (o->split != SPLIT_TEST) {
+            DP_FAIL(DP_EINVAL, "--split %s: %s %s, not /train and /test splits: leave --split "
+                               "out", split_names[o->split], o->data,
+                    csv ? "is a CSV file of feature rows" : "holds its rows at the root (/x)");
+        }
+        u->s = &u->d->test;
+        u->sname = "";
+        u->n_rows = u->d->test.n;
+        snprintf(u->where, sizeof u->where, "%s (%zu rows)", csv ? "CSV" : "/x", u->n_rows);
+        return DP_OK;
+    }
     if (o->split == SPLIT_TEST) {
         if (u->d->test.n == 0) {
             DP_FAIL(DP_EINVAL, "%s has no /test split (use --split train or val)", o->data);
         }
         u->s = &u->d->test;
+        u->sname = "/test";
         u->n_rows = u->d->test.n;
         snprintf(u->where, sizeof u->where, "/test (%zu rows)", u->n_rows);
         return DP_OK;
     }
+    if (tr->n == 0) {
+        DP_FAIL(DP_EINVAL, "%s has no /train split (--split %s needs it; use --split test)",
+                o->data, split_names[o->split]);
+    }
     u->s = tr;
+    u->sname = "/train";
     if (u->meta.train_fingerprint && u->meta.train_fingerprint != dp_split_fingerprint(tr)) {
         DP_FAIL(DP_EINVAL, "%s /train is not the data %s was trained on (%s: %llu rows, "
                            "fingerprint %016llx): --split %s would not be the training run's "
@@ -467,20 +518,20 @@ done:
 }
 
 /* Everything eval and predict need, on every rank; the outcome is agreed. Collective. */
-static int use_load(const use_opts *o, use_ctx *u, bool sorted, const dp_comm *c)
+static int use_load(const use_opts *o, use_ctx *u, bool predict, const dp_comm *c)
 {
     int rc = load_model(o->model, o->eval_batch, &u->m, &u->config, &u->meta);
     if (rc == DP_OK) {
         rc = pick_loss(o, u);
     }
     if (rc == DP_OK) {
-        rc = dp_dataset_load(o->data, &u->d);
+        rc = dp_dataset_load_inputs(o->data, &u->d, &u->input);
     }
     if (rc == DP_OK) {
-        rc = pick_rows(o, u, sorted);
+        rc = pick_rows(o, u, predict);
     }
     if (rc == DP_OK) {
-        rc = check_fit(o, u, u->s == &u->d->test ? "/test" : "/train");
+        rc = check_fit(o, u, predict);
     }
     return dp_cli_agree(c, rc, "");
 }
@@ -612,28 +663,48 @@ static const char *out_kind_name(out_kind kind)
     }
 }
 
-/* Writes pred (n, k), labels (n, or NULL) and the row numbers to o->output (CSV or HDF5,
+/* What the HDF5 file's split attribute says the rows are. */
+static const char *split_attr(const use_opts *o, const use_ctx *u)
+{
+    switch (u->input) {
+    case DP_INPUT_ROOT: return "/x";
+    case DP_INPUT_CSV: return "csv";
+    default: return split_names[o->split];
+    }
+}
+
+/* Writes pred (n, k), the predicted labels (n, or NULL), the data's true labels when it has
+ * them and there are predicted ones, and the row numbers to o->output (CSV or HDF5,
  * atomically). Local (rank 0). */
 static int write_predictions(const use_opts *o, const use_ctx *u, out_kind kind, size_t n,
                              int k, const float *pred, const int32_t *labels)
 {
     int rc = DP_OK;
     int64_t *rows = NULL;
+    int32_t *truth = NULL;
     DP_CALLOC(rows, n);
     for (size_t i = 0; i < n; i++) {
         rows[i] = (int64_t)(u->rows ? u->rows[i] : i);
     }
+    if (labels && u->s->labels) {
+        DP_CALLOC(truth, n);
+        for (size_t i = 0; i < n; i++) {
+            truth[i] = u->s->labels[rows[i]];
+        }
+    }
     dp_predictions p = {.values = pred, .n = n, .k = k, .labels = labels, .rows = rows,
+                        .true_labels = truth,
                         .column = kind == OUT_VALUES ? "y" : "p",
                         .first_column = (labels && k == 1) ? 1 : 0, /* p1 = P(class 1) */
                         .attrs = {{"model", o->model}, {"data", o->data},
-                                  {"split", split_names[o->split]},
+                                  {"split", split_attr(o, u)},
                                   {"loss", dp_loss_name(u->loss)},
                                   {"outputs", out_kind_name(kind)}},
                         .n_attrs = 5};
     rc = dp_predictions_save(o->output, &p);
 done:
     free(rows);
+    free(truth);
     return rc;
 }
 

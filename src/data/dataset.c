@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "data_internal.h"
 #include "dptrain/err.h"
@@ -20,8 +22,8 @@
 #define DP_FORMAT_NAME "dptrain-dataset"
 enum { DP_FORMAT_VERSION = 1 };
 
-/* What y of a split holds. */
-enum y_kind { Y_LABELS = 1, Y_VALUES = 2 };
+/* What y of a split holds (Y_NONE: there is no y, which only dp_dataset_load_inputs takes). */
+enum y_kind { Y_NONE = 0, Y_LABELS = 1, Y_VALUES = 2 };
 
 /* --- HDF5 helpers ----------------------------------------------------------------------- */
 
@@ -366,9 +368,10 @@ done:
     return rc;
 }
 
-/* Reads /<name>/x and /<name>/y of file into s. */
-static int read_split(const char *path, hid_t file, const char *name, dp_split *s,
-                      split_info *info)
+/* Reads /<name>/x and /<name>/y of file into s (name "": /x and /y at the root). Without
+ * y_optional a missing y is an error; with it, s has no labels and no values. */
+static int read_split(const char *path, hid_t file, const char *name, bool y_optional,
+                      dp_split *s, split_info *info)
 {
     int rc = DP_OK;
     hid_t grp = H5I_INVALID_HID, xds = H5I_INVALID_HID, yds = H5I_INVALID_HID;
@@ -380,9 +383,10 @@ static int read_split(const char *path, hid_t file, const char *name, dp_split *
     size_t n, n_elem, feat = 1;
     bool is_u8 = false;
 
-    snprintf(xname, sizeof xname, "/%s/x", name);
-    snprintf(yname, sizeof yname, "/%s/y", name);
-    H5CHK(grp = H5Gopen2(file, name, H5P_DEFAULT), "opening group /%s (is it a group?)", name);
+    snprintf(xname, sizeof xname, "%s%s/x", name[0] ? "/" : "", name);
+    snprintf(yname, sizeof yname, "%s%s/y", name[0] ? "/" : "", name);
+    H5CHK(grp = H5Gopen2(file, name[0] ? name : "/", H5P_DEFAULT),
+          "opening group /%s (is it a group?)", name);
 
     /* x: shape, type, attributes, data */
     DP_TRY(open_with_shape(path, grp, "x", xname, &xds, &xrank, xdims));
@@ -452,6 +456,14 @@ static int read_split(const char *path, hid_t file, const char *name, dp_split *
     }
 
     /* y: labels or targets, with as many rows as x */
+    info->kind = Y_NONE;
+    if (y_optional) {
+        htri_t ex;
+        H5CHK(ex = H5Lexists(grp, "y", H5P_DEFAULT), "looking for %s", yname);
+        if (ex == 0) {
+            goto done;
+        }
+    }
     DP_TRY(open_with_shape(path, grp, "y", yname, &yds, &yrank, ydims));
     fmt_dims(y_shape, sizeof y_shape, yrank, ydims);
     H5CHK(type = H5Dget_type(yds), "reading the type of %s", yname);
@@ -516,13 +528,13 @@ done:
     return rc;
 }
 
-/* Checks every label of split name is in [0, n_classes). */
+/* Checks every label of split name ("" for the root) is in [0, n_classes). */
 static int check_labels(const char *path, const char *name, const dp_split *s, int n_classes)
 {
     for (size_t i = 0; i < s->n; i++) {
         if (s->labels[i] < 0 || s->labels[i] >= n_classes) {
-            return dp_err(DP_ERANGE, "%s: /%s/y: label %d at row %zu is outside [0, %d)", path,
-                          name, (int)s->labels[i], i, n_classes);
+            return dp_err(DP_ERANGE, "%s: %s%s/y: label %d at row %zu is outside [0, %d)", path,
+                          name[0] ? "/" : "", name, (int)s->labels[i], i, n_classes);
         }
     }
     return DP_OK;
@@ -559,6 +571,30 @@ done:
     return rc;
 }
 
+/* Opens path (checking first that it can be opened at all, for a plain message) as an HDF5
+ * dataset file and reads the root attributes. The caller closes *file and *root. */
+static int open_dataset_file(const char *path, hid_t *file, hid_t *root, bool *has_nc,
+                             long long *nc_attr)
+{
+    int rc = DP_OK;
+    FILE *probe = fopen(path, "rb");
+    if (!probe) {
+        DP_FAIL(DP_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    if (fclose(probe) != 0) {
+        DP_FAIL(DP_EIO, "%s: cannot close after probing (%s)", path, strerror(errno));
+    }
+    h5_quiet();
+    *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*file < 0) {
+        DP_FAIL(DP_EFORMAT, "%s: cannot open as an HDF5 file (not HDF5, or damaged)", path);
+    }
+    H5CHK(*root = H5Gopen2(*file, "/", H5P_DEFAULT), "opening the root group");
+    DP_TRY(read_root_attrs(path, *root, has_nc, nc_attr));
+done:
+    return rc;
+}
+
 int dp_dataset_load(const char *path, dp_dataset **out)
 {
     int rc = DP_OK;
@@ -568,7 +604,6 @@ int dp_dataset_load(const char *path, dp_dataset **out)
     long long nc_attr = 0;
     htri_t ex;
     split_info tri = {0}, tei = {0};
-    FILE *probe = NULL;
 
     if (!out) {
         return dp_err(DP_EINVAL, "dp_dataset_load: out is NULL");
@@ -577,23 +612,7 @@ int dp_dataset_load(const char *path, dp_dataset **out)
     if (!path) {
         return dp_err(DP_EINVAL, "dp_dataset_load: path is NULL");
     }
-    probe = fopen(path, "rb");
-    if (!probe) {
-        DP_FAIL(DP_EIO, "%s: cannot open (%s)", path, strerror(errno));
-    }
-    if (fclose(probe) != 0) {
-        probe = NULL;
-        DP_FAIL(DP_EIO, "%s: cannot close after probing (%s)", path, strerror(errno));
-    }
-    probe = NULL;
-
-    h5_quiet();
-    file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file < 0) {
-        DP_FAIL(DP_EFORMAT, "%s: cannot open as an HDF5 file (not HDF5, or damaged)", path);
-    }
-    H5CHK(root = H5Gopen2(file, "/", H5P_DEFAULT), "opening the root group");
-    DP_TRY(read_root_attrs(path, root, &has_nc, &nc_attr));
+    DP_TRY(open_dataset_file(path, &file, &root, &has_nc, &nc_attr));
 
     H5CHK(ex = H5Lexists(root, "train", H5P_DEFAULT), "looking for /train");
     if (ex == 0) {
@@ -606,12 +625,12 @@ int dp_dataset_load(const char *path, dp_dataset **out)
     has_test = ex > 0;
 
     DP_CALLOC(d, 1);
-    DP_TRY(read_split(path, file, "train", &d->train, &tri));
+    DP_TRY(read_split(path, file, "train", false, &d->train, &tri));
     if (d->train.n == 0) {
         DP_FAIL(DP_EFORMAT, "%s: /train/x has shape %s: no rows", path, tri.x_shape);
     }
     if (has_test) {
-        DP_TRY(read_split(path, file, "test", &d->test, &tei));
+        DP_TRY(read_split(path, file, "test", false, &d->test, &tei));
         if (d->test.n_features != d->train.n_features) {
             DP_FAIL(DP_EFORMAT,
                     "%s: /test/x has shape %s (%d features) but /train/x has shape %s (%d "
@@ -678,6 +697,307 @@ done:
     rc = h5_close(&file, rc, path);
     if (rc != DP_OK && *out) {
         dp_dataset_free(out); /* a failed close after a successful read */
+    }
+    dp_dataset_free(&d);
+    return rc;
+}
+
+/* --- inputs of a trained model: y optional, a root /x, CSV feature rows ----------------- */
+
+/* Whether path ends in suffix, ignoring case. */
+static bool ends_with(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), k = strlen(suffix);
+    return n >= k && strcasecmp(path + n - k, suffix) == 0;
+}
+
+/* One CSV field (blanks around it trimmed) as a whole number in strtod syntax. */
+static bool csv_field_number(char *field, double *v)
+{
+    char *end, *e = field + strlen(field);
+    while (*field == ' ' || *field == '\t') {
+        field++;
+    }
+    while (e > field && (e[-1] == ' ' || e[-1] == '\t')) {
+        *--e = '\0';
+    }
+    if (!*field) {
+        return false;
+    }
+    *v = strtod(field, &end);
+    return *end == '\0';
+}
+
+/* Reads a CSV file of feature rows (gzipped or not) into s, with dp_convert_csv's
+ * conventions: numbers separated by commas, a first line that is not all numbers is a
+ * header and skipped, blank lines skipped, \r\n line ends fine, every row as many columns
+ * as the first data row. Every column is a float feature. */
+static int read_csv_features(const char *path, dp_split *s)
+{
+    int rc = DP_OK;
+    gzFile gz = NULL;
+    char *line = NULL;
+    size_t cap = 1 << 16, cap_rows = 0;
+    long lineno = 0;
+    int nc = 0;
+    bool first = true;
+    errno = 0;
+    if (!(gz = gzopen(path, "rb"))) {
+        DP_FAIL(DP_EIO, "%s: cannot open (%s)", path, errno ? strerror(errno) : "zlib");
+    }
+    DP_CALLOC(line, cap);
+    for (;;) {
+        size_t len = 0;
+        bool got = false;
+        for (;;) {
+            if (cap - len < 2) {
+                char *nl = cap > (size_t)INT_MAX / 2 ? NULL : realloc(line, cap * 2);
+                if (!nl) {
+                    DP_FAIL(DP_ENOMEM, "%s:%ld: line too long for memory", path, lineno + 1);
+                }
+                line = nl;
+                cap *= 2;
+            }
+            if (!gzgets(gz, line + len, (int)(cap - len))) {
+                int errnum = Z_OK;
+                const char *msg = gzerror(gz, &errnum);
+                if (errnum != Z_OK) {
+                    DP_FAIL(DP_EIO, "%s:%ld: read error (%s): truncated or corrupt file", path,
+                            lineno + 1, errnum == Z_ERRNO ? strerror(errno) : msg);
+                }
+                break;
+            }
+            got = true;
+            len += strlen(line + len);
+            if (len > 0 && line[len - 1] == '\n') {
+                break;
+            }
+        }
+        if (!got) {
+            break;
+        }
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
+            line[--len] = '\0';
+        }
+        if (strspn(line, " \t\r") == len) {
+            continue; /* blank */
+        }
+        int n_fields = 1;
+        for (const char *q = line; *q; q++) {
+            n_fields += *q == ',';
+        }
+        if (first) {
+            /* a first line that is not all numbers is a header */
+            bool header = false;
+            char *copy = strdup(line), *save = NULL, *f;
+            if (!copy) {
+                DP_FAIL(DP_ENOMEM, "%s:%ld: out of memory", path, lineno);
+            }
+            for (f = copy; f && !header; f = save) {
+                double v;
+                save = strchr(f, ',');
+                if (save) {
+                    *save++ = '\0';
+                }
+                header = !csv_field_number(f, &v);
+            }
+            free(copy);
+            first = false;
+            if (header) {
+                continue;
+            }
+        }
+        if (nc == 0) {
+            nc = n_fields;
+        }
+        if (n_fields != nc) {
+            DP_FAIL(DP_EFORMAT, "%s:%ld: %d columns, expected %d (as in the first data row)",
+                    path, lineno, n_fields, nc);
+        }
+        if (s->n == cap_rows) {
+            size_t ncap = cap_rows ? cap_rows * 2 : 1024;
+            float *nx = ncap > SIZE_MAX / sizeof(float) / (size_t)nc
+                            ? NULL : realloc(s->x_f32, ncap * (size_t)nc * sizeof *nx);
+            if (!nx) {
+                DP_FAIL(DP_ENOMEM, "%s:%ld: out of memory for %zu rows", path, lineno, ncap);
+            }
+            s->x_f32 = nx;
+            cap_rows = ncap;
+        }
+        char *f = line, *next;
+        for (int j = 0; j < nc; j++, f = next) {
+            double v;
+            next = strchr(f, ',');
+            if (next) {
+                *next++ = '\0';
+            }
+            if (!csv_field_number(f, &v)) {
+                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%.40s' is not a number", path, lineno,
+                        j + 1, f);
+            }
+            if (!isfinite(v) || !isfinite((float)v)) {
+                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%.40s' is not a finite float", path,
+                        lineno, j + 1, f);
+            }
+            s->x_f32[s->n * (size_t)nc + (size_t)j] = (float)v;
+        }
+        s->n++;
+    }
+    if (s->n == 0) {
+        DP_FAIL(DP_EFORMAT, "%s: no data rows", path);
+    }
+    s->n_features = nc;
+    s->x_scale = 1.0f;
+    s->x_offset = 0.0f;
+done:
+    if (gz) {
+        int st = gzclose(gz);
+        if (st != Z_OK && rc == DP_OK) {
+            rc = dp_err(DP_EIO, "%s: read error on close (zlib status %d): truncated or corrupt "
+                        "file", path, st);
+        }
+    }
+    free(line);
+    return rc;
+}
+
+/* The class count of the labelled splits sp[0..n) (names nm) and the checks of their
+ * labels: num_classes if the file has it, else the largest label + 1. */
+static int infer_classes(const char *path, bool has_nc, long long nc_attr, const dp_split **sp,
+                         const char **nm, int n, int *n_classes)
+{
+    int rc = DP_OK;
+    if (has_nc && nc_attr == 0) {
+        DP_FAIL(DP_EFORMAT, "%s: num_classes is 0 (regression) but %s%s/y holds integer class "
+                "labels", path, nm[0][0] ? "/" : "", nm[0]);
+    }
+    if (has_nc) {
+        *n_classes = (int)nc_attr;
+    } else {
+        int32_t mx = 0;
+        for (int k = 0; k < n; k++) {
+            for (size_t i = 0; i < sp[k]->n; i++) {
+                if (sp[k]->labels[i] < 0) {
+                    DP_FAIL(DP_ERANGE, "%s: %s%s/y: label %d at row %zu is negative", path,
+                            nm[k][0] ? "/" : "", nm[k], (int)sp[k]->labels[i], i);
+                }
+                mx = sp[k]->labels[i] > mx ? sp[k]->labels[i] : mx;
+            }
+        }
+        if (mx == INT32_MAX) {
+            DP_FAIL(DP_ERANGE, "%s: largest label %d is too large", path, (int)mx);
+        }
+        *n_classes = (int)mx + 1;
+    }
+    for (int k = 0; k < n; k++) {
+        DP_TRY(check_labels(path, nm[k], sp[k], *n_classes));
+    }
+done:
+    return rc;
+}
+
+int dp_dataset_load_inputs(const char *path, dp_dataset **out, dp_input_kind *kind)
+{
+    int rc = DP_OK;
+    dp_dataset *d = NULL;
+    hid_t file = H5I_INVALID_HID, root = H5I_INVALID_HID;
+    bool has_nc = false, has[2] = {false, false};
+    long long nc_attr = 0;
+    htri_t ex;
+    split_info info[2] = {{0}, {0}};
+    const char *names[2] = {"train", "test"};
+
+    if (!out || !path) {
+        return dp_err(DP_EINVAL, "dp_dataset_load_inputs: NULL argument");
+    }
+    *out = NULL;
+    DP_CALLOC(d, 1);
+    if (ends_with(path, ".csv") || ends_with(path, ".csv.gz")) {
+        DP_TRY(read_csv_features(path, &d->test));
+        *kind = DP_INPUT_CSV;
+        goto loaded;
+    }
+    DP_TRY(open_dataset_file(path, &file, &root, &has_nc, &nc_attr));
+    dp_split *sp[2] = {&d->train, &d->test};
+    for (int k = 0; k < 2; k++) {
+        H5CHK(ex = H5Lexists(root, names[k], H5P_DEFAULT), "looking for /%s", names[k]);
+        has[k] = ex > 0;
+    }
+    if (!has[0] && !has[1]) {
+        H5CHK(ex = H5Lexists(root, "x", H5P_DEFAULT), "looking for /x");
+        if (ex == 0) {
+            DP_FAIL(DP_EFORMAT, "%s: no rows to run a model on: none of /test/x, /train/x, /x "
+                    "(see datasets/README.md)", path);
+        }
+        DP_TRY(read_split(path, file, "", true, &d->test, &info[1]));
+        if (d->test.n == 0) {
+            DP_FAIL(DP_EFORMAT, "%s: /x has shape %s: no rows", path, info[1].x_shape);
+        }
+        *kind = DP_INPUT_ROOT;
+        if (info[1].kind == Y_LABELS) {
+            const dp_split *one[1] = {&d->test};
+            const char *nm[1] = {""};
+            DP_TRY(infer_classes(path, has_nc, nc_attr, one, nm, 1, &d->n_classes));
+        } else if (info[1].kind == Y_VALUES && has_nc && nc_attr != 0) {
+            DP_FAIL(DP_EFORMAT, "%s: num_classes is %lld but /y holds float regression targets",
+                    path, nc_attr);
+        } else {
+            d->n_classes = info[1].kind == Y_NONE && has_nc ? (int)nc_attr : 0;
+        }
+        goto loaded;
+    }
+    *kind = DP_INPUT_SPLITS;
+    const dp_split *lab[2];
+    const char *lab_names[2];
+    int n_lab = 0, n_val = 0;
+    for (int k = 0; k < 2; k++) {
+        if (!has[k]) {
+            continue;
+        }
+        DP_TRY(read_split(path, file, names[k], true, sp[k], &info[k]));
+        if (sp[k]->n == 0) {
+            DP_FAIL(DP_EFORMAT, "%s: /%s/x has shape %s: no rows", path, names[k],
+                    info[k].x_shape);
+        }
+        if (info[k].kind == Y_LABELS) {
+            lab[n_lab] = sp[k];
+            lab_names[n_lab++] = names[k];
+        }
+        n_val += info[k].kind == Y_VALUES;
+    }
+    if (has[0] && has[1]) {
+        if (d->test.n_features != d->train.n_features) {
+            DP_FAIL(DP_EFORMAT, "%s: /test/x has shape %s (%d features) but /train/x has shape "
+                    "%s (%d features)", path, info[1].x_shape, d->test.n_features,
+                    info[0].x_shape, d->train.n_features);
+        }
+        if (n_lab == 1 && n_val == 1) {
+            DP_FAIL(DP_EFORMAT, "%s: /train/y holds %s but /test/y holds %s", path,
+                    info[0].kind == Y_LABELS ? "integer class labels" : "float regression targets",
+                    info[1].kind == Y_LABELS ? "integer class labels" : "float regression targets");
+        }
+        if (n_val == 2 && d->test.n_targets != d->train.n_targets) {
+            DP_FAIL(DP_EFORMAT, "%s: /train/y has %d targets per row but /test/y has %d", path,
+                    d->train.n_targets, d->test.n_targets);
+        }
+    }
+    if (n_lab > 0) {
+        DP_TRY(infer_classes(path, has_nc, nc_attr, lab, lab_names, n_lab, &d->n_classes));
+    } else if (n_val > 0 && has_nc && nc_attr != 0) {
+        DP_FAIL(DP_EFORMAT, "%s: num_classes is %lld but y holds float regression targets "
+                "(store class labels as integers)", path, nc_attr);
+    } else {
+        d->n_classes = n_val == 0 && has_nc ? (int)nc_attr : 0;
+    }
+loaded:
+    *out = d;
+    d = NULL;
+done:
+    rc = h5_close(&root, rc, path);
+    rc = h5_close(&file, rc, path);
+    if (rc != DP_OK && *out) {
+        dp_dataset_free(out);
     }
     dp_dataset_free(&d);
     return rc;

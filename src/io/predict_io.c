@@ -29,20 +29,24 @@ static int save_csv(const char *path, const dp_predictions *p)
     if (!(csv = fopen(tmp, "w"))) {
         return dp_err(DP_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
     }
-    const bool lab = p->labels != NULL;
+    /* predicted class, the outputs, then the true class when the data has one */
+    const bool lab = p->labels != NULL, truth = lab && p->true_labels != NULL;
     if (lab) {
-        fprintf(csv, "label");
+        fprintf(csv, "predicted");
     }
     for (int j = 0; j < p->k; j++) {
         fprintf(csv, "%s%s%d", (lab || j) ? "," : "", p->column, j + p->first_column);
     }
-    fprintf(csv, "\n");
+    fprintf(csv, "%s\n", truth ? ",true_label" : "");
     for (size_t i = 0; i < p->n; i++) {
         if (lab) {
             fprintf(csv, "%d", (int)p->labels[i]);
         }
         for (int j = 0; j < p->k; j++) {
             fprintf(csv, "%s%.9g", (lab || j) ? "," : "", p->values[i * (size_t)p->k + j]);
+        }
+        if (truth) {
+            fprintf(csv, ",%d", (int)p->true_labels[i]);
         }
         fputc('\n', csv);
     }
@@ -83,6 +87,10 @@ int dp_predictions_save(const char *path, const dp_predictions *p)
     if (p->labels) {
         DP_TRY(dp_h5_write(a.f, path, "labels", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dims,
                            p->labels));
+        if (p->true_labels) {
+            DP_TRY(dp_h5_write(a.f, path, "true_labels", H5T_STD_I32LE, H5T_NATIVE_INT32, 1,
+                               dims, p->true_labels));
+        }
     }
     DP_TRY(dp_h5_write(a.f, path, "rows", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, dims, p->rows));
     for (int i = 0; i < p->n_attrs; i++) {

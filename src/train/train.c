@@ -746,6 +746,16 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
                 add_times(cfg->times, &tm);
             }
             st->next_batch = b1;
+            if (cfg->progress) {
+                /* Plain numbers the loop already holds: no allocation, I/O or collective. */
+                const dp_train_progress pr = {
+                    .epoch = epoch + 1, .epochs = cfg->epochs,
+                    .step_in_epoch = (long)((b1 + K - 1) / K), .steps_per_epoch = steps_per_epoch,
+                    .step = st->step, .total_steps = total_steps, .samples = st->seen,
+                    .loss_sum = st->loss_sum, .loss_count = st->seen,
+                    .seconds = st->epoch_seconds + (dp_wtime() - t0)};
+                cfg->progress(cfg->progress_ctx, &pr);
+            }
             if (grads[n_params + TAIL_STOP] > 0.0f) {
                 /* Every rank saw the same sum: all stop here, together. */
                 st->epoch_seconds += dp_comm_max_f64(c, dp_wtime() - t0);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Using trained models: `eval` reports what training reported and the same at any rank
 # count; `predict` writes the same file at any rank count, probabilities that sum to 1 and
-# labels that agree with eval's accuracy; `info` describes models and checkpoints; bad
-# input gives one message, the documented exit code, no crash and no hang.
+# predicted classes that agree with eval's accuracy, and takes data without labels (a
+# split's x without y, a root /x, a CSV file of feature rows) with the same outputs;
+# `info` describes models and checkpoints; bad input gives one message, the documented
+# exit code, no crash and no hang.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
@@ -59,8 +61,10 @@ else fail "predict CSV at 1 and 3 ranks differ ($out)"; fi
 for np in 1 3; do run_np $np predict --checkpoint c/model.h5 --data blobs.h5 --split val --output v$np.h5 >/dev/null; done
 if cmp -s <(h5dump -d /predictions v1.h5 | tail -n +2) <(h5dump -d /predictions v3.h5 | tail -n +2) &&
    cmp -s <(h5dump -d /labels v1.h5 | tail -n +2) <(h5dump -d /labels v3.h5 | tail -n +2) &&
-   h5dump -d /predictions -H v1.h5 | grep -q 'SIMPLE { ( 120, 3 )'; then
-    pass "predict HDF5 --split val: 1 and 3 ranks write identical [120, 3] predictions and labels"
+   cmp -s <(h5dump -d /true_labels v1.h5 | tail -n +2) <(h5dump -d /true_labels v3.h5 | tail -n +2) &&
+   h5dump -d /predictions -H v1.h5 | grep -q 'SIMPLE { ( 120, 3 )' &&
+   h5dump -d /true_labels -H v1.h5 | grep -q 'SIMPLE { ( 120 )'; then
+    pass "predict HDF5 --split val: 1 and 3 ranks write identical [120, 3] predictions, predicted and true labels"
 else fail "predict HDF5 at 1 and 3 ranks differ"; fi
 # A wider model, so that the matrix products' blocking shows in the last bits (it does with
 # OpenBLAS's Haswell and SkylakeX kernels when a row's place in the product moves), and
@@ -73,35 +77,92 @@ done
 if [ -s w1.csv ] && cmp -s w1.csv w2.csv && cmp -s w1.csv w3.csv; then
     pass "predict, 64-96-5 model, --eval-batch 16: 1, 2 and 3 ranks write identical files"
 else fail "predict of the wider model differs between 1, 2 and 3 ranks"; fi
+# h5vals FILE DATASET: the integers of a 1-D dataset, one per line.
+h5vals() { h5dump -d "$2" -y -w 0 "$1" | sed -n '/DATA {/,/}/p' | tr -c '0-9\n' ' ' | tr -s ' ' '\n' | grep .; }
+check=$(awk 'FILENAME == ARGV[1] { y[FNR - 1] = $1; next } FILENAME == ARGV[2] { row[FNR] = $1; next }
+    { n++; if (y[row[FNR]] != $1) bad++ } END { print (n == 120 && !bad) ? "OK" : "BAD " bad "/" n }' \
+    <(h5vals blobs.h5 /train/y) <(h5vals v1.h5 /rows) <(h5vals v1.h5 /true_labels))
+if [ "$check" = OK ]; then pass "predict HDF5 --split val: /true_labels = /train/y at /rows"
+else fail "predict HDF5 /true_labels against /train/y: $check"; fi
 if h5dump -a /split v1.h5 | grep -q '"val"' && h5dump -a /model v1.h5 | grep -q '"c/model.h5"'
 then pass "predict HDF5 names the model and the split"
 else fail "predict HDF5 attributes"; fi
 if ls | grep -q '\.tmp\.'; then fail "predict left a temporary file: $(ls | grep '\.tmp\.')"
 else pass "predict leaves no temporary file"; fi
-# Rows of probabilities sum to 1, label = argmax, and labels against /test/y give eval's accuracy.
+# Rows of probabilities sum to 1, predicted = argmax, true_label = /test/y, and predicted
+# against /test/y gives eval's accuracy.
 h5dump -d /test/y -y -w 0 blobs.h5 | sed -n '/DATA {/,/}/p' | tr -c '0-9\n' ' ' | tr -s ' ' '\n' | grep . > truth.txt
 acc_eval=$(figure accuracy "$(run_np 1 eval --checkpoint c/model.h5 --data blobs.h5)")
 check=$(awk -F, -v acc="$acc_eval" 'NR == FNR { y[FNR] = $1; next }
-    FNR == 1 { if ($0 != "label,p0,p1,p2") bad = bad " header"; next }
-    { s = 0; arg = 2; for (j = 2; j <= NF; j++) { s += $j; if ($j > $arg) arg = j }
+    FNR == 1 { if ($0 != "predicted,p0,p1,p2,true_label") bad = bad " header"; next }
+    { s = 0; arg = 2; for (j = 2; j <= NF - 1; j++) { s += $j; if ($j > $arg) arg = j }
       nsum += (s < 1 - 1e-5 || s > 1 + 1e-5); narg += ($1 != arg - 2)
-      n++; hit += ($1 == y[n]) }
+      n++; hit += ($1 == y[n]); ntrue += ($NF != y[n]) }
     END { if (nsum) bad = bad " " nsum " rows do not sum to 1"
-          if (narg) bad = bad " " narg " labels are not the argmax"
+          if (narg) bad = bad " " narg " predicted classes are not the argmax"
+          if (ntrue) bad = bad " " ntrue " true labels are not /test/y"
           if (n != 200) bad = bad " rows=" n
           if (sprintf("%.4f", hit / n) != acc) bad = bad " accuracy " hit "/" n "!=" acc
           print bad ? "BAD" bad : "OK " hit "/" n }' truth.txt p1.csv)
-if [[ $check == OK* ]]; then pass "predicted labels: argmax, rows sum to 1, $check = eval's accuracy $acc_eval"
-else fail "predicted labels: $check"; fi
+if [[ $check == OK* ]]; then pass "predicted classes: argmax, rows sum to 1, true_label = /test/y, $check = eval's accuracy $acc_eval"
+else fail "predicted classes: $check"; fi
 run_np 2 predict --checkpoint r/model.h5 --data line.h5 --output r.csv >/dev/null
 if [ "$(head -1 r.csv)" = "y0" ] && [ "$(wc -l < r.csv)" = 101 ]; then pass "predict of a regressor: y0, 100 rows"
 else fail "regression CSV: $(head -2 r.csv | tr '\n' ' ')"; fi
 run_np 2 predict --checkpoint b/model.h5 --data spir.h5 --output b.csv >/dev/null
-check=$(awk -F, 'NR == 1 { if ($0 != "label,p1") bad = 1; next }
-    { if ($2 < 0 || $2 > 1 || $1 != ($2 > 0.5 ? 1 : 0)) bad = 1; n++ }
+check=$(awk -F, 'NR == 1 { if ($0 != "predicted,p1,true_label") bad = 1; next }
+    { if ($2 < 0 || $2 > 1 || $1 != ($2 > 0.5 ? 1 : 0) || ($3 != 0 && $3 != 1)) bad = 1; n++ }
     END { print (bad || n != 100) ? "BAD" : "OK" }' b.csv)
-if [ "$check" = OK ]; then pass "predict of a binary classifier: label,p1 with label = p1 > 0.5"
+if [ "$check" = OK ]; then pass "predict of a binary classifier: predicted,p1,true_label with predicted = p1 > 0.5"
 else fail "binary CSV: $(head -3 b.csv | tr '\n' ' ')"; fi
+
+# --- predict on data without labels: a split's x without y, a root /x, CSV feature rows ---
+# The same 200 rows as blobs.h5 /test/x in each: the outputs equal the labelled run's
+# (p1.csv without its true_label column), byte for byte, at 1 and 3 ranks; no true_label.
+h5copy -i blobs.h5 -o nolab.h5 -s /test/x -d /test/x -p
+h5copy -i blobs.h5 -o rootx.h5 -s /test/x -d /x
+h5copy -i blobs.h5 -o neither.h5 -s /test/y -d /labels
+h5dump -d /test/x -m %.9g -y -w 0 -o xraw.txt blobs.h5 >/dev/null
+tr -s ', \n' '\n' <xraw.txt | grep . | awk '{ printf "%s%s", $0, (NR % 8 ? "," : "\n") }' >feat.csv
+(echo "f0,f1,f2,f3,f4,f5,f6,f7"; sed 's/,/, /g; s/$/\r/' feat.csv) | gzip >feath.csv.gz
+sed 's/,true_label$//; s/,[0-9]*$//; 1s/^.*$/predicted,p0,p1,p2/' p1.csv >want.csv
+[ "$(head -1 want.csv)" = "predicted,p0,p1,p2" ] && [ "$(wc -l <want.csv)" = 201 ] || fail "could not make want.csv"
+for in in nolab.h5 rootx.h5 feat.csv feath.csv.gz; do
+    for np in 1 3; do run_np $np predict --checkpoint c/model.h5 --data "$in" --output "u$np-$in.csv" >/dev/null || true; done
+    if [ -s "u1-$in.csv" ] && cmp -s "u1-$in.csv" "u3-$in.csv" && cmp -s "u1-$in.csv" want.csv; then
+        pass "predict $in (no labels): 1 and 3 ranks identical, = the labelled run's outputs, no true_label column"
+    else fail "predict $in: $(head -2 "u1-$in.csv" 2>/dev/null | tr '\n' ' ')"; fi
+done
+"$DPTRAIN" synth blobs --features 64 --classes 5 --n-train 10 --n-test 200 --seed 5 --out wide2.h5 >/dev/null
+h5copy -i wide2.h5 -o wide2x.h5 -s /test/x -d /x
+for np in 1 2 3; do
+    run_np $np predict --checkpoint w/model.h5 --data wide2x.h5 --eval-batch 16 --output wx$np.h5 >/dev/null
+done
+if cmp -s <(h5dump -d /predictions wx1.h5 | tail -n +2) <(h5dump -d /predictions wx2.h5 | tail -n +2) &&
+   cmp -s <(h5dump -d /predictions wx1.h5 | tail -n +2) <(h5dump -d /predictions wx3.h5 | tail -n +2) &&
+   h5dump -a /split wx1.h5 | grep -q '"/x"' && h5dump -d /labels -H wx1.h5 | grep -q 'SIMPLE { ( 200 )' &&
+   ! h5dump -d /true_labels -H wx1.h5 >/dev/null 2>&1; then
+    pass "predict HDF5 of a root /x, 64-96-5 model, --eval-batch 16: 1, 2, 3 ranks identical; split \"/x\"; no /true_labels"
+else fail "predict HDF5 of a root /x"; fi
+expect_exit 1 "predict: a file with no rows to run on (one message, no hang)" "neither.h5: no rows to run a model on: none of /test/x, /train/x, /x" -- \
+    run_np 2 predict --checkpoint c/model.h5 --data neither.h5 --output x.csv
+expect_exit 2 "eval: data without y is refused, pointing to predict" "eval needs true labels or targets, but nolab.h5 has /test/x and no /test/y" -- \
+    run_np 2 eval --checkpoint c/model.h5 --data nolab.h5
+expect_exit 2 "eval: a CSV of feature rows is refused" "eval needs true labels or targets, but feat.csv is a CSV file" -- \
+    "$DPTRAIN" eval --checkpoint c/model.h5 --data feat.csv
+expect_exit 2 "predict --split train of a root /x" "--split train: rootx.h5 holds its rows at the root" -- \
+    "$DPTRAIN" predict --checkpoint c/model.h5 --data rootx.h5 --split train --output x.csv
+expect_exit 2 "predict --split val of nolab.h5 (no /train)" "nolab.h5 has no /train split" -- \
+    "$DPTRAIN" predict --checkpoint c/model.h5 --data nolab.h5 --split val --output x.csv
+printf '1,2,3,4,5,6,7,8\n1,2,3,4,5,6,7\n' >ragged.csv
+expect_exit 1 "predict: a ragged CSV row is named file:line" "ragged.csv:2: 7 columns, expected 8" -- \
+    run_np 2 predict --checkpoint c/model.h5 --data ragged.csv --output x.csv
+printf '1,2,3,4,5,6,7,8\n1,2,3,x,5,6,7,8\n' >notnum.csv
+expect_exit 1 "predict: a CSV field that is not a number" "notnum.csv:2: column 4: 'x' is not a number" -- \
+    "$DPTRAIN" predict --checkpoint c/model.h5 --data notnum.csv --output x.csv
+expect_exit 2 "predict: a CSV with the wrong number of features" "c/model.h5 takes 8 inputs but five.csv has 5 columns" -- \
+    bash -c "printf '1,2,3,4,5\n' >five.csv && \"\$0\" predict --checkpoint c/model.h5 --data five.csv --output x.csv" "$DPTRAIN"
+[ -e x.csv ] && fail "a failed predict wrote x.csv" || pass "failed predicts write no output"
 
 # --- info ------------------------------------------------------------------------------
 out=$(run_np 2 info c/model.h5)
