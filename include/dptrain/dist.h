@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 typedef struct dp_comm dp_comm;
+typedef struct dp_watchdog dp_watchdog;
 
 /* MPI_Init (threads: funneled). Local, once per process, before anything else here. */
 int dp_dist_init(int *argc, char ***argv);
@@ -57,6 +58,35 @@ int dp_reducer_start(dp_reducer *r, int k);
 int dp_reducer_test(dp_reducer *r);
 /* Waits for every started bucket to complete (all must have been started). Local. */
 int dp_reducer_wait(dp_reducer *r);
+
+/* The stuck-rank watchdog. A thread per rank times every wait inside a collective of c; when
+ * one lasts longer than the limit (a peer stopped, swapping, stuck in a hung file system or
+ * NIC), it prints which ranks it waits for (those on this node that have not reached the
+ * collective, with their process state) and ends the process with exit_code without any MPI
+ * call, so mpirun ends the job and no rank needs the wedged peer's help. Checkpoints are
+ * written atomically, so the newest one stays valid. */
+typedef struct {
+    double timeout_s; /* > 0: the limit in seconds; 0: automatic, max(min_s, factor x the
+                         median time between the last steps) */
+    double min_s;     /* the automatic limit's floor, seconds */
+    double factor;    /* the automatic limit's multiple of the median step */
+    int exit_code;    /* exit status of a rank whose watchdog fires */
+} dp_watchdog_cfg;
+/* Starts the watchdog on c (timeout_s < 0: does nothing). Collective (allocates a node-shared
+ * table of every local rank's progress). */
+int dp_watchdog_start(dp_comm *c, const dp_watchdog_cfg *cfg);
+/* Stops it; no-op without one. Collective. */
+void dp_watchdog_stop(dp_comm *c);
+/* The training loop marks each completed optimizer step: the automatic limit follows the
+ * step time, and a report says where each rank was. Local; no-op without a watchdog. */
+void dp_comm_step_done(const dp_comm *c, long step);
+/* For a stop signal's handler (async-signal-safe): one line on stderr for each rank on this
+ * node whose process is gone (killed or crashed), from the watchdog's table (nothing without
+ * a watchdog). When one rank dies, mpirun ends the others with SIGTERM, and this is how they
+ * can say which rank was lost. Local. */
+void dp_comm_report_lost_peers(const dp_comm *c);
+/* The limit in force now, seconds (0 without a watchdog). Local. */
+double dp_watchdog_limit(const dp_comm *c);
 
 /* Wall-clock seconds (MPI_Wtime). Local. */
 double dp_wtime(void);

@@ -15,7 +15,8 @@ enum {
     DP_EXIT_ERROR = 1,    /* data, I/O, MPI or other run-time failure */
     DP_EXIT_USAGE = 2,    /* bad command line or a configuration that cannot work */
     DP_EXIT_STOPPED = 3,  /* stopped by SIGTERM/SIGUSR1/SIGINT; a checkpoint was written */
-    DP_EXIT_DIVERGED = 4, /* the loss became NaN or infinite */
+    DP_EXIT_DIVERGED = 4, /* the loss became NaN or infinite, or exploded */
+    DP_EXIT_STUCK = 5,    /* the watchdog: a rank waited too long for another */
 };
 
 /* Each parser accepts the whole string or records "--opt: 'text' is not ..." and fails. */

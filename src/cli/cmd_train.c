@@ -81,6 +81,7 @@ typedef struct {
     int checkpoint_epochs, keep_last;
     bool quiet;
     int progress; /* PROGRESS_AUTO, PROGRESS_ON or PROGRESS_OFF */
+    float step_timeout; /* the watchdog's limit, seconds; 0: off; < 0: auto */
     bool flush_subnormals; /* MXCSR FTZ + DAZ on the rank's main thread */
     bool help;
 } train_opts;
@@ -101,6 +102,7 @@ static void defaults(train_opts *o)
                                  .warmup_start_factor = 1.0f / 3.0f};
     o->tc.eval_batch = 1000;
     o->progress = PROGRESS_AUTO;
+    o->step_timeout = -1.0f;
     o->tc.accumulate = 1;
     o->tc.plateau_patience = 10;
     o->bn_momentum = 0.1f;
@@ -238,11 +240,19 @@ static void help(FILE *f)
 "                      is a terminal (under mpirun: mpirun's output) and not\n"
 "                      --quiet; on: always, even into a file or a pipe; off: never.\n"
 "                      Not part of the run's config: may differ on --resume  [%s]\n"
+"  --step-timeout S    the stuck-rank watchdog: a rank that waits longer than S\n"
+"                      seconds in a collective for another (stopped, swapping, a\n"
+"                      hung file system or network) prints which ranks it waits\n"
+"                      for and ends the job with exit 5; the newest checkpoint\n"
+"                      stays intact. auto: the larger of 60 s and 100 x the median\n"
+"                      step; 0: no watchdog. May differ on --resume       [auto]\n"
 "  -h, --help          this text\n"
 "\n"
 "exit status: 0 done, 1 run-time error (data, I/O, MPI), 2 usage error,\n"
 "             3 stopped by a signal (checkpoint written; continue with --resume auto),\n"
-"             4 training diverged (loss became NaN or infinite).\n",
+"             4 training diverged (loss NaN, infinite, or over 100 x its first step's),\n"
+"             5 a rank stopped making progress (the watchdog; continue with\n"
+"               --resume auto once the cause is gone).\n",
             dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), d.init,
             dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
             d.tc.sched.warmup_start_factor, d.tc.plateau_patience, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
@@ -259,7 +269,7 @@ enum {
     OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
     OPT_LR_SCALING, OPT_BIAS_INIT, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
     OPT_RESUME, OPT_CKPT_EVERY, OPT_CKPT_EPOCHS, OPT_KEEP_LAST, OPT_ALLREDUCE, OPT_BUCKET_KB,
-    OPT_FLUSH_SUBNORMALS, OPT_PROGRESS,
+    OPT_FLUSH_SUBNORMALS, OPT_PROGRESS, OPT_STEP_TIMEOUT,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -336,6 +346,7 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"threads", required_argument, 0, OPT_THREADS},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"progress", required_argument, 0, OPT_PROGRESS},
+        {"step-timeout", required_argument, 0, OPT_STEP_TIMEOUT},
         {"accumulate", required_argument, 0, OPT_ACCUM},
         {"clip-norm", required_argument, 0, OPT_CLIP},
         {"val-fraction", required_argument, 0, OPT_VALF},
@@ -452,6 +463,15 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
             o->progress = v;
             break;
         case OPT_FLUSH_SUBNORMALS: o->flush_subnormals = true; break;
+        case OPT_STEP_TIMEOUT:
+            if (strcmp(optarg, "auto") == 0) {
+                o->step_timeout = -1.0f;
+            } else if (dp_cli_float("--step-timeout", optarg, 0.0, 1e9, &o->step_timeout) !=
+                       DP_OK) {
+                DP_FAIL(DP_EINVAL, "--step-timeout: '%s' is not auto or a number of seconds "
+                                   "(0 for no watchdog)", optarg);
+            }
+            break;
         case OPT_RESUME: o->resume = optarg; break;
         case OPT_CKPT_EVERY: DP_TRY(dp_cli_int("--checkpoint-every", optarg, 0, 1L << 40, &l)); o->checkpoint_every = l; break;
         case OPT_CKPT_EPOCHS: DP_TRY(dp_cli_int("--checkpoint-epochs", optarg, 0, 1000000, &l)); o->checkpoint_epochs = (int)l; break;
@@ -961,6 +981,8 @@ static volatile sig_atomic_t g_stop = 0;
 /* Set while a progress line may stand unfinished on the terminal: the message below then
  * starts on a line of its own. */
 static volatile sig_atomic_t g_progress_on_terminal = 0;
+/* The run's communicator while training, for the handler to name ranks that died. */
+static const dp_comm *volatile g_comm = NULL;
 
 static void on_stop_signal(int sig)
 {
@@ -970,6 +992,7 @@ static void on_stop_signal(int sig)
         ssize_t w = g_progress_on_terminal ? write(STDERR_FILENO, "\n", 1) : 0;
         w = write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)w;
+        dp_comm_report_lost_peers(g_comm);
     }
     g_stop = sig;
 }
@@ -1347,7 +1370,27 @@ int dp_cmd_train(int argc, char **argv)
     o.tc.checkpoint_every = o.checkpoint_every;
     o.tc.checkpoint_epochs = o.checkpoint_epochs;
     o.tc.stop = &g_stop;
+    if (o.step_timeout != 0.0f) {
+        const dp_watchdog_cfg wc = {.timeout_s = o.step_timeout > 0.0f ? o.step_timeout : 0.0,
+                                    .min_s = 60.0, .factor = 100.0, .exit_code = DP_EXIT_STUCK};
+        if ((status = dp_cli_agree(c, dp_watchdog_start(c, &wc), "")) != DP_OK) {
+            goto out;
+        }
+        if (root && !o.quiet) {
+            if (o.step_timeout > 0.0f) {
+                printf("watchdog: a rank waiting %g s in a collective ends the job\n",
+                       (double)o.step_timeout);
+            } else {
+                printf("watchdog: a rank waiting max(60 s, 100 x the median step) in a "
+                       "collective ends the job (--step-timeout)\n");
+            }
+            fflush(stdout);
+        }
+    }
+    g_comm = c;
     rc = dp_train_run(&o.tc, m, d, c, &st, &res);
+    g_comm = NULL;
+    dp_watchdog_stop(c);
     if (plog) {
         fflush(plog);
     }

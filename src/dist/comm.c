@@ -1,17 +1,13 @@
 /* comm.c: the MPI layer: init/finalize/abort, the communicator handle and the collectives
- * the trainer uses. The only file that includes mpi.h. */
-#include "dptrain/dist.h"
+ * the trainer uses (each timed by the watchdog, watchdog.c, when one runs). src/dist is the
+ * only place that includes mpi.h. */
+#include "comm_internal.h"
 
 #include "dptrain/err.h"
 
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-struct dp_comm {
-    MPI_Comm comm;
-    int rank, size, local_size;
-};
 
 /* Records a failed MPI call as DP_EMPI with the MPI error string and goes to done. */
 #define DP_MPI(call)                                                                        \
@@ -65,6 +61,8 @@ static int wrap(MPI_Comm comm, dp_comm **out)
     DP_MPI(MPI_Comm_size(comm, &c->size));
     DP_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
     DP_MPI(MPI_Comm_size(node, &c->local_size));
+    c->node = node;
+    node = MPI_COMM_NULL;
     *out = c;
     c = NULL;
 done:
@@ -111,6 +109,8 @@ void dp_comm_free(dp_comm **pc)
     if (!c) {
         return;
     }
+    dp_watchdog_stop(c);
+    MPI_Comm_free(&c->node);
     MPI_Comm_free(&c->comm);
     free(c);
     *pc = NULL;
@@ -129,6 +129,7 @@ static int chunked(const dp_comm *c, void *buf, size_t n, MPI_Datatype t, size_t
                    int root)
 {
     int rc = DP_OK;
+    dp_wd_enter(c, root < 0 ? WD_ALLREDUCE : WD_BCAST);
     for (size_t off = 0; off < n; off += DP_MPI_CHUNK) {
         int cnt = (int)(n - off < DP_MPI_CHUNK ? n - off : DP_MPI_CHUNK);
         char *p = (char *)buf + off * elem_bytes;
@@ -139,6 +140,7 @@ static int chunked(const dp_comm *c, void *buf, size_t n, MPI_Datatype t, size_t
         }
     }
 done:
+    dp_wd_leave(c);
     return rc;
 }
 
@@ -160,45 +162,54 @@ int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root)
 int dp_comm_agree(const dp_comm *c, int status)
 {
     int all = status;
+    dp_wd_enter(c, WD_AGREE);
     if (MPI_Allreduce(&status, &all, 1, MPI_INT, MPI_MAX, c->comm) != MPI_SUCCESS) {
         fprintf(stderr, "dptrain: rank %d: error: MPI_Allreduce failed while ranks agreed on "
                         "a status; aborting the job\n", c->rank);
         dp_dist_abort(3);
     }
+    dp_wd_leave(c);
     return all;
 }
 
 int dp_comm_first_failed(const dp_comm *c, int status)
 {
     int mine = status != 0 ? c->rank : c->size, first = mine;
+    dp_wd_enter(c, WD_AGREE);
     if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c->comm) != MPI_SUCCESS) {
         fprintf(stderr, "dptrain: rank %d: error: MPI_Allreduce (min) failed; aborting\n",
                 c->rank);
         dp_dist_abort(3);
     }
+    dp_wd_leave(c);
     return first == c->size ? -1 : first;
 }
 
 double dp_comm_max_f64(const dp_comm *c, double x)
 {
     double all = x;
+    dp_wd_enter(c, WD_MAX);
     if (MPI_Allreduce(&x, &all, 1, MPI_DOUBLE, MPI_MAX, c->comm) != MPI_SUCCESS) {
         fprintf(stderr, "dptrain: rank %d: error: MPI_Allreduce (max) failed; aborting\n",
                 c->rank);
         dp_dist_abort(3);
     }
+    dp_wd_leave(c);
     return all;
 }
 
 int dp_comm_barrier(const dp_comm *c)
 {
     int rc = DP_OK;
+    dp_wd_enter(c, WD_BARRIER);
     DP_MPI(MPI_Barrier(c->comm));
 done:
+    dp_wd_leave(c);
     return rc;
 }
 
 struct dp_reducer {
+    const dp_comm *c;
     MPI_Comm comm;
     float *buf;
     int n_buckets, n_open;
@@ -222,6 +233,7 @@ int dp_reducer_create(const dp_comm *c, float *buf, int n_buckets, const size_t 
         }
     }
     DP_CALLOC(r, 1);
+    r->c = c;
     r->comm = c->comm;
     r->buf = buf;
     r->n_buckets = n_buckets;
@@ -283,9 +295,11 @@ done:
 int dp_reducer_wait(dp_reducer *r)
 {
     int rc = DP_OK;
+    dp_wd_enter(r->c, WD_BUCKETS);
     DP_MPI(MPI_Waitall(r->n_buckets, r->req, MPI_STATUSES_IGNORE));
     r->n_open = 0;
 done:
+    dp_wd_leave(r->c);
     return rc;
 }
 

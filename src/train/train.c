@@ -742,6 +742,7 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
             dp_optim_step(&cfg->opt, st->lr, st->step, n_params, params, grads, st->slots,
                           &st->opt_scalar);
             tm.optim = dp_wtime() - tp;
+            dp_comm_step_done(c, st->step);
             if (cfg->times) {
                 add_times(cfg->times, &tm);
             }
