@@ -71,6 +71,9 @@ typedef struct {
     int n_history, cap_history;
 } dp_train_state;
 
+/* The largest number of epochs a run may have (--epochs). */
+#define DP_MAX_EPOCHS 1000000
+
 /* A fresh state for a run of `epochs` epochs with optimizer opt over n_params parameters
  * and n_buffers batch-norm statistics: slots initialized by dp_optim_init_slots, infinite
  * best values, lr_factor 1; best_params/best_buffers allocated only if early_stopping. */

@@ -448,7 +448,7 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
             }
             break;
         case OPT_DROP_LAST: o->tc.drop_last = true; break;
-        case OPT_EPOCHS: DP_TRY(dp_cli_int("--epochs", optarg, 0, 1000000, &l)); o->tc.epochs = (int)l; break;
+        case OPT_EPOCHS: DP_TRY(dp_cli_int("--epochs", optarg, 0, DP_MAX_EPOCHS, &l)); o->tc.epochs = (int)l; break;
         case OPT_SEED: DP_TRY(dp_cli_u64("--seed", optarg, &o->tc.seed)); break;
         case OPT_OUT: o->out = optarg; break;
         case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
@@ -796,6 +796,11 @@ static int parse_token(const char *spec, const char *tok, int layer, layer_token
     return DP_OK;
 }
 
+/* The largest layer --layers takes: 2^24 units, beyond any memory for a dense layer's
+ * weights, and small enough that sizes and their products stay within the model's int and
+ * size_t arithmetic. */
+#define DP_MAX_LAYER_SIZE (1L << 24)
+
 static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg *mc,
                         layer_tokens *lt)
 {
@@ -810,9 +815,13 @@ static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg
         char *end = NULL;
         errno = 0;
         long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 1 || v > (1L << 24) || (*end && *end != ',' && *end != ':')) {
+        if (end == p || (*end && *end != ',' && *end != ':') || (!errno && v < 1)) {
             return dp_err(DP_EINVAL, "--layers '%s': sizes must be positive integers separated "
                                      "by commas, e.g. 784,256,128,10", spec);
+        }
+        if (errno || v > DP_MAX_LAYER_SIZE) {
+            return dp_err(DP_EINVAL, "--layers '%s': size %.*s is too large: a layer has at most "
+                                     "%ld units", spec, (int)(end - p), p, DP_MAX_LAYER_SIZE);
         }
         if (n > DP_MAX_LAYERS) {
             return dp_err(DP_EINVAL, "--layers '%s': at most %d layers", spec, DP_MAX_LAYERS);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,6 +499,12 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
     }
     for (hsize_t i = 0; i < hd[0]; i++) {
         const double *row = hist + i * DP_EPOCH_RECORD_FIELDS;
+        /* epoch and step become integers: out of their range the conversion is undefined */
+        if (!(row[0] >= 0.0 && row[0] <= INT_MAX) ||
+            !(row[1] >= 0.0 && row[1] < (double)LONG_MAX)) {
+            DP_FAIL(DP_EFORMAT, "%s: /state/history row %llu has epoch %g and step %g: not "
+                                "counts", path, (unsigned long long)i, row[0], row[1]);
+        }
         st->history[i] = (dp_epoch_record){
             .epoch = (int)row[0], .step = (long)row[1], .lr = row[2],
             .train_loss = row[3], .train_accuracy = row[4],
@@ -516,10 +523,6 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
         hsize_t d1 = np, d2 = nbuf;
         DP_TRY(dp_h5_read_f32(g, path, "best_params", st->best_params, 1, &d1));
         DP_TRY(dp_h5_read_f32(g, path, "best_buffers", st->best_buffers, 1, &d2));
-    }
-    if (st->epoch < 0 || st->step < 0 || st->best_epoch < 0 || st->best_epoch > st->epoch) {
-        DP_FAIL(DP_EFORMAT, "%s: /state: epoch %d, step %ld, best epoch %d do not fit together",
-                path, st->epoch, st->step, st->best_epoch);
     }
 done:
     if (rc != DP_OK) {
@@ -568,6 +571,43 @@ done:
     return rc;
 }
 
+/* The position a checkpoint stores must be possible before anything computes with it: an epoch
+ * within --epochs' range, a batch and a row count within the training rows, a step count
+ * within what those epochs can hold, counters of epochs within the epochs. */
+static int check_position(const char *path, const dp_train_state *s, const dp_ckpt_meta *mt)
+{
+    const uint64_t rows = mt->train_rows > 0 ? mt->train_rows : 1;
+    const char *what = NULL;
+    long long v = 0, hi = 0;
+    if (mt->train_rows > ((uint64_t)1 << 40)) {
+        return dp_err(DP_EFORMAT, "%s: /data train_rows is %llu, impossible (at most 2^40): a "
+                                  "damaged file", path, (unsigned long long)mt->train_rows);
+    }
+    if (s->epoch < 0 || s->epoch > DP_MAX_EPOCHS) {
+        what = "epoch", v = s->epoch, hi = DP_MAX_EPOCHS;
+    } else if (s->next_batch > rows) {
+        what = "next_batch", v = (long long)s->next_batch, hi = (long long)rows;
+    } else if (s->seen > rows) {
+        what = "seen", v = (long long)s->seen, hi = (long long)rows;
+    } else if (s->step < 0 || (uint64_t)s->step > (uint64_t)(s->epoch + 1) * rows) {
+        what = "step", v = s->step, hi = (long long)((uint64_t)(s->epoch + 1) * rows);
+    } else if (s->n_history > s->epoch + 1) {
+        what = "history rows", v = s->n_history, hi = s->epoch + 1;
+    } else if (s->best_epoch < 0 || s->best_epoch > s->epoch) {
+        what = "best_epoch", v = s->best_epoch, hi = s->epoch;
+    } else if (s->bad_epochs < 0 || s->bad_epochs > s->epoch + 1) {
+        what = "bad_epochs", v = s->bad_epochs, hi = s->epoch + 1;
+    } else if (s->plateau_bad < 0 || s->plateau_bad > s->epoch + 1) {
+        what = "plateau_bad", v = s->plateau_bad, hi = s->epoch + 1;
+    }
+    if (what) {
+        return dp_err(DP_EFORMAT, "%s: /state %s is %lld, impossible for this checkpoint (0 to "
+                                  "%lld for epoch %d of %llu training rows): a damaged file",
+                      path, what, v, hi, s->epoch, (unsigned long long)mt->train_rows);
+    }
+    return DP_OK;
+}
+
 int dp_ckpt_load(const char *path, int max_batch, dp_model **m, dp_train_state *st,
                  dp_ckpt_meta *meta)
 {
@@ -586,6 +626,7 @@ int dp_ckpt_load(const char *path, int max_batch, dp_model **m, dp_train_state *
     DP_TRY(dp_io_model_read(f, path, max_batch > 0 ? max_batch : 1, &model, NULL));
     DP_TRY(read_meta(f, path, &mt));
     DP_TRY(read_state(f, path, model, &s));
+    DP_TRY(check_position(path, &s, &mt));
     DP_TRY(check_finite(model, &s, path, DP_IO_READING));
     if (m) {
         *m = model;

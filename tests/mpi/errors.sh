@@ -30,6 +30,8 @@ expect_exit 2 "batch smaller than the ranks" "smaller than the number of ranks \
 expect_exit 2 "unknown option" "unknown option '--bogus'" -- run_np 2 train "${OK[@]}" --bogus --out "$WORK/r"
 expect_exit 2 "bad number" "--lr: 'fast' is not a number" -- run_np 2 train "${OK[@]}" --lr fast --out "$WORK/r"
 expect_exit 2 "bad layer spec" "--layers '8,,3'" -- run_np 2 train --data "$WORK/ok.h5" --layers 8,,3 --out "$WORK/r"
+expect_exit 2 "a layer too large is called too large" "size 2000000000 is too large: a layer has at most 16777216 units" -- \
+    run_np 2 train --data "$WORK/ok.h5" --layers 8,2000000000,3 --out "$WORK/r"
 expect_exit 2 "mse on class labels" "needs float targets" -- \
     run_np 2 train "${OK[@]}" --loss mse --out "$WORK/r"
 expect_exit 1 "unwritable output directory" "/proc/dptrain-out" -- \

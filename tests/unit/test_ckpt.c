@@ -176,6 +176,40 @@ Test(ckpt, round_trip_keeps_every_field)
     remove(path);
 }
 
+/* Numbers a checkpoint stores are range-checked before anything computes with them. */
+Test(ckpt, an_impossible_position_is_refused)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "pos.h5");
+    for (int k = 0; k < 4; k++) {
+        dp_model *m = small_model(false), *m2 = NULL;
+        dp_train_state st, back;
+        dp_ckpt_meta meta = odd_meta();
+        odd_state(&st, m);
+        const char *want = NULL;
+        if (k == 0) {
+            st.epoch = 2147483647;
+            want = "/state epoch is 2147483647, impossible";
+        } else if (k == 1) {
+            st.next_batch = 401; /* odd_meta: 400 training rows */
+            want = "/state next_batch is 401, impossible";
+        } else if (k == 2) {
+            st.step = 4L * 400 + 1; /* epoch 3: at most 4 x 400 steps */
+            want = "/state step is 1601, impossible";
+        } else {
+            st.best_epoch = -3;
+            want = "/state best_epoch is -3, impossible";
+        }
+        cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_OK, "%s", dp_errmsg());
+        cr_assert_eq(dp_ckpt_load(path, 1, &m2, &back, NULL), DP_EFORMAT, "case %d", k);
+        cr_assert(strstr(dp_errmsg(), want), "case %d: %s", k, dp_errmsg());
+        cr_assert_null(m2);
+        dp_model_free(&m);
+        dp_train_state_free(&st);
+    }
+    remove(path);
+}
+
 Test(ckpt, refuses_non_finite_state)
 {
     char path[512];
