@@ -246,6 +246,9 @@ done:
 
 /* --- CSV ---------------------------------------------------------------------------------- */
 
+/* csv_read's label_col for rows of features alone. */
+#define CSV_NO_LABEL (-2)
+
 typedef struct {
     gzFile gz;
     const char *path;
@@ -285,7 +288,14 @@ static int csv_next_line(csv_reader *r, bool *eof)
             }
             break;
         }
-        len += strlen(r->buf + len);
+        size_t n = strlen(r->buf + len);
+        /* gzgets stops at a newline, the end of the file or a full buffer: stopping short of
+         * all three means a NUL byte, which no text file holds. */
+        if (n + 1 < r->cap - len && (n == 0 || r->buf[len + n - 1] != '\n') && !gzeof(r->gz)) {
+            DP_FAIL(DP_EFORMAT, "%s:%ld: a NUL byte at byte %zu: not a text CSV file", r->path,
+                    r->line + 1, r->n_bytes + len + n);
+        }
+        len += n;
         if (len > 0 && r->buf[len - 1] == '\n') {
             break;
         }
@@ -295,8 +305,28 @@ static int csv_next_line(csv_reader *r, bool *eof)
     while (len > 0 && (r->buf[len - 1] == '\n' || r->buf[len - 1] == '\r')) {
         r->buf[--len] = '\0';
     }
+    for (size_t i = 0; i < len; i++) {
+        const unsigned char ch = (unsigned char)r->buf[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            DP_FAIL(DP_EFORMAT, "%s:%ld: control byte 0x%02x at column %zu: not a text CSV file",
+                    r->path, r->line, ch, i + 1);
+        }
+    }
 done:
     return rc;
+}
+
+/* field as printable text for a message: at most 40 bytes, anything but printable ASCII
+ * as '?' (a binary file's bytes could hold terminal control sequences). */
+static const char *printable(const char *field, char out[41])
+{
+    size_t i = 0;
+    for (; field[i] && i < 40; i++) {
+        const unsigned char ch = (unsigned char)field[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[i] = '\0';
+    return out;
 }
 
 /* Splits line in place at commas into fields (trimmed of blanks); *n_fields may exceed
@@ -358,8 +388,10 @@ static bool csv_number(const char *field, double *v)
     return *end == '\0';
 }
 
-/* Reads one CSV file into s. n_cols: in, the expected column count (0: take the first data
- * row's) and out, the count found; like_path names the file that fixed the count. */
+/* Reads one CSV file into s. label_col: the label's column (-1: the last), or CSV_NO_LABEL
+ * for feature rows alone (n_targets 0). n_cols: in, the expected column count (0: take the
+ * first data row's) and out, the count found; like_path names the file that fixed the
+ * count. */
 static int csv_read(const char *path, int label_col, int n_targets, int *n_cols,
                     const char *like_path, dp_split *s)
 {
@@ -415,17 +447,17 @@ static int csv_read(const char *path, int label_col, int n_targets, int *n_cols,
             if (nc == 0) {
                 nc = got;
             }
-            if (n_targets > 0 ? nc <= n_targets : nc < 2) {
+            if (label_col == CSV_NO_LABEL ? nc < 1 : n_targets > 0 ? nc <= n_targets : nc < 2) {
                 DP_FAIL(DP_EFORMAT,
                         "%s:%ld: %d columns: need at least one feature column besides %s",
                         path, r.line, nc, n_targets > 0 ? "the targets" : "the label");
             }
-            if (n_targets == 0 && label_col >= nc) {
+            if (n_targets == 0 && label_col != CSV_NO_LABEL && label_col >= nc) {
                 DP_FAIL(DP_EINVAL, "%s:%ld: label column %d does not exist (rows have %d "
                         "columns, counted from 0)", path, r.line, label_col, nc);
             }
-            lc = label_col < 0 ? nc - 1 : label_col;
-            nf = n_targets > 0 ? nc - n_targets : nc - 1;
+            lc = label_col == CSV_NO_LABEL ? -1 : label_col < 0 ? nc - 1 : label_col;
+            nf = label_col == CSV_NO_LABEL ? nc : n_targets > 0 ? nc - n_targets : nc - 1;
             DP_CALLOC(fields, nc);
             DP_CALLOC(row, nc);
         }
@@ -437,12 +469,14 @@ static int csv_read(const char *path, int label_col, int n_targets, int *n_cols,
         csv_split(r.buf, fields, nc, &got);
         for (int j = 0; j < nc; j++) {
             if (!csv_number(fields[j], &row[j])) {
-                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%.40s' is not a number", path, r.line,
-                        j + 1, fields[j]);
+                char pr[41];
+                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%s' is not a number", path, r.line,
+                        j + 1, printable(fields[j], pr));
             }
             if (!isfinite(row[j]) || !isfinite((float)row[j])) {
-                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%.40s' is not a finite float", path,
-                        r.line, j + 1, fields[j]);
+                char pr[41];
+                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%s' is not a finite float", path,
+                        r.line, j + 1, printable(fields[j], pr));
             }
         }
         if (s->n == cap_rows) {
@@ -463,7 +497,7 @@ static int csv_read(const char *path, int label_col, int n_targets, int *n_cols,
                     DP_FAIL(DP_ENOMEM, "%s:%ld: out of memory for %zu rows", path, r.line, ncap);
                 }
                 s->values = nv;
-            } else {
+            } else if (lc >= 0) {
                 nl = realloc(s->labels, ncap * sizeof *nl);
                 if (!nl) {
                     DP_FAIL(DP_ENOMEM, "%s:%ld: out of memory for %zu rows", path, r.line, ncap);
@@ -481,12 +515,17 @@ static int csv_read(const char *path, int label_col, int n_targets, int *n_cols,
                 for (int t = 0; t < n_targets; t++) {
                     s->values[s->n * (size_t)n_targets + (size_t)t] = (float)row[nf + t];
                 }
+            } else if (lc < 0) {
+                for (int j = 0; j < nf; j++) {
+                    xo[j] = (float)row[j];
+                }
             } else {
                 double v = row[lc];
                 if (v < 0 || v > (double)INT32_MAX - 1 || v != floor(v)) {
+                    char pr[41];
                     DP_FAIL(DP_EFORMAT,
-                            "%s:%ld: column %d: label '%.40s' is not a non-negative integer",
-                            path, r.line, lc + 1, fields[lc]);
+                            "%s:%ld: column %d: label '%s' is not a non-negative integer",
+                            path, r.line, lc + 1, printable(fields[lc], pr));
                 }
                 s->labels[s->n] = (int32_t)v;
                 for (int j = 0, o = 0; j < nc; j++) {
@@ -512,6 +551,12 @@ done:
     free(fields);
     free(row);
     return rc;
+}
+
+int dp_csv_read_features(const char *path, dp_split *s)
+{
+    int n_cols = 0;
+    return csv_read(path, CSV_NO_LABEL, 0, &n_cols, NULL, s);
 }
 
 int dp_convert_csv(const char *train_csv, const char *test_csv, int label_col, int n_targets,

@@ -14,6 +14,10 @@
 int dp_dataset_save_shaped(const char *path, const dp_dataset *d, int n_feat_dims,
                            const size_t *feat_dims);
 
+/* Reads a CSV file (gzipped or not) of feature rows into s (x float, no labels), with the
+ * rules of dp_convert_csv: numbers separated by commas, an optional header line. Local. */
+int dp_csv_read_features(const char *path, dp_split *s);
+
 /* Frees the arrays of s and zeroes it. */
 void dp_split_clear(dp_split *s);
 

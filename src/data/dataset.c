@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -314,6 +315,39 @@ static void *alloc_data(const char *path, const char *name, const char *shape, s
 
 /* Opens dataset `leaf` of group grp (called `full` in messages) into *ds and reads its
  * shape into *rank, dims. The caller closes *ds. */
+/* Refuses a dataset compressed with a filter this HDF5 library lacks (h5py's lzf, blosc, ...)
+ * by name, before a read fails with HDF5's bare "can't read data". */
+static int check_filters(const char *path, hid_t ds, const char *full)
+{
+    int rc = DP_OK;
+    hid_t dcpl = H5I_INVALID_HID;
+    int n = 0;
+    H5CHK(dcpl = H5Dget_create_plist(ds), "reading the storage of %s", full);
+    H5CHK(n = H5Pget_nfilters(dcpl), "reading the filters of %s", full);
+    for (int i = 0; i < n; i++) {
+        char name[64] = "";
+        unsigned flags = 0, cd[8];
+        size_t n_cd = sizeof cd / sizeof cd[0];
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &n_cd, cd, sizeof name,
+                                         name, NULL);
+        if (id < 0) {
+            DP_FAIL(DP_EFORMAT, "%s: %s: cannot read its filter %d", path, full, i);
+        }
+        if (H5Zfilter_avail(id) <= 0) {
+            DP_FAIL(DP_EFORMAT,
+                    "%s: %s is compressed with filter '%s' (HDF5 filter id %d), which this "
+                    "HDF5 library does not have; rewrite the file with gzip, e.g. "
+                    "h5repack -f GZIP=4 %s OUT.h5 where that filter is installed, or in h5py "
+                    "with compression=\"gzip\"",
+                    path, full, name[0] ? name : (id == 32000 ? "lzf" : "unknown"), (int)id,
+                    path);
+        }
+    }
+done:
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return rc;
+}
+
 static int open_with_shape(const char *path, hid_t grp, const char *leaf, const char *full,
                            hid_t *ds, int *rank, hsize_t *dims)
 {
@@ -325,6 +359,7 @@ static int open_with_shape(const char *path, hid_t grp, const char *leaf, const 
         DP_FAIL(DP_EFORMAT, "%s: %s is missing", path, full);
     }
     H5CHK(*ds = H5Dopen2(grp, leaf, H5P_DEFAULT), "opening dataset %s", full);
+    DP_TRY(check_filters(path, *ds, full));
     H5CHK(space = H5Dget_space(*ds), "reading the shape of %s", full);
     H5CHK(*rank = H5Sget_simple_extent_ndims(space), "reading the shape of %s", full);
     if (*rank > H5S_MAX_RANK) {
@@ -577,6 +612,10 @@ static int open_dataset_file(const char *path, hid_t *file, hid_t *root, bool *h
                              long long *nc_attr)
 {
     int rc = DP_OK;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        DP_FAIL(DP_EIO, "%s: is a directory; expected a dataset file (HDF5)", path);
+    }
     FILE *probe = fopen(path, "rb");
     if (!probe) {
         DP_FAIL(DP_EIO, "%s: cannot open (%s)", path, strerror(errno));
@@ -711,157 +750,6 @@ static bool ends_with(const char *path, const char *suffix)
     return n >= k && strcasecmp(path + n - k, suffix) == 0;
 }
 
-/* One CSV field (blanks around it trimmed) as a whole number in strtod syntax. */
-static bool csv_field_number(char *field, double *v)
-{
-    char *end, *e = field + strlen(field);
-    while (*field == ' ' || *field == '\t') {
-        field++;
-    }
-    while (e > field && (e[-1] == ' ' || e[-1] == '\t')) {
-        *--e = '\0';
-    }
-    if (!*field) {
-        return false;
-    }
-    *v = strtod(field, &end);
-    return *end == '\0';
-}
-
-/* Reads a CSV file of feature rows (gzipped or not) into s, with dp_convert_csv's
- * conventions: numbers separated by commas, a first line that is not all numbers is a
- * header and skipped, blank lines skipped, \r\n line ends fine, every row as many columns
- * as the first data row. Every column is a float feature. */
-static int read_csv_features(const char *path, dp_split *s)
-{
-    int rc = DP_OK;
-    gzFile gz = NULL;
-    char *line = NULL;
-    size_t cap = 1 << 16, cap_rows = 0;
-    long lineno = 0;
-    int nc = 0;
-    bool first = true;
-    errno = 0;
-    if (!(gz = gzopen(path, "rb"))) {
-        DP_FAIL(DP_EIO, "%s: cannot open (%s)", path, errno ? strerror(errno) : "zlib");
-    }
-    DP_CALLOC(line, cap);
-    for (;;) {
-        size_t len = 0;
-        bool got = false;
-        for (;;) {
-            if (cap - len < 2) {
-                char *nl = cap > (size_t)INT_MAX / 2 ? NULL : realloc(line, cap * 2);
-                if (!nl) {
-                    DP_FAIL(DP_ENOMEM, "%s:%ld: line too long for memory", path, lineno + 1);
-                }
-                line = nl;
-                cap *= 2;
-            }
-            if (!gzgets(gz, line + len, (int)(cap - len))) {
-                int errnum = Z_OK;
-                const char *msg = gzerror(gz, &errnum);
-                if (errnum != Z_OK) {
-                    DP_FAIL(DP_EIO, "%s:%ld: read error (%s): truncated or corrupt file", path,
-                            lineno + 1, errnum == Z_ERRNO ? strerror(errno) : msg);
-                }
-                break;
-            }
-            got = true;
-            len += strlen(line + len);
-            if (len > 0 && line[len - 1] == '\n') {
-                break;
-            }
-        }
-        if (!got) {
-            break;
-        }
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
-            line[--len] = '\0';
-        }
-        if (strspn(line, " \t\r") == len) {
-            continue; /* blank */
-        }
-        int n_fields = 1;
-        for (const char *q = line; *q; q++) {
-            n_fields += *q == ',';
-        }
-        if (first) {
-            /* a first line that is not all numbers is a header */
-            bool header = false;
-            char *copy = strdup(line), *save = NULL, *f;
-            if (!copy) {
-                DP_FAIL(DP_ENOMEM, "%s:%ld: out of memory", path, lineno);
-            }
-            for (f = copy; f && !header; f = save) {
-                double v;
-                save = strchr(f, ',');
-                if (save) {
-                    *save++ = '\0';
-                }
-                header = !csv_field_number(f, &v);
-            }
-            free(copy);
-            first = false;
-            if (header) {
-                continue;
-            }
-        }
-        if (nc == 0) {
-            nc = n_fields;
-        }
-        if (n_fields != nc) {
-            DP_FAIL(DP_EFORMAT, "%s:%ld: %d columns, expected %d (as in the first data row)",
-                    path, lineno, n_fields, nc);
-        }
-        if (s->n == cap_rows) {
-            size_t ncap = cap_rows ? cap_rows * 2 : 1024;
-            float *nx = ncap > SIZE_MAX / sizeof(float) / (size_t)nc
-                            ? NULL : realloc(s->x_f32, ncap * (size_t)nc * sizeof *nx);
-            if (!nx) {
-                DP_FAIL(DP_ENOMEM, "%s:%ld: out of memory for %zu rows", path, lineno, ncap);
-            }
-            s->x_f32 = nx;
-            cap_rows = ncap;
-        }
-        char *f = line, *next;
-        for (int j = 0; j < nc; j++, f = next) {
-            double v;
-            next = strchr(f, ',');
-            if (next) {
-                *next++ = '\0';
-            }
-            if (!csv_field_number(f, &v)) {
-                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%.40s' is not a number", path, lineno,
-                        j + 1, f);
-            }
-            if (!isfinite(v) || !isfinite((float)v)) {
-                DP_FAIL(DP_EFORMAT, "%s:%ld: column %d: '%.40s' is not a finite float", path,
-                        lineno, j + 1, f);
-            }
-            s->x_f32[s->n * (size_t)nc + (size_t)j] = (float)v;
-        }
-        s->n++;
-    }
-    if (s->n == 0) {
-        DP_FAIL(DP_EFORMAT, "%s: no data rows", path);
-    }
-    s->n_features = nc;
-    s->x_scale = 1.0f;
-    s->x_offset = 0.0f;
-done:
-    if (gz) {
-        int st = gzclose(gz);
-        if (st != Z_OK && rc == DP_OK) {
-            rc = dp_err(DP_EIO, "%s: read error on close (zlib status %d): truncated or corrupt "
-                        "file", path, st);
-        }
-    }
-    free(line);
-    return rc;
-}
-
 /* The class count of the labelled splits sp[0..n) (names nm) and the checks of their
  * labels: num_classes if the file has it, else the largest label + 1. */
 static int infer_classes(const char *path, bool has_nc, long long nc_attr, const dp_split **sp,
@@ -914,7 +802,7 @@ int dp_dataset_load_inputs(const char *path, dp_dataset **out, dp_input_kind *ki
     *out = NULL;
     DP_CALLOC(d, 1);
     if (ends_with(path, ".csv") || ends_with(path, ".csv.gz")) {
-        DP_TRY(read_csv_features(path, &d->test));
+        DP_TRY(dp_csv_read_features(path, &d->test));
         *kind = DP_INPUT_CSV;
         goto loaded;
     }

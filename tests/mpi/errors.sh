@@ -19,6 +19,8 @@ expect_exit 1 "truncated HDF5 file" "truncated.h5" -- run_np 2 train --data "$WO
 mkdir -p "$WORK/a_directory"
 expect_exit 1 "a directory given as the checkpoint to resume" "a_directory: is a directory; expected a checkpoint file" -- \
     run_np 2 train "${OK[@]}" --resume "$WORK/a_directory" --out "$WORK/r"
+expect_exit 1 "a directory given as the dataset" "a_directory: is a directory; expected a dataset file" -- \
+    run_np 2 train --data "$WORK/a_directory" --layers 8,3 --out "$WORK/r"
 expect_exit 1 "a directory given as the model to evaluate" "a_directory: is a directory; expected a model file" -- \
     run_np 2 eval --checkpoint "$WORK/a_directory" --data "$WORK/ok.h5"
 expect_exit 2 "input size does not match the data" "takes 5 inputs but /train/x has 8 features" -- \

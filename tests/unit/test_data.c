@@ -2,6 +2,7 @@
  * HDF5 round trips and rejections, IDX and CSV converters, synthetic generators.
  * Fixture files are written under DP_TEST_TMPDIR with names unique to each test and process. */
 #include <criterion/criterion.h>
+#include <sys/stat.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <zlib.h>
 
 #include "dptrain/data.h"
+#include "data/data_internal.h"
 #include "dptrain/err.h"
 #include "dptrain/rng.h"
 
@@ -675,6 +677,50 @@ Test(data_reject, huge_int64_and_uint64_labels_shown_as_stored)
     }
 }
 
+/* A dataset compressed with a filter this HDF5 lacks (h5py's lzf, id 32000) is named with
+ * the filter and how to rewrite the file, not HDF5's bare "can't read data". The file is
+ * made as h5py would: the filter in the pipeline (optional here, so HDF5 lets us create it
+ * without the filter) and a chunk written as if already filtered. */
+Test(data_reject, a_missing_compression_filter_is_named)
+{
+    char path[512];
+    dp_dataset *got = NULL;
+    tmp_path(path, sizeof path, "lzf.h5");
+    hid_t f = h5_create(path);
+    h5_group(f, "/train");
+    hsize_t xd[2] = {4, 2}, yd[1] = {4};
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    cr_assert_geq(H5Pset_chunk(dcpl, 2, xd), 0);
+    cr_assert_geq(H5Pset_filter(dcpl, 32000, H5Z_FLAG_OPTIONAL, 0, NULL), 0);
+    hid_t sx = H5Screate_simple(2, xd, NULL);
+    hid_t dx = H5Dcreate2(f, "/train/x", H5T_IEEE_F32LE, sx, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert_geq(dx, 0);
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    hsize_t off[2] = {0, 0};
+    cr_assert_geq(H5Dwrite_chunk(dx, H5P_DEFAULT, 0, off, sizeof x, x), 0);
+    H5Dclose(dx);
+    H5Sclose(sx);
+    H5Pclose(dcpl);
+    int y[4] = {0, 1, 0, 1};
+    h5_array(f, "/train/y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, yd, y);
+    cr_assert_geq(H5Fclose(f), 0);
+    expect_fail(dp_dataset_load(path, &got), path,
+                "/train/x is compressed with filter 'lzf' (HDF5 filter id 32000), which this "
+                "HDF5 library does not have; rewrite the file with gzip");
+    cr_assert_null(got);
+}
+
+Test(data_reject, a_directory_is_called_a_directory)
+{
+    char path[512];
+    dp_dataset *got = NULL;
+    tmp_path(path, sizeof path, "adir.h5");
+    cr_assert_eq(mkdir(path, 0755), 0);
+    expect_fail(dp_dataset_load(path, &got), path, "is a directory; expected a dataset file");
+    cr_assert_null(got);
+    rmdir(path);
+}
+
 Test(data_reject, negative_label_when_inferring)
 {
     char path[512];
@@ -1045,6 +1091,44 @@ Test(data_csv, long_line)
     cr_assert_eq(got->train.x_f32[3000 + 2999], 3000.0f);
     cr_assert_eq(got->train.labels[1], 1);
     dp_dataset_free(&got);
+}
+
+/* Binary bytes are refused as not text, with the line and the byte, gzipped too; a field
+ * quoted in a message never carries raw bytes (they could be terminal escapes). */
+Test(data_csv, binary_bytes_are_not_text)
+{
+    char path[512], out[512];
+    tmp_path(path, sizeof path, "bin.csv");
+    tmp_path(out, sizeof out, "bin.h5");
+    static const char nul[] = "1,2,3\n4,5,6\n7,8\0,9\n";
+    write_file(path, nul, sizeof nul - 1, false);
+    expect_fail(dp_convert_csv(path, NULL, -1, 0, out), path, ":3: a NUL byte at byte 15: not a text CSV file");
+    write_file(path, nul, sizeof nul - 1, true);
+    expect_fail(dp_convert_csv(path, NULL, -1, 0, out), path, ":3: a NUL byte");
+    write_text(path, "1,2,3\n4,\x1b[2J5,6\n", false);
+    expect_fail(dp_convert_csv(path, NULL, -1, 0, out), path, ":2: control byte 0x1b at column 3: not a text CSV file");
+    write_text(path, "1,2,3\n4,\xc3\xa9x\xff,6\n", false);
+    expect_fail(dp_convert_csv(path, NULL, -1, 0, out), path, ":2: column 2: '??x?' is not a number");
+    cr_assert_neq(access(out, F_OK), 0, "nothing is written");
+}
+
+/* Feature rows alone (predict's CSV input): every column a feature, header optional. */
+Test(data_csv, feature_rows)
+{
+    char path[512];
+    dp_split s = {0};
+    tmp_path(path, sizeof path, "feat.csv");
+    write_text(path, "a,b,c\n1,2,3\n4,5,6.5\n", false);
+    cr_assert_eq(dp_csv_read_features(path, &s), DP_OK, "%s", dp_errmsg());
+    cr_assert_eq(s.n, 2);
+    cr_assert_eq(s.n_features, 3);
+    cr_assert_null(s.labels);
+    cr_assert_eq(s.x_f32[5], 6.5f);
+    dp_split_clear(&s);
+    write_text(path, "1\n2\n", false);
+    cr_assert_eq(dp_csv_read_features(path, &s), DP_OK, "one column is a feature: %s", dp_errmsg());
+    cr_assert_eq(s.n_features, 1);
+    dp_split_clear(&s);
 }
 
 Test(data_csv, ragged_row)
