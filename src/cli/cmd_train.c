@@ -1,6 +1,7 @@
 /* cmd_train.c: `dptrain train`: options, MPI start-up, loading, the run, the outputs. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "core/proc.h"
 #include "resume.h"
 
 #include "dptrain/blas.h"
@@ -1020,21 +1021,11 @@ static void install_stop_handlers(void)
 
 /* --- the progress line (--progress) ----------------------------------------------------- */
 
-/* The parent of process pid (from /proc/PID/stat), or -1. */
+/* The parent of process pid, or -1. */
 static long parent_of(long pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f) {
-        fclose(f);
-    }
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* "pid (comm) state ppid ...": comm may hold anything */
     long ppid = -1;
-    char state;
-    return p && sscanf(p + 1, " %c %ld", &state, &ppid) == 2 ? ppid : -1;
+    return dp_proc_stat(pid, NULL, &ppid) ? ppid : -1;
 }
 
 /* The path of the terminal the user sees rank 0's output on, into buf, or false if it is not

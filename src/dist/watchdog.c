@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include "comm_internal.h"
 
+#include "core/proc.h"
+
 #include "dptrain/err.h"
 
 #include <math.h>
@@ -15,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -88,20 +89,11 @@ static double limit_of(dp_watchdog *w)
     return m > w->cfg.min_s ? m : w->cfg.min_s;
 }
 
-/* The state letter of a process from /proc/PID/stat ('?' if it cannot be read). */
+/* The state letter of a process ('?' if it cannot be read). */
 static char proc_state(int pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return '?';
-    }
-    size_t got = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[got] = '\0';
-    const char *paren = strrchr(buf, ')');
-    return paren && paren[1] == ' ' ? paren[2] : '?';
+    char st = '?';
+    return dp_proc_stat(pid, &st, NULL) ? st : '?';
 }
 
 static const char *state_text(char s)
@@ -364,23 +356,8 @@ static bool process_gone(int pid)
     if (kill((pid_t)pid, 0) != 0) {
         return errno == ESRCH;
     }
-    char path[40] = "/proc/", buf[512];
-    size_t len = 6;
-    put_long(path, sizeof path - 6, &len, pid);
-    put_str(path, sizeof path - 1, &len, "/stat");
-    path[len] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return true;
-    }
-    ssize_t got = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (got <= 0) {
-        return true;
-    }
-    buf[got] = '\0';
-    const char *paren = strrchr(buf, ')');
-    return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+    char st = '?';
+    return !dp_proc_stat(pid, &st, NULL) || st == 'Z' || st == 'X';
 }
 
 void dp_comm_report_lost_peers(const dp_comm *c)

@@ -1,6 +1,8 @@
 /* h5util.c: small HDF5 helpers shared by the model and checkpoint files. */
 #include "h5util.h"
 
+#include "core/proc.h"
+
 #include "dptrain/err.h"
 
 #include <dirent.h>
@@ -246,16 +248,8 @@ bool dp_io_tmp_is_stale(const char *name, const char *target)
     }
     /* A writer killed a moment ago can still be a zombie (its parent died with it and
      * nobody has reaped it yet): it writes nothing any more. */
-    char stat_path[64], buf[512];
-    snprintf(stat_path, sizeof stat_path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(stat_path, "r");
-    size_t got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f) {
-        fclose(f);
-    }
-    buf[got] = '\0';
-    const char *paren = strrchr(buf, ')');
-    return paren && (paren[1] == ' ') && (paren[2] == 'Z' || paren[2] == 'X');
+    char st = '?';
+    return !dp_proc_stat(pid, &st, NULL) || st == 'Z' || st == 'X';
 }
 
 void dp_io_remove_stale_tmp(const char *path)
