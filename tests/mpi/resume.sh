@@ -109,8 +109,22 @@ for _ in $(seq 600); do # 60 s at most; the writer then stays paused for an hour
     sleep 0.1
 done
 [ "$paused" = yes ] || fail "kill -9 during a checkpoint write: the write never paused"
-kill -9 -- -"$job" 2>/dev/null || true
+# The whole job: mpirun and its ranks, by PID (Open MPI puts each rank in a process group of
+# its own, so killing mpirun's group alone would leave them), then wait until all are gone.
+ranks=$(pgrep -P "$job" | tr '\n' ' ')
+kill -9 "$job" $ranks 2>/dev/null || true
 wait "$job" 2>/dev/null || true
+for _ in $(seq 100); do
+    alive=""
+    for p in $ranks; do
+        if kill -0 "$p" 2>/dev/null && [ "$(awk '{ print $3 }' /proc/"$p"/stat 2>/dev/null)" != Z ]; then
+            alive="$alive $p"
+        fi
+    done
+    [ -z "$alive" ] && break
+    sleep 0.1
+done
+[ -z "$alive" ] || fail "kill -9 of the job: ranks$alive still alive after 10 s"
 tmp=$(ls killed/checkpoints/ | grep -c '\.tmp\.' || true)
 last=$(newest killed)
 if [ "$tmp" -ge 1 ] && [ "$(basename "$last")" = ckpt-0000000008.h5 ] &&
