@@ -33,7 +33,7 @@ int dp_cmd_compare(int argc, char **argv)
     dp_model *a = NULL, *b = NULL;
     int rc = DP_OK, c, mismatched = 0;
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
         case 'a': DP_TRY(dp_cli_float("--atol", optarg, 0.0, 1e30, &atol)); break;

@@ -67,7 +67,7 @@ int dp_cmd_convert(int argc, char **argv)
         DP_FAIL(DP_EINVAL, "convert: unknown format '%s' (idx or csv)", kind);
     }
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while ((c = getopt_long(argc - 1, argv + 1, ":h", lo, NULL)) != -1) {
         switch (c) {
         case O_TRI: tri = optarg; break;
@@ -163,7 +163,7 @@ int dp_cmd_synth(int argc, char **argv)
     }
     const char *kind = argv[1];
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while ((c = getopt_long(argc - 1, argv + 1, ":h", lo, NULL)) != -1) {
         switch (c) {
         case O_OUT: out = optarg; break;

@@ -421,7 +421,7 @@ int dp_cmd_plot(int argc, char **argv)
     bool usage_error = true;
     memset(runs, 0, sizeof runs);
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;

@@ -389,7 +389,7 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
     int rc = DP_OK, c, v = 0;
     long l = 0;
     opterr = 0; /* we print our own message, once, from rank 0 */
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_DATA: o->data = optarg; break;

@@ -245,7 +245,7 @@ static int parse_use(int argc, char **argv, bool predict, use_opts *o)
     memset(o, 0, sizeof *o);
     o->eval_batch = EVAL_BATCH_DEFAULT;
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while ((c = getopt_long(argc, argv, ":h", predict ? predict_opts : eval_opts, NULL)) != -1) {
         switch (c) {
         case O_CKPT: o->model = optarg; break;
@@ -1096,7 +1096,7 @@ int dp_cmd_info(int argc, char **argv)
     dp_blas_set_threads(dp_cli_auto_threads(dp_comm_local_size(c)));
     const bool root = dp_comm_rank(c) == 0;
     opterr = 0;
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while (rc == DP_OK && !help && (ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (ch) {
         case 'j': json = true; break;
