@@ -370,6 +370,60 @@ done:
     return h5_close(&space, rc, path);
 }
 
+/* Refuses dataset ds (full, of shape `shape`, n_elem elements) when the file does not store
+ * the data its shape promises, before anything is allocated for it: HDF5 hands out the fill
+ * value for data never written, so a 3 KB file declaring x [2e8, 3] made dptrain train fill
+ * gigabytes; and a damaged contiguous header can promise far more than it stores. Contiguous
+ * and compact data must store every byte; chunked data (perhaps compressed) every chunk. */
+static int check_stored(const char *path, hid_t ds, const char *full, const char *shape,
+                        size_t n_elem)
+{
+    int rc = DP_OK;
+    hid_t dcpl = H5I_INVALID_HID, type = H5I_INVALID_HID, space = H5I_INVALID_HID;
+    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK], have = 0;
+    H5D_layout_t layout;
+    double need = 1.0;
+    int rank;
+    if (n_elem == 0) {
+        return DP_OK;
+    }
+    H5CHK(dcpl = H5Dget_create_plist(ds), "reading the storage of %s", full);
+    H5CHK(layout = H5Pget_layout(dcpl), "reading the storage of %s", full);
+    if (layout == H5D_CONTIGUOUS || layout == H5D_COMPACT) {
+        H5CHK(type = H5Dget_type(ds), "reading the type of %s", full);
+        const size_t type_size = H5Tget_size(type);
+        if (type_size == 0 || H5Dget_storage_size(ds) / type_size < n_elem) {
+            DP_FAIL(DP_EFORMAT, "%s: %s has shape %s but the file stores %llu bytes of it: "
+                    "never written, or a damaged file", path, full, shape,
+                    (unsigned long long)H5Dget_storage_size(ds));
+        }
+    } else if (layout == H5D_CHUNKED) {
+        H5CHK(space = H5Dget_space(ds), "reading the shape of %s", full);
+        H5CHK(rank = H5Sget_simple_extent_dims(space, dims, NULL), "reading the shape of %s",
+              full);
+        if (H5Pget_chunk(dcpl, rank, chunk) != rank) {
+            rc = h5_fail(path, "reading the chunks of %s", full);
+            goto done;
+        }
+        for (int i = 0; i < rank; i++) {
+            need *= chunk[i] ? ceil((double)dims[i] / (double)chunk[i]) : 0.0;
+        }
+        H5CHK(H5Dget_num_chunks(ds, space, &have), "reading the chunks of %s", full);
+        if ((double)have < need) {
+            DP_FAIL(DP_EFORMAT, "%s: %s has shape %s but the file stores %llu of its %.0f "
+                    "chunks: never written, or a damaged file", path, full, shape,
+                    (unsigned long long)have, need);
+        }
+    }
+done:
+    rc = h5_close(&space, rc, path);
+    rc = h5_close(&type, rc, path);
+    if (dcpl >= 0 && H5Pclose(dcpl) < 0 && rc == DP_OK) {
+        rc = h5_fail(path, "closing an HDF5 object");
+    }
+    return rc;
+}
+
 /* Reads n integer class labels of any integer type into int32. HDF5 would clip a value out
  * of int32's range on the way (2^40 becomes 2147483647), so they are read as 64-bit
  * integers and a value that does not fit is refused with the value stored in the file. */
@@ -470,6 +524,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     }
     DP_TRY(attr_read_float(path, xds, xname, "scale", &s->x_scale));
     DP_TRY(attr_read_float(path, xds, xname, "offset", &s->x_offset));
+    DP_TRY(check_stored(path, xds, xname, info->x_shape, n_elem));
     if (is_u8) {
         ALLOC_DATA(s->x_u8, xname, info->x_shape, n_elem);
         if (n_elem > 0) {
@@ -530,6 +585,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     }
     if (cls == H5T_INTEGER) {
         info->kind = Y_LABELS;
+        DP_TRY(check_stored(path, yds, yname, y_shape, n));
         ALLOC_DATA(s->labels, yname, y_shape, n * sizeof(int32_t));
         if (n > 0) {
             DP_TRY(read_labels(path, yname, yds, type, n, s->labels));
@@ -542,6 +598,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         }
         info->kind = Y_VALUES;
         s->n_targets = k;
+        DP_TRY(check_stored(path, yds, yname, y_shape, n * (size_t)k));
         ALLOC_DATA(s->values, yname, y_shape, n * (size_t)k * sizeof(float));
         if (n > 0) {
             H5CHK(H5Dread(yds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->values),

@@ -474,3 +474,74 @@ Test(ckpt, list_sorts_by_step_and_prune_keeps_the_newest)
     cr_assert_eq(n, 0);
     dp_ckpt_list_free(paths, got, n);
 }
+
+/* A model file whose attributes promise a model far larger than its datasets hold (found by
+ * tests/fuzz/fuzz_ckpt.c: 17 KB made dptrain info allocate and initialize 16 GB before it
+ * found /layers/0/weight missing) is refused before the model is built; and a weight tensor
+ * with no data stored in the file is refused rather than read as fill values. */
+Test(ckpt, a_model_file_is_checked_against_its_datasets_before_it_is_built)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "promise.h5");
+    dp_model *m = small_model(false), *m2 = NULL;
+    cr_assert_eq(dp_model_save(m, path, NULL), DP_OK, "%s", dp_errmsg());
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    const int huge[3] = {3, 2000000000, 2}; /* 1.2e10 parameters: 48 GB */
+    cr_assert_geq(H5Adelete(f, "sizes"), 0);
+    cr_assert_eq(dp_h5_put_int_attr(f, path, "sizes", huge, 3), DP_OK);
+    cr_assert_geq(H5Fclose(f), 0);
+    cr_assert_eq(dp_model_load(path, 1, &m2, NULL), DP_EFORMAT, "%s", dp_errmsg());
+    cr_assert(strstr(dp_errmsg(), "/layers/0/weight does not have the shape"), "%s",
+              dp_errmsg());
+    cr_assert_null(m2);
+
+    cr_assert_eq(dp_model_save(m, path, NULL), DP_OK, "%s", dp_errmsg());
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    cr_assert_geq(H5Ldelete(f, "/layers/0/weight", H5P_DEFAULT), 0);
+    hsize_t wd[2] = {4, 3};
+    hid_t sp = H5Screate_simple(2, wd, NULL);
+    hid_t ds = H5Dcreate2(f, "/layers/0/weight", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                          H5P_DEFAULT); /* never written: no storage */
+    cr_assert_geq(ds, 0);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    cr_assert_geq(H5Fclose(f), 0);
+    cr_assert_eq(dp_model_load(path, 1, &m2, NULL), DP_EFORMAT, "%s", dp_errmsg());
+    cr_assert(strstr(dp_errmsg(), "/layers/0/weight holds no data"), "%s", dp_errmsg());
+    cr_assert_null(m2);
+    dp_model_free(&m);
+    remove(path);
+}
+
+/* An epoch or step in /state/history outside the range of its integer field is refused (found
+ * by tests/fuzz/fuzz_ckpt.c: epoch 2.2e307 was converted to int, undefined behaviour). */
+Test(ckpt, a_history_row_out_of_range_is_refused)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "history.h5");
+    dp_model *m = small_model(false), *m2 = NULL;
+    dp_train_state st, back;
+    dp_ckpt_meta meta = odd_meta();
+    odd_state(&st, m);
+    cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_OK, "%s", dp_errmsg());
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    hid_t ds = H5Dopen2(f, "/state/history", H5P_DEFAULT);
+    cr_assert_geq(ds, 0);
+    double rows[3][DP_EPOCH_RECORD_FIELDS];
+    cr_assert_geq(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows), 0);
+    rows[1][0] = 2.2e307; /* epoch */
+    cr_assert_geq(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows), 0);
+    H5Dclose(ds);
+    cr_assert_geq(H5Fclose(f), 0);
+    reseal(path);
+    cr_assert_eq(dp_ckpt_load(path, 1, &m2, &back, NULL), DP_EFORMAT, "%s", dp_errmsg());
+    cr_assert(strstr(dp_errmsg(), "/state/history row 1 has epoch 2.2e+307"), "%s",
+              dp_errmsg());
+    cr_assert_null(m2);
+    dp_model_free(&m);
+    dp_train_state_free(&st);
+    remove(path);
+}

@@ -825,6 +825,74 @@ Test(data_reject, nan_in_x)
     expect_fail(dp_dataset_load(path, &got), path, "row 1, feature 0 is not finite");
 }
 
+/* Data a file declares but never stored is refused before anything is allocated (HDF5 would
+ * hand out fill values: found by tests/fuzz/fuzz_dataset.c; a 3 KB file declaring x
+ * [2e8, 3] made dptrain train fill gigabytes): contiguous data never written, chunked data
+ * with chunks missing, and a y never written. */
+Test(data_reject, declared_but_never_stored)
+{
+    char path[512];
+    dp_dataset *got = NULL;
+    float x[30] = {0}, x8[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int y[4] = {0, 1, 0, 1};
+    hsize_t xd[2] = {1000, 3}, yd[1] = {1000}, cd[2] = {10, 3}, x4[2] = {4, 2}, y4[1] = {4};
+    hsize_t start[2] = {0, 0};
+    hid_t f, s, d, dcpl, ms;
+    tmp_path(path, sizeof path, "unstored.h5");
+
+    f = h5_create(path); /* contiguous, never written */
+    h5_group(f, "/train");
+    s = H5Screate_simple(2, xd, NULL);
+    d = H5Dcreate2(f, "/train/x", H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(d, 0);
+    H5Dclose(d);
+    H5Sclose(s);
+    s = H5Screate_simple(1, yd, NULL);
+    d = H5Dcreate2(f, "/train/y", H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(s);
+    cr_assert_geq(H5Fclose(f), 0);
+    expect_fail(dp_dataset_load(path, &got), path,
+                "/train/x has shape [1000, 3] but the file stores 0 bytes");
+    cr_assert_null(got);
+
+    f = h5_create(path); /* chunked: 1 of 100 chunks written */
+    h5_group(f, "/train");
+    s = H5Screate_simple(2, xd, NULL);
+    dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    cr_assert_geq(H5Pset_chunk(dcpl, 2, cd), 0);
+    d = H5Dcreate2(f, "/train/x", H5T_IEEE_F32LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert_geq(d, 0);
+    ms = H5Screate_simple(2, cd, NULL);
+    cr_assert_geq(H5Sselect_hyperslab(s, H5S_SELECT_SET, start, NULL, cd, NULL), 0);
+    cr_assert_geq(H5Dwrite(d, H5T_NATIVE_FLOAT, ms, s, H5P_DEFAULT, x), 0);
+    H5Sclose(ms);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(s);
+    cr_assert_geq(H5Fclose(f), 0);
+    expect_fail(dp_dataset_load(path, &got), path, "the file stores 1 of its 100 chunks");
+    cr_assert_null(got);
+
+    f = h5_create(path); /* x fine, y never written */
+    h5_group(f, "/train");
+    h5_array(f, "/train/x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, x4, x8);
+    s = H5Screate_simple(1, y4, NULL);
+    d = H5Dcreate2(f, "/train/y", H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(s);
+    cr_assert_geq(H5Fclose(f), 0);
+    expect_fail(dp_dataset_load(path, &got), path, "/train/y has shape [4] but the file stores 0");
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT); /* written: it loads */
+    d = H5Dopen2(f, "/train/y", H5P_DEFAULT);
+    cr_assert_geq(H5Dwrite(d, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, y), 0);
+    H5Dclose(d);
+    cr_assert_geq(H5Fclose(f), 0);
+    cr_assert_eq(dp_dataset_load(path, &got), DP_OK, "%s", dp_errmsg());
+    dp_dataset_free(&got);
+    remove(path);
+}
+
 /* --- IDX ---------------------------------------------------------------------------------- */
 
 static void idx_roundtrip(bool gz, const char *tag)
