@@ -127,26 +127,22 @@ mapfile -t CLI_SRC < <(ls "$ROOT"/src/cli/*.c | grep -v '/main\.c$')
     echo "  -I$ROOT/include -I$ROOT/src -I$ROOT/src/core -I$ROOT/tests/fuzz $PKG_CFLAGS"
     echo "LIBS = $PKG_LIBS -lm -lpthread"
     echo "all: $(printf 'fuzz_%s ' "${ALL_TARGETS[@]}")"
-    objs=()
-    for s in "${LIB_SRC[@]}"; do
-        rel=${s#"$ROOT"/}
-        o=obj/${rel%.c}.o
-        objs+=("$o")
-        echo "$o: $s"
-        echo "	@mkdir -p \$(@D) && \$(CC) \$(CFLAGS) -MMD -MP -c \$< -o \$@"
-    done
-    echo "libdptrain-fuzz.a: ${objs[*]}"
-    echo "	rm -f \$@ && ar rcs \$@ \$^"
-    cobjs=()
-    for s in "${CLI_SRC[@]}"; do
-        rel=${s#"$ROOT"/}
-        o=obj/${rel%.c}.o
-        cobjs+=("$o")
-        echo "$o: $s"
-        echo "	@mkdir -p \$(@D) && \$(CC) \$(CFLAGS) -DDPTRAIN_VERSION='\"fuzz\"' -MMD -MP -c \$< -o \$@"
-    done
-    echo "libdptrain-cli-fuzz.a: ${cobjs[*]}"
-    echo "	rm -f \$@ && ar rcs \$@ \$^"
+    # archive NAME EXTRA_CFLAGS SOURCES...: rules for each source's object and the archive
+    archive() {
+        local name=$1 extra=$2 objs=() s rel o
+        shift 2
+        for s in "$@"; do
+            rel=${s#"$ROOT"/}
+            o=obj/${rel%.c}.o
+            objs+=("$o")
+            echo "$o: $s"
+            echo "	@mkdir -p \$(@D) && \$(CC) \$(CFLAGS) $extra -MMD -MP -c \$< -o \$@"
+        done
+        echo "$name: ${objs[*]}"
+        echo "	rm -f \$@ && ar rcs \$@ \$^"
+    }
+    archive libdptrain-fuzz.a "" "${LIB_SRC[@]}"
+    archive libdptrain-cli-fuzz.a "-DDPTRAIN_VERSION='\"fuzz\"'" "${CLI_SRC[@]}"
     echo "obj/fuzz_util.o: $ROOT/tests/fuzz/fuzz_util.c"
     echo "	@mkdir -p \$(@D) && \$(CC) \$(CFLAGS) -MMD -MP -c \$< -o \$@"
     for t in "${ALL_TARGETS[@]}"; do

@@ -154,7 +154,8 @@ int dp_h5_write_f32(hid_t loc, const char *path, const char *name, const float *
     return dp_h5_write(loc, path, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rank, dims, v);
 }
 
-/* Reads dataset name, which must have exactly the given shape, as floats. */
+/* Reads dataset name, which must have exactly the given shape and stored data (not only a
+ * fill value), as floats; v NULL: only checks. */
 int dp_h5_read_f32(hid_t loc, const char *path, const char *name, float *v, int rank,
                     const hsize_t *dims)
 {
@@ -179,7 +180,16 @@ int dp_h5_read_f32(hid_t loc, const char *path, const char *name, float *v, int 
                             "([%llu%s])", path, name, (unsigned long long)dims[0],
                 rank > 1 ? ", ..." : "");
     }
-    DP_H5(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
+    hsize_t n_elem = 1;
+    for (int i = 0; i < rank; i++) {
+        n_elem *= dims[i];
+    }
+    if (n_elem > 0 && H5Dget_storage_size(ds) == 0) {
+        DP_FAIL(DP_EFORMAT, "%s: dataset %s holds no data", path, name);
+    }
+    if (v) {
+        DP_H5(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
+    }
 done:
     if (sp >= 0) H5Sclose(sp);
     if (ds >= 0) H5Dclose(ds);

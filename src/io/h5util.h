@@ -36,7 +36,8 @@ int dp_h5_write(hid_t loc, const char *path, const char *name, hid_t file_type,
 /* A float32 dataset of the given shape. */
 int dp_h5_write_f32(hid_t loc, const char *path, const char *name, const float *v, int rank,
                     const hsize_t *dims);
-/* Reads dataset name, which must have exactly the given shape, as floats. */
+/* Reads dataset name, which must have exactly the given shape and stored data (not only a
+ * fill value), as floats; v NULL: only checks that. */
 int dp_h5_read_f32(hid_t loc, const char *path, const char *name, float *v, int rank,
                    const hsize_t *dims);
 /* fsync a file or directory by name (flags: O_RDONLY, | O_DIRECTORY for a directory). */

@@ -116,39 +116,6 @@ done:
     return rc;
 }
 
-/* Checks that dataset name exists with exactly the shape dims and holds stored data, before
- * anything is allocated for it: the attributes of a damaged or hostile file can promise a
- * model of many gigabytes that its datasets do not hold. */
-static int check_tensor(hid_t f, const char *path, const char *name, int rank,
-                        const hsize_t *dims)
-{
-    int rc = DP_OK;
-    hid_t ds = H5I_INVALID_HID, sp = H5I_INVALID_HID;
-    hsize_t have[H5S_MAX_RANK];
-    if (H5Lexists(f, name, H5P_DEFAULT) <= 0) {
-        DP_FAIL(DP_EFORMAT, "%s: dataset %s is missing", path, name);
-    }
-    DP_H5(ds = H5Dopen2(f, name, H5P_DEFAULT));
-    DP_H5(sp = H5Dget_space(ds));
-    bool same = H5Sget_simple_extent_ndims(sp) == rank &&
-                H5Sget_simple_extent_dims(sp, have, NULL) == rank;
-    for (int i = 0; same && i < rank; i++) {
-        same = have[i] == dims[i];
-    }
-    if (!same) {
-        DP_FAIL(DP_EFORMAT, "%s: dataset %s does not have the shape the architecture needs "
-                            "([%llu%s])", path, name, (unsigned long long)dims[0],
-                rank > 1 ? ", ..." : "");
-    }
-    if (H5Dget_storage_size(ds) == 0) {
-        DP_FAIL(DP_EFORMAT, "%s: dataset %s holds no data", path, name);
-    }
-done:
-    if (sp >= 0) H5Sclose(sp);
-    if (ds >= 0) H5Dclose(ds);
-    return rc;
-}
-
 int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
                      char **config_json)
 {
@@ -206,9 +173,9 @@ int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
         }
         hsize_t wd[2] = {(hsize_t)mc.sizes[i + 1], (hsize_t)mc.sizes[i]}, bd[1] = {wd[0]};
         snprintf(name, sizeof name, "/layers/%d/weight", i);
-        DP_TRY(check_tensor(f, path, name, 2, wd));
+        DP_TRY(dp_h5_read_f32(f, path, name, NULL, 2, wd)); /* checks only */
         snprintf(name, sizeof name, "/layers/%d/bias", i);
-        DP_TRY(check_tensor(f, path, name, 1, bd));
+        DP_TRY(dp_h5_read_f32(f, path, name, NULL, 1, bd));
         n_params += ((double)wd[1] + 1.0 + (mc.batchnorm[i] ? 2.0 : 0.0)) * (double)wd[0];
     }
     if (n_params > (double)(SIZE_MAX / 4 / sizeof(float))) {
