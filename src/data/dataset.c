@@ -397,6 +397,23 @@ static int check_stored(const char *path, hid_t ds, const char *full, const char
                     "never written, or a damaged file", path, full, shape,
                     (unsigned long long)H5Dget_storage_size(ds));
         }
+        /* A damaged header can also claim storage the file does not have: contiguous data
+         * must lie inside the file. */
+        if (layout == H5D_CONTIGUOUS) {
+            hid_t fid = H5Iget_file_id(ds);
+            hsize_t file_size = 0;
+            const haddr_t at = H5Dget_offset(ds);
+            const herr_t got = fid >= 0 ? H5Fget_filesize(fid, &file_size) : -1;
+            if (fid >= 0) {
+                H5Fclose(fid);
+            }
+            if (got < 0 || at == HADDR_UNDEF || at > file_size ||
+                (hsize_t)n_elem * type_size > file_size - at) {
+                DP_FAIL(DP_EFORMAT, "%s: %s has shape %s, which does not fit in the file "
+                        "(%llu bytes): a damaged file", path, full, shape,
+                        (unsigned long long)file_size);
+            }
+        }
     } else if (layout == H5D_CHUNKED) {
         H5CHK(space = H5Dget_space(ds), "reading the shape of %s", full);
         H5CHK(rank = H5Sget_simple_extent_dims(space, dims, NULL), "reading the shape of %s",
