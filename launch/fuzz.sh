@@ -43,6 +43,8 @@
 # Crash inputs: DIR/crashes/<target>/ (crash-*, leak-*, timeout-*, oom-*, slow-unit-*);
 # the full report of each: the same name + .txt. Reproduce one by hand with
 #   DIR/fuzz_<target> DIR/crashes/<target>/crash-...
+# FUZZ_SEED=N in the environment: libFuzzer's -seed=N (the same mutations run after run; the
+# short test run uses it so that it fails on a bug, not on luck).
 # Exit: 0 no crash; 1 a crash (with --ignore-foreign: a crash of ours) or a failed build;
 # 2 usage; 77 clang with libFuzzer is missing and cannot be installed.
 set -euo pipefail
@@ -196,7 +198,7 @@ run_target() {
     (cd "$BUILD/logs" && timeout -k 10 $((SECONDS_PER_TARGET + 120)) "$bin" -fork=1 \
         -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=20 -rss_limit_mb=2048 \
-        -artifact_prefix="$crashes/" -print_final_stats=1 \
+        ${FUZZ_SEED:+-seed="$FUZZ_SEED"} -artifact_prefix="$crashes/" -print_final_stats=1 \
         "$corpus" "${seeds[@]}" >"$BUILD/logs/$t.log" 2>&1) || true
 }
 export -f run_target

@@ -83,6 +83,9 @@ for t in "${TARGETS[@]}"; do
 done
 
 # --- a short fuzzing run of each target ---------------------------------------------------------
+# A fixed seed: the same mutations every run, so a failure here is a bug of a given input,
+# reproducible, not the luck of one run (longer runs with other seeds: launch/fuzz.sh).
+export FUZZ_SEED=${FUZZ_SEED:-1}
 rc=0
 timeout -k 10 $((${#TARGETS[@]} * (SECONDS_EACH + 200) + 120)) "$ROOT/launch/fuzz.sh" \
     --build "$BUILD" --seconds "$SECONDS_EACH" --jobs 1 --ignore-foreign >"$WORK/run.out" 2>&1 || rc=$?
