@@ -64,4 +64,8 @@ void dp_ckpt_list_free(char **paths, long *steps, int n);
  * files (ckpt-*.h5.tmp.*) of earlier, interrupted writes. */
 int dp_ckpt_prune(const char *dir, int keep);
 
+/* Test hook: the k-th checkpoint write of this process (from now; 0 = never) pauses half-way
+ * for an hour (dp_test_hooks.ckpt_pause). */
+void dp_ckpt_test_pause(int k);
+
 #endif

@@ -25,6 +25,20 @@ typedef enum {
 typedef int (*dp_checkpoint_fn)(void *ctx, const dp_model *m, const dp_train_state *st,
                                 dp_ckpt_reason why);
 
+/* Test hooks: faults and pauses that the program's tests ask for (dptrain fills them from
+ * its DPTRAIN_TEST_* variables; the library never reads the environment). All zero: none. */
+typedef struct {
+    bool skip_allreduce; /* leave gradients unsummed: the multi-rank tests prove they notice */
+    long stop_at;        /* > 0: rank stop_rank (mod the ranks) asks to stop in this step, as a
+                          * signal would, so tests stop at a step of their choosing */
+    int stop_rank;
+    long hold_at;        /* > 0: every rank waits at the start of this step, after printing
+                          * its PID, until a stop request arrives (tests signal a run they
+                          * know is still going, by PID, without a sleep) */
+    int ckpt_pause;      /* > 0: this process's K-th checkpoint write pauses half-way (the
+                          * model written, the state not) for an hour, so a test can kill it */
+} dp_test_hooks;
+
 /* How the gradient allreduce is done. */
 typedef enum {
     DP_REDUCE_BLOCKING, /* one MPI_Allreduce of the whole arena after the backward pass */
@@ -112,6 +126,7 @@ typedef struct {
     FILE *metrics;    /* one JSON object per epoch, or NULL (set on rank 0 only) */
     dp_progress_fn progress; /* after every optimizer step, or NULL; Local */
     void *progress_ctx;
+    const dp_test_hooks *hooks; /* NULL: none */
 } dp_train_cfg;
 
 typedef struct {

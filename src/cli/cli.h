@@ -35,6 +35,9 @@ int dp_cli_agree(const dp_comm *c, int rc, const char *ctx);
 int dp_cli_exit_code(int status);
 /* BLAS threads per rank: the CPUs this rank may run on, shared by the ranks of the node. */
 int dp_cli_auto_threads(int local_ranks);
+/* The test hooks the DPTRAIN_TEST_* variables ask for (README "Tests": FAULT=skip-allreduce,
+ * STOP_AT=STEP[:RANK], HOLD_AT=STEP, CKPT_PAUSE=K). Local. */
+void dp_cli_test_hooks(dp_test_hooks *h);
 /* Starts MPI and makes the world communicator; prints and returns non-zero on failure. */
 int dp_cli_start(int *argc, char ***argv, dp_comm **c);
 

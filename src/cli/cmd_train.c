@@ -1387,6 +1387,10 @@ int dp_cmd_train(int argc, char **argv)
             fflush(stdout);
         }
     }
+    dp_test_hooks hooks;
+    dp_cli_test_hooks(&hooks);
+    dp_ckpt_test_pause(hooks.ckpt_pause);
+    o.tc.hooks = &hooks;
     g_comm = c;
     rc = dp_train_run(&o.tc, m, d, c, &st, &res);
     g_comm = NULL;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 int dp_cli_int(const char *opt, const char *s, long lo, long hi, long *out)
@@ -115,4 +116,19 @@ int dp_cli_start(int *argc, char ***argv, dp_comm **c)
         dp_dist_abort(DP_EXIT_ERROR);
     }
     return DP_OK;
+}
+
+void dp_cli_test_hooks(dp_test_hooks *h)
+{
+    const char *fault = getenv("DPTRAIN_TEST_FAULT");
+    const char *stop = getenv("DPTRAIN_TEST_STOP_AT");
+    const char *hold = getenv("DPTRAIN_TEST_HOLD_AT");
+    const char *pause = getenv("DPTRAIN_TEST_CKPT_PAUSE");
+    memset(h, 0, sizeof *h);
+    h->skip_allreduce = fault && strcmp(fault, "skip-allreduce") == 0;
+    if (stop && sscanf(stop, "%ld:%d", &h->stop_at, &h->stop_rank) < 1) {
+        h->stop_at = 0;
+    }
+    h->hold_at = hold ? atol(hold) : 0;
+    h->ckpt_pause = pause ? atoi(pause) : 0;
 }

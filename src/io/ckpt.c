@@ -381,15 +381,21 @@ done:
     return rc;
 }
 
-/* Test hook: DPTRAIN_TEST_CKPT_PAUSE=K stops the K-th checkpoint write of this process
- * half-way (the model written, the state not) for an hour, so that a test can kill the job
- * while a write is in progress. */
+/* Test hook (dp_ckpt_test_pause): the K-th checkpoint write of this process stops half-way
+ * (the model written, the state not) for an hour, so that a test can kill the job while a
+ * write is in progress. */
+static int g_pause_at = 0;
+
+void dp_ckpt_test_pause(int k)
+{
+    g_pause_at = k;
+}
+
 static void test_pause(const char *tmp)
 {
     static int writes = 0;
-    const char *k = getenv("DPTRAIN_TEST_CKPT_PAUSE");
     writes++;
-    if (k && atoi(k) == writes) {
+    if (g_pause_at > 0 && g_pause_at == writes) {
         fprintf(stderr, "dptrain: test hook: pausing inside the write of %s\n", tmp);
         fflush(stderr);
         sleep(3600);

@@ -587,22 +587,12 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
     loop_state s = {.cfg = cfg, .m = m, .tr = tr, .c = c};
     dp_sched_cfg sched = cfg->sched;
     sched.base_lr = cfg->opt.lr;
-    /* Test hook: the multi-rank tests prove that they notice unsummed gradients. */
-    const char *fault = getenv("DPTRAIN_TEST_FAULT");
-    const bool skip_allreduce = fault && strcmp(fault, "skip-allreduce") == 0;
-    /* Test hook: DPTRAIN_TEST_STOP_AT=STEP[:RANK] makes one rank (default 0) ask to stop
-     * in step STEP, as a signal would, so that tests stop at a step of their choosing. */
-    long stop_at = -1;
-    int stop_rank = 0;
-    const char *stop_env = getenv("DPTRAIN_TEST_STOP_AT");
-    if (stop_env && sscanf(stop_env, "%ld:%d", &stop_at, &stop_rank) < 1) {
-        stop_at = -1;
-    }
-    /* Test hook: DPTRAIN_TEST_HOLD_AT=STEP makes every rank wait at the start of step STEP,
-     * after saying so with its PID, until a stop request (a signal) arrives: tests signal
-     * a run they know is still going, by PID, without guessing with a sleep. */
-    const char *hold_env = getenv("DPTRAIN_TEST_HOLD_AT");
-    const long hold_at = hold_env ? atol(hold_env) : -1;
+    static const dp_test_hooks no_hooks = {0};
+    const dp_test_hooks *hk = cfg->hooks ? cfg->hooks : &no_hooks;
+    const bool skip_allreduce = hk->skip_allreduce;
+    const long stop_at = hk->stop_at > 0 ? hk->stop_at : -1;
+    const int stop_rank = hk->stop_rank;
+    const long hold_at = hk->hold_at > 0 ? hk->hold_at : -1;
     bool ran_epoch = false;
 
     memset(res, 0, sizeof *res);
