@@ -1,6 +1,7 @@
-# dptrainDependencies.cmake: finds parallel HDF5 (C) and OpenBLAS, the two dependencies of
-# libdptrain without a standard CMake imported target, and wraps each in an imported target
-# that libdptrain's usage requirements name: dptrain_deps::hdf5 and dptrain_deps::openblas.
+# dptrainDependencies.cmake: finds parallel HDF5 (C), OpenBLAS and jansson, the dependencies
+# of libdptrain without a standard CMake imported target, and wraps each in an imported target
+# that libdptrain's usage requirements name: dptrain_deps::hdf5, dptrain_deps::openblas and
+# dptrain_deps::jansson.
 # Included by the build (CMakeLists.txt) and by the installed dptrainConfig.cmake, so that a
 # project using find_package(dptrain) finds the same libraries the same way.
 # Expects find_package(MPI COMPONENTS C) and find_package(PkgConfig) to have run.
@@ -77,4 +78,18 @@ if(NOT TARGET dptrain_deps::openblas)
 endif()
 if(TARGET dptrain_deps::openblas)
   set(DPTRAIN_OPENBLAS_FOUND TRUE)
+endif()
+
+# jansson: the run configuration's JSON (src/train/run_cfg.c).
+set(DPTRAIN_JANSSON_FOUND FALSE)
+if(NOT TARGET dptrain_deps::jansson)
+  pkg_check_modules(DPTRAIN_PC_JANSSON QUIET IMPORTED_TARGET jansson)
+  if(DPTRAIN_PC_JANSSON_FOUND)
+    add_library(dptrain_deps::jansson INTERFACE IMPORTED)
+    set_target_properties(dptrain_deps::jansson PROPERTIES
+      INTERFACE_LINK_LIBRARIES "PkgConfig::DPTRAIN_PC_JANSSON")
+  endif()
+endif()
+if(TARGET dptrain_deps::jansson)
+  set(DPTRAIN_JANSSON_FOUND TRUE)
 endif()

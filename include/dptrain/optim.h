@@ -70,6 +70,20 @@ typedef struct {
     float momentum_decay;          /* nadam (psi) */
 } dp_optim_cfg;
 
+/* The float hyperparameters of dp_optim_cfg, one table for every place that names them (the
+ * options, the run configuration's JSON, the checkpoint's attributes), so they cannot drift.
+ * optims: bit k set if optimizer k uses the field. */
+typedef struct {
+    const char *name;  /* "weight_decay": the JSON key and checkpoint attribute */
+    const char *flag;  /* "weight-decay": the option (--weight-decay) */
+    size_t offset;     /* of the float in dp_optim_cfg */
+    unsigned optims;
+    const char *what;  /* for --help */
+} dp_optim_field;
+
+/* The table, *n entries. Local. */
+const dp_optim_field *dp_optim_fields(int *n);
+
 /* "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam", "adamax" ("?" if out
  * of range). */
 const char *dp_optim_name(dp_optim_kind k);

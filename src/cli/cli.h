@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "dptrain/dist.h"
+#include "dptrain/run.h"
 #include "dptrain/train.h"
 
 /* Exit codes of the program (documented in README.md). */
@@ -44,12 +45,8 @@ int dp_cli_start(int *argc, char ***argv, dp_comm **c);
 /* The options of a run, as dptrain train reads them (a --config file, the command line,
  * the layer spec), for commands that run the training step without training a model. */
 typedef struct {
-    dp_train_cfg tc;
-    dp_model_cfg mc;
-    char data[4096];   /* --data, or "" */
+    dp_run_cfg run;
     char layers[1024]; /* the layer spec in force */
-    int threads;       /* --threads, 0 = auto */
-    bool flush_subnormals;
     bool help;
 } dp_cli_run;
 /* Parses argv (argv[0] is the command) with every dptrain train option; --data is optional

@@ -343,11 +343,11 @@ int dp_cmd_bench(int argc, char **argv)
         bo.modes[DP_REDUCE_OVERLAP] = false; /* nothing to overlap */
         bo.modes[DP_REDUCE_BLOCKING] = true;
     }
-    const int threads = ro.threads > 0 ? ro.threads : dp_cli_auto_threads(dp_comm_local_size(c));
+    const int threads = ro.run.threads > 0 ? ro.run.threads : dp_cli_auto_threads(dp_comm_local_size(c));
     dp_blas_set_threads(threads);
-    dp_fp_flush_subnormals(ro.flush_subnormals);
-    dp_train_cfg tc = ro.tc;
-    dp_model_cfg mc = ro.mc;
+    dp_fp_flush_subnormals(ro.run.flush_subnormals);
+    dp_train_cfg tc = ro.run.train;
+    dp_model_cfg mc = ro.run.model;
     tc.epochs = 1;
     tc.val_fraction = 0.0f;
     tc.patience = 0;
@@ -362,11 +362,11 @@ int dp_cmd_bench(int argc, char **argv)
 
     /* Data: the file's training rows, or synthetic rows; either way every rank holds all. */
     const dp_dataset *d = &synth;
-    if (ro.data[0]) {
-        rc = dp_dataset_load(ro.data, &loaded);
+    if (ro.run.data[0]) {
+        rc = dp_dataset_load(ro.run.data, &loaded);
         if (rc == DP_OK && loaded->train.n < n_need) {
             rc = dp_err(DP_EINVAL, "%s has %zu training rows; %ld steps of %zu rows need %zu "
-                                   "(use fewer --steps or --warmup)", ro.data,
+                                   "(use fewer --steps or --warmup)", ro.run.data,
                         loaded->train.n, bo.steps > bo.warmup ? bo.steps : bo.warmup,
                         rows_per_step, n_need);
         }
@@ -408,8 +408,8 @@ done:
                size == 1 ? "" : "s", dp_comm_local_size(c),
                dp_comm_local_size(c) > sysconf(_SC_NPROCESSORS_ONLN) ? ", oversubscribed" : "",
                threads, threads == 1 ? "" : "s", dp_blas_corename(),
-               ro.data[0] ? ro.data : "synthetic", bo.steps, bo.repeats, bo.warmup,
-               ro.flush_subnormals ? "; subnormals flushed to zero" : "");
+               ro.run.data[0] ? ro.run.data : "synthetic", bo.steps, bo.repeats, bo.warmup,
+               ro.run.flush_subnormals ? "; subnormals flushed to zero" : "");
         fflush(stdout);
     }
 

@@ -2,11 +2,11 @@
 #define _GNU_SOURCE
 #include "cli.h"
 #include "core/proc.h"
-#include "resume.h"
 
 #include "dptrain/blas.h"
 #include "dptrain/err.h"
 #include "dptrain/io.h"
+#include "dptrain/run.h"
 #include "dptrain/train.h"
 
 #include <errno.h>
@@ -28,36 +28,17 @@
 #define DPTRAIN_VERSION "dev"
 #endif
 
-/* Optimizer hyperparameter flags: the dp_optim_cfg field each sets and the optimizers it
- * applies to. Values are applied over torch's defaults for the chosen optimizer once all
- * options are read, so their order does not matter; a flag that does not apply is refused. */
+/* Optimizer hyperparameter flags: one per dp_optim_fields entry (--lr, --beta1, ...). Values
+ * are applied over torch's defaults for the chosen optimizer once all options are read, so
+ * their order does not matter; a flag that does not apply is refused. */
 #define OPT_BIT(k) (1u << (k))
-#define ADAM_FAMILY (OPT_BIT(DP_OPT_ADAM) | OPT_BIT(DP_OPT_ADAMW) | OPT_BIT(DP_OPT_NADAM) | OPT_BIT(DP_OPT_ADAMAX))
-#define ALL_OPTIMS ((1u << DP_OPT_COUNT) - 1)
-static const struct {
-    const char *flag;
-    size_t offset;
-    unsigned optims;
-    const char *what;
-} hp_flags[] = {
-    {"lr", offsetof(dp_optim_cfg, lr), ALL_OPTIMS, "learning rate"},
-    {"weight-decay", offsetof(dp_optim_cfg, weight_decay), ALL_OPTIMS,
-     "L2 penalty (adamw: decoupled decay)"},
-    {"momentum", offsetof(dp_optim_cfg, momentum), OPT_BIT(DP_OPT_SGD) | OPT_BIT(DP_OPT_RMSPROP),
-     "momentum (sgd, rmsprop)"},
-    {"dampening", offsetof(dp_optim_cfg, dampening), OPT_BIT(DP_OPT_SGD), "momentum dampening (sgd)"},
-    {"alpha", offsetof(dp_optim_cfg, alpha), OPT_BIT(DP_OPT_RMSPROP), "smoothing constant (rmsprop)"},
-    {"rho", offsetof(dp_optim_cfg, rho), OPT_BIT(DP_OPT_ADADELTA), "running-average coefficient (adadelta)"},
-    {"lr-decay", offsetof(dp_optim_cfg, lr_decay), OPT_BIT(DP_OPT_ADAGRAD), "learning-rate decay (adagrad)"},
-    {"initial-accumulator-value", offsetof(dp_optim_cfg, initial_accumulator_value),
-     OPT_BIT(DP_OPT_ADAGRAD), "start of the squared-gradient sum (adagrad)"},
-    {"beta1", offsetof(dp_optim_cfg, beta1), ADAM_FAMILY, "first betas coefficient (adam family)"},
-    {"beta2", offsetof(dp_optim_cfg, beta2), ADAM_FAMILY, "second betas coefficient (adam family)"},
-    {"eps", offsetof(dp_optim_cfg, eps), ALL_OPTIMS & ~OPT_BIT(DP_OPT_SGD), "term added for stability"},
-    {"momentum-decay", offsetof(dp_optim_cfg, momentum_decay), OPT_BIT(DP_OPT_NADAM),
-     "momentum decay (nadam)"},
-};
-#define N_HP (sizeof hp_flags / sizeof hp_flags[0])
+#define N_HP 16 /* room for dp_optim_fields */
+static const dp_optim_field *hp_flags(int *n)
+{
+    const dp_optim_field *f = dp_optim_fields(n);
+    *n = *n < N_HP ? *n : N_HP;
+    return f;
+}
 
 /* --progress: the in-epoch progress line of rank 0 (a display option: not part of the
  * run's configuration, so it may change on resume). */
@@ -65,53 +46,31 @@ enum { PROGRESS_AUTO = 0, PROGRESS_ON, PROGRESS_OFF };
 static const char *const progress_names[] = {"auto", "on", "off"};
 
 typedef struct {
-    const char *data, *out, *layers;
+    dp_run_cfg run; /* the defaults, or a saved config.json: the options below edit it */
+    bool from_json; /* run came from a config.json (its model stands unless --layers) */
+    const char *data, *out, *layers, *resume, *init_from; /* given, or NULL */
     dp_optim_kind optim;
+    bool optim_given;
     const char *hp_val[N_HP]; /* hyperparameter values given, or NULL */
     bool nesterov, centered, amsgrad;
     const char *milestones;
-    int lr_scaling; /* 0, or the base batch of the linear scaling rule */
     const char *dropout, *batchnorm; /* per hidden layer: one value for all, or a list */
-    float bn_momentum, bn_eps;
     dp_act hidden_act;
+    bool act_given;
     const char *init, *bias_init; /* initializer specs: one for all layers, or a list */
-    dp_train_cfg tc;
-    int threads; /* BLAS threads per rank; 0 = from the cores and the ranks on the node */
-    const char *resume; /* NULL, "auto" or a checkpoint path */
-    long checkpoint_every;
-    int checkpoint_epochs, keep_last;
     bool quiet;
     int progress; /* PROGRESS_AUTO, PROGRESS_ON or PROGRESS_OFF */
-    float step_timeout; /* the watchdog's limit, seconds; 0: off; < 0: auto */
-    bool flush_subnormals; /* MXCSR FTZ + DAZ on the rank's main thread */
     bool help;
 } train_opts;
 
+/* The options' starting point: the run's defaults (dp_run_defaults: one place). */
 static void defaults(train_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->out = "runs/dptrain";
+    dp_run_defaults(&o->run);
+    o->optim = o->run.train.opt.kind;
     o->hidden_act = DP_ACT_RELU;
-    o->init = "he-normal";
-    o->tc.loss = DP_LOSS_CROSS_ENTROPY;
-    o->tc.epochs = 10;
-    o->tc.batch = 128;
-    o->tc.seed = 1;
-    o->optim = DP_OPT_SGD;
-    dp_optim_defaults(o->optim, &o->tc.opt);
-    o->tc.sched = (dp_sched_cfg){.kind = DP_SCHED_COSINE, .gamma = 0.1f, .step_size = 30,
-                                 .warmup_start_factor = 1.0f / 3.0f};
-    o->tc.eval_batch = 1000;
     o->progress = PROGRESS_AUTO;
-    o->step_timeout = -1.0f;
-    o->tc.accumulate = 1;
-    o->tc.plateau_patience = 10;
-    o->bn_momentum = 0.1f;
-    o->bn_eps = 1e-5f;
-    o->checkpoint_epochs = 1;
-    o->keep_last = 3;
-    o->tc.reduce = DP_REDUCE_BLOCKING;
-    o->tc.bucket_bytes = DP_BUCKET_KB_DEFAULT * 1024;
 }
 
 /* The defaults of every optimizer, one line each, from dp_optim_defaults. */
@@ -122,9 +81,11 @@ static void help_optim_defaults(FILE *f)
         dp_optim_cfg c;
         dp_optim_defaults((dp_optim_kind)k, &c);
         fprintf(f, "  %-9s", dp_optim_name((dp_optim_kind)k));
-        for (size_t i = 0; i < N_HP; i++) {
-            if (hp_flags[i].optims & OPT_BIT(k)) {
-                fprintf(f, " %s %g", hp_flags[i].flag, *(const float *)((const char *)&c + hp_flags[i].offset));
+        int n_hp = 0;
+        const dp_optim_field *hp = hp_flags(&n_hp);
+        for (int i = 0; i < n_hp; i++) {
+            if (hp[i].optims & OPT_BIT(k)) {
+                fprintf(f, " %s %g", hp[i].flag, *(const float *)((const char *)&c + hp[i].offset));
             }
         }
         fprintf(f, "\n");
@@ -254,11 +215,11 @@ static void help(FILE *f)
 "             4 training diverged (loss NaN, infinite, or over 100 x its first step's),\n"
 "             5 a rank stopped making progress (the watchdog; continue with\n"
 "               --resume auto once the cause is gone).\n",
-            dp_act_name(d.hidden_act), dp_loss_name(d.tc.loss), d.init,
-            dp_sched_name(d.tc.sched.kind), d.tc.sched.gamma, d.tc.sched.step_size,
-            d.tc.sched.warmup_start_factor, d.tc.plateau_patience, d.tc.batch, d.tc.epochs, (unsigned long long)d.tc.seed,
-            d.tc.accumulate, d.tc.clip_norm, d.tc.val_fraction, d.tc.patience, d.tc.min_delta,
-            d.checkpoint_epochs, d.keep_last, d.out, d.tc.eval_batch, DP_BUCKET_KB_DEFAULT,
+            dp_act_name(d.hidden_act), dp_loss_name(d.run.train.loss), "he-normal",
+            dp_sched_name(d.run.train.sched.kind), d.run.train.sched.gamma, d.run.train.sched.step_size,
+            d.run.train.sched.warmup_start_factor, d.run.train.plateau_patience, d.run.train.batch, d.run.train.epochs, (unsigned long long)d.run.train.seed,
+            d.run.train.accumulate, d.run.train.clip_norm, d.run.train.val_fraction, d.run.train.patience, d.run.train.min_delta,
+            d.run.train.checkpoint_epochs, d.run.keep_last, d.run.out, d.run.train.eval_batch, DP_BUCKET_KB_DEFAULT,
             progress_names[d.progress]);
 }
 
@@ -270,7 +231,7 @@ enum {
     OPT_MILESTONES, OPT_WARMUP, OPT_WARMUP_FACTOR, OPT_PLATEAU_FACTOR, OPT_PLATEAU_PATIENCE,
     OPT_LR_SCALING, OPT_BIAS_INIT, OPT_DROPOUT, OPT_BATCHNORM, OPT_BN_MOMENTUM, OPT_BN_EPS,
     OPT_RESUME, OPT_CKPT_EVERY, OPT_CKPT_EPOCHS, OPT_KEEP_LAST, OPT_ALLREDUCE, OPT_BUCKET_KB,
-    OPT_FLUSH_SUBNORMALS, OPT_PROGRESS, OPT_STEP_TIMEOUT,
+    OPT_FLUSH_SUBNORMALS, OPT_PROGRESS, OPT_STEP_TIMEOUT, OPT_INIT_FROM, OPT_OVERWRITE,
     OPT_HP = 512, /* + index into hp_flags */
 };
 
@@ -284,31 +245,34 @@ static int parse_enum(const char *opt, const char *s, int (*parse)(const char *)
     return DP_OK;
 }
 
-/* Applies the optimizer's torch defaults, then the hyperparameters given (refusing those
- * that do not apply), then the switches; parses --milestones. */
+/* Applies the optimizer's torch defaults (unless a saved config.json chose the optimizer and
+ * no --optimizer changes it), then the hyperparameters given (refusing those that do not
+ * apply), then the switches; parses --milestones. */
 static int finish_optim(train_opts *o)
 {
-    int rc = DP_OK;
-    dp_optim_cfg *c = &o->tc.opt;
-    const char *name = dp_optim_name(o->optim);
-    dp_optim_defaults(o->optim, c);
-    for (size_t i = 0; i < N_HP; i++) {
+    int rc = DP_OK, n_hp = 0;
+    const dp_optim_field *hp = hp_flags(&n_hp);
+    dp_optim_cfg *c = &o->run.train.opt;
+    if (o->optim_given || !o->from_json) {
+        dp_optim_defaults(o->optim, c);
+    }
+    const char *name = dp_optim_name(c->kind);
+    for (int i = 0; i < n_hp; i++) {
         char opt[64];
         if (!o->hp_val[i]) {
             continue;
         }
-        snprintf(opt, sizeof opt, "--%s", hp_flags[i].flag);
-        if (!(hp_flags[i].optims & OPT_BIT(o->optim))) {
+        snprintf(opt, sizeof opt, "--%s", hp[i].flag);
+        if (!(hp[i].optims & OPT_BIT(c->kind))) {
             DP_FAIL(DP_EINVAL, "%s does not apply to --optimizer %s", opt, name);
         }
-        DP_TRY(dp_cli_float(opt, o->hp_val[i], -1e30, 1e30,
-                            (float *)((char *)c + hp_flags[i].offset)));
+        DP_TRY(dp_cli_float(opt, o->hp_val[i], -1e30, 1e30, (float *)((char *)c + hp[i].offset)));
     }
-    c->nesterov = o->nesterov;
-    c->centered = o->centered;
-    c->amsgrad = o->amsgrad;
+    c->nesterov = c->nesterov || o->nesterov;
+    c->centered = c->centered || o->centered;
+    c->amsgrad = c->amsgrad || o->amsgrad;
     if (o->milestones) {
-        dp_sched_cfg *sc = &o->tc.sched;
+        dp_sched_cfg *sc = &o->run.train.sched;
         const char *p = o->milestones;
         sc->n_milestones = 0;
         while (*p) {
@@ -370,6 +334,8 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
         {"bn-momentum", required_argument, 0, OPT_BN_MOMENTUM},
         {"bn-eps", required_argument, 0, OPT_BN_EPS},
         {"resume", required_argument, 0, OPT_RESUME},
+        {"init-from", required_argument, 0, OPT_INIT_FROM},
+        {"overwrite", no_argument, 0, OPT_OVERWRITE},
         {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
         {"checkpoint-epochs", required_argument, 0, OPT_CKPT_EPOCHS},
         {"keep-last", required_argument, 0, OPT_KEEP_LAST},
@@ -380,12 +346,14 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
     };
     const size_t n_base = sizeof base_opts / sizeof base_opts[0];
     struct option longopts[sizeof base_opts / sizeof base_opts[0] + N_HP + 1];
+    int n_hp = 0;
+    const dp_optim_field *hp = hp_flags(&n_hp);
     memcpy(longopts, base_opts, sizeof base_opts);
-    for (size_t i = 0; i < N_HP; i++) {
-        longopts[n_base + i] = (struct option){hp_flags[i].flag, required_argument, 0,
+    for (int i = 0; i < n_hp; i++) {
+        longopts[n_base + i] = (struct option){hp[i].flag, required_argument, 0,
                                                OPT_HP + (int)i};
     }
-    longopts[n_base + N_HP] = (struct option){0, 0, 0, 0};
+    longopts[n_base + n_hp] = (struct option){0, 0, 0, 0};
     int rc = DP_OK, c, v = 0;
     long l = 0;
     opterr = 0; /* we print our own message, once, from rank 0 */
@@ -405,55 +373,60 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
                                    "the network cannot be trained", optarg);
             }
             o->hidden_act = (dp_act)v;
+            o->act_given = true;
             break;
-        case OPT_LOSS: DP_TRY(parse_enum("--loss", optarg, dp_loss_parse, &v)); o->tc.loss = v; break;
+        case OPT_LOSS: DP_TRY(parse_enum("--loss", optarg, dp_loss_parse, &v)); o->run.train.loss = v; break;
         case OPT_INIT: o->init = optarg; break;
         case OPT_BIAS_INIT: o->bias_init = optarg; break;
-        case OPT_OPTIM: DP_TRY(parse_enum("--optimizer", optarg, dp_optim_parse, &v)); o->optim = v; break;
+        case OPT_OPTIM:
+            DP_TRY(parse_enum("--optimizer", optarg, dp_optim_parse, &v));
+            o->optim = v;
+            o->optim_given = true;
+            break;
         case OPT_NESTEROV: o->nesterov = true; break;
         case OPT_CENTERED: o->centered = true; break;
         case OPT_AMSGRAD: o->amsgrad = true; break;
-        case OPT_SCHED: DP_TRY(parse_enum("--lr-schedule", optarg, dp_sched_parse, &v)); o->tc.sched.kind = v; break;
-        case OPT_GAMMA: DP_TRY(dp_cli_float("--gamma", optarg, 0.0, 1e6, &o->tc.sched.gamma)); break;
-        case OPT_STEP_SIZE: DP_TRY(dp_cli_int("--step-size", optarg, 1, 1000000, &l)); o->tc.sched.step_size = (int)l; break;
+        case OPT_SCHED: DP_TRY(parse_enum("--lr-schedule", optarg, dp_sched_parse, &v)); o->run.train.sched.kind = v; break;
+        case OPT_GAMMA: DP_TRY(dp_cli_float("--gamma", optarg, 0.0, 1e6, &o->run.train.sched.gamma)); break;
+        case OPT_STEP_SIZE: DP_TRY(dp_cli_int("--step-size", optarg, 1, 1000000, &l)); o->run.train.sched.step_size = (int)l; break;
         case OPT_MILESTONES: o->milestones = optarg; break;
         case OPT_DROPOUT: o->dropout = optarg; break;
         case OPT_BATCHNORM: o->batchnorm = optarg; break;
-        case OPT_BN_MOMENTUM: DP_TRY(dp_cli_float("--bn-momentum", optarg, 0.0, 1.0, &o->bn_momentum)); break;
-        case OPT_BN_EPS: DP_TRY(dp_cli_float("--bn-eps", optarg, 1e-30, 1.0, &o->bn_eps)); break;
-        case OPT_PLATEAU_FACTOR: DP_TRY(dp_cli_float("--plateau-factor", optarg, 0.0, 0.999999, &o->tc.plateau_factor)); break;
-        case OPT_PLATEAU_PATIENCE: DP_TRY(dp_cli_int("--plateau-patience", optarg, 0, 1000000, &l)); o->tc.plateau_patience = (int)l; break;
+        case OPT_BN_MOMENTUM: DP_TRY(dp_cli_float("--bn-momentum", optarg, 0.0, 1.0, &o->run.model.bn_momentum)); break;
+        case OPT_BN_EPS: DP_TRY(dp_cli_float("--bn-eps", optarg, 1e-30, 1.0, &o->run.model.bn_eps)); break;
+        case OPT_PLATEAU_FACTOR: DP_TRY(dp_cli_float("--plateau-factor", optarg, 0.0, 0.999999, &o->run.train.plateau_factor)); break;
+        case OPT_PLATEAU_PATIENCE: DP_TRY(dp_cli_int("--plateau-patience", optarg, 0, 1000000, &l)); o->run.train.plateau_patience = (int)l; break;
         case OPT_LR_SCALING:
             if (strcmp(optarg, "none") == 0) {
-                o->lr_scaling = 0;
+                o->run.lr_scaling = 0;
             } else if (strncmp(optarg, "linear", 6) == 0 &&
                        (optarg[6] == '\0' || optarg[6] == ':')) {
-                o->lr_scaling = 256;
+                o->run.lr_scaling = 256;
                 if (optarg[6] == ':') {
                     DP_TRY(dp_cli_int("--lr-scaling linear:BASE", optarg + 7, 1, 1L << 30, &l));
-                    o->lr_scaling = (int)l;
+                    o->run.lr_scaling = (int)l;
                 }
             } else {
                 DP_FAIL(DP_EINVAL, "--lr-scaling: unknown value '%s' (none, linear or "
                                    "linear:BASE_BATCH)", optarg);
             }
             break;
-        case OPT_WARMUP: DP_TRY(dp_cli_int("--warmup-steps", optarg, 0, 1L << 40, &l)); o->tc.sched.warmup_steps = l; break;
-        case OPT_WARMUP_FACTOR: DP_TRY(dp_cli_float("--warmup-start-factor", optarg, 0.0, 1.0, &o->tc.sched.warmup_start_factor)); break;
+        case OPT_WARMUP: DP_TRY(dp_cli_int("--warmup-steps", optarg, 0, 1L << 40, &l)); o->run.train.sched.warmup_steps = l; break;
+        case OPT_WARMUP_FACTOR: DP_TRY(dp_cli_float("--warmup-start-factor", optarg, 0.0, 1.0, &o->run.train.sched.warmup_start_factor)); break;
         case OPT_BATCH:
             if (strcmp(optarg, "full") == 0) {
-                o->tc.batch = 0;
+                o->run.train.batch = 0;
             } else {
                 DP_TRY(dp_cli_int("--batch", optarg, 1, 1L << 30, &l));
-                o->tc.batch = (size_t)l;
+                o->run.train.batch = (size_t)l;
             }
             break;
-        case OPT_DROP_LAST: o->tc.drop_last = true; break;
-        case OPT_EPOCHS: DP_TRY(dp_cli_int("--epochs", optarg, 0, DP_MAX_EPOCHS, &l)); o->tc.epochs = (int)l; break;
-        case OPT_SEED: DP_TRY(dp_cli_u64("--seed", optarg, &o->tc.seed)); break;
+        case OPT_DROP_LAST: o->run.train.drop_last = true; break;
+        case OPT_EPOCHS: DP_TRY(dp_cli_int("--epochs", optarg, 0, DP_MAX_EPOCHS, &l)); o->run.train.epochs = (int)l; break;
+        case OPT_SEED: DP_TRY(dp_cli_u64("--seed", optarg, &o->run.train.seed)); break;
         case OPT_OUT: o->out = optarg; break;
-        case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->tc.eval_batch = (int)l; break;
-        case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->threads = (int)l; break;
+        case OPT_EVAL_BATCH: DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 24, &l)); o->run.train.eval_batch = (int)l; break;
+        case OPT_THREADS: DP_TRY(dp_cli_int("--threads", optarg, 0, 4096, &l)); o->run.threads = (int)l; break;
         case OPT_QUIET: o->quiet = true; break;
         case OPT_PROGRESS:
             for (v = 0; v < 3 && strcmp(optarg, progress_names[v]) != 0; v++) {
@@ -463,43 +436,45 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
             }
             o->progress = v;
             break;
-        case OPT_FLUSH_SUBNORMALS: o->flush_subnormals = true; break;
+        case OPT_FLUSH_SUBNORMALS: o->run.flush_subnormals = true; break;
         case OPT_STEP_TIMEOUT:
             if (strcmp(optarg, "auto") == 0) {
-                o->step_timeout = -1.0f;
-            } else if (dp_cli_float("--step-timeout", optarg, 0.0, 1e9, &o->step_timeout) !=
+                o->run.step_timeout = -1.0f;
+            } else if (dp_cli_float("--step-timeout", optarg, 0.0, 1e9, &o->run.step_timeout) !=
                        DP_OK) {
                 DP_FAIL(DP_EINVAL, "--step-timeout: '%s' is not auto or a number of seconds "
                                    "(0 for no watchdog)", optarg);
             }
             break;
         case OPT_RESUME: o->resume = optarg; break;
-        case OPT_CKPT_EVERY: DP_TRY(dp_cli_int("--checkpoint-every", optarg, 0, 1L << 40, &l)); o->checkpoint_every = l; break;
-        case OPT_CKPT_EPOCHS: DP_TRY(dp_cli_int("--checkpoint-epochs", optarg, 0, 1000000, &l)); o->checkpoint_epochs = (int)l; break;
-        case OPT_KEEP_LAST: DP_TRY(dp_cli_int("--keep-last", optarg, 1, 1000000, &l)); o->keep_last = (int)l; break;
+        case OPT_INIT_FROM: o->init_from = optarg; break;
+        case OPT_OVERWRITE: o->run.overwrite = true; break;
+        case OPT_CKPT_EVERY: DP_TRY(dp_cli_int("--checkpoint-every", optarg, 0, 1L << 40, &l)); o->run.train.checkpoint_every = l; break;
+        case OPT_CKPT_EPOCHS: DP_TRY(dp_cli_int("--checkpoint-epochs", optarg, 0, 1000000, &l)); o->run.train.checkpoint_epochs = (int)l; break;
+        case OPT_KEEP_LAST: DP_TRY(dp_cli_int("--keep-last", optarg, 1, 1000000, &l)); o->run.keep_last = (int)l; break;
         case OPT_CONFIG: break; /* read before the options, see read_config */
         case OPT_ALLREDUCE:
             if (strcmp(optarg, "blocking") == 0) {
-                o->tc.reduce = DP_REDUCE_BLOCKING;
+                o->run.train.reduce = DP_REDUCE_BLOCKING;
             } else if (strcmp(optarg, "overlap") == 0) {
-                o->tc.reduce = DP_REDUCE_OVERLAP;
+                o->run.train.reduce = DP_REDUCE_OVERLAP;
             } else {
                 DP_FAIL(DP_EINVAL, "--allreduce: unknown value '%s' (blocking or overlap)", optarg);
             }
             break;
         case OPT_BUCKET_KB:
             DP_TRY(dp_cli_int("--bucket-kb", optarg, 0, 1L << 30, &l));
-            o->tc.bucket_bytes = (size_t)l * 1024;
+            o->run.train.bucket_bytes = (size_t)l * 1024;
             break;
-        case OPT_ACCUM: DP_TRY(dp_cli_int("--accumulate", optarg, 1, 1 << 20, &l)); o->tc.accumulate = (int)l; break;
-        case OPT_CLIP: DP_TRY(dp_cli_float("--clip-norm", optarg, 0.0, 1e30, &o->tc.clip_norm)); break;
-        case OPT_VALF: DP_TRY(dp_cli_float("--val-fraction", optarg, 0.0, 0.99, &o->tc.val_fraction)); break;
-        case OPT_PATIENCE: DP_TRY(dp_cli_int("--patience", optarg, 0, 1 << 20, &l)); o->tc.patience = (int)l; break;
-        case OPT_MIN_DELTA: DP_TRY(dp_cli_float("--min-delta", optarg, 0.0, 1e30, &o->tc.min_delta)); break;
+        case OPT_ACCUM: DP_TRY(dp_cli_int("--accumulate", optarg, 1, 1 << 20, &l)); o->run.train.accumulate = (int)l; break;
+        case OPT_CLIP: DP_TRY(dp_cli_float("--clip-norm", optarg, 0.0, 1e30, &o->run.train.clip_norm)); break;
+        case OPT_VALF: DP_TRY(dp_cli_float("--val-fraction", optarg, 0.0, 0.99, &o->run.train.val_fraction)); break;
+        case OPT_PATIENCE: DP_TRY(dp_cli_int("--patience", optarg, 0, 1 << 20, &l)); o->run.train.patience = (int)l; break;
+        case OPT_MIN_DELTA: DP_TRY(dp_cli_float("--min-delta", optarg, 0.0, 1e30, &o->run.train.min_delta)); break;
         case 'h': o->help = true; break;
         case ':': DP_FAIL(DP_EINVAL, "option '%s' needs a value", argv[optind - 1]);
         default:
-            if (c >= OPT_HP && c < OPT_HP + (int)N_HP) {
+            if (c >= OPT_HP && c < OPT_HP + n_hp) {
                 o->hp_val[c - OPT_HP] = optarg;
                 break;
             }
@@ -513,10 +488,10 @@ static int parse_args(int argc, char **argv, train_opts *o, bool check_required)
     if (o->help || !check_required) {
         goto done;
     }
-    if (!o->data) {
+    if (!o->data && !o->run.data[0]) {
         DP_FAIL(DP_EINVAL, "--data FILE is required (see dptrain train --help)");
     }
-    if (!o->layers) {
+    if (!o->layers && o->run.model.n_layers == 0) {
         DP_FAIL(DP_EINVAL, "--layers is required, e.g. --layers 784,256,128,10");
     }
 done:
@@ -537,7 +512,7 @@ typedef struct {
 static int is_flag_option(const char *key)
 {
     static const char *const flags[] = {"nesterov", "centered", "amsgrad", "drop-last", "quiet",
-                                        "flush-subnormals"};
+                                        "flush-subnormals", "overwrite"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (strcmp(flags[i], key) == 0) {
             return 1;
@@ -606,9 +581,38 @@ static int config_handler(void *user, const char *section, const char *name, con
     return 1;
 }
 
-/* Finds --config in argv; if present, reads it and returns a new argv (in *out, *out_argc):
- * argv[0], the file's options, then argv[1..] without --config. */
-static int read_config(int argc, char **argv, config_ctx *cx, char ***out, int *out_argc)
+/* A saved config.json (a file whose first non-blank character is '{'): read into o->run,
+ * the base that the command line then edits. */
+static int read_json_config(FILE *f, const char *file, train_opts *o)
+{
+    int rc = DP_OK;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    char buf[65536];
+    size_t n;
+    while (mem && (n = fread(buf, 1, sizeof buf, f)) > 0) {
+        fwrite(buf, 1, n, mem);
+    }
+    if (!mem || ferror(f) || fclose(mem) != 0) {
+        DP_FAIL(DP_EIO, "--config %s: cannot read (%s)", file, strerror(errno));
+    }
+    DP_TRY(dp_run_cfg_from_json(text, file, &o->run));
+    o->from_json = true;
+    o->optim = o->run.train.opt.kind;
+    if (o->run.model.n_layers > 1) {
+        o->hidden_act = o->run.model.act[0];
+    }
+done:
+    free(text);
+    return rc;
+}
+
+/* Finds --config in argv; if present, reads it: a config.json into o->run; an INI file into
+ * a new argv (in *out, *out_argc): argv[0], the file's options, then argv[1..] without
+ * --config. */
+static int read_config(int argc, char **argv, train_opts *o, config_ctx *cx, char ***out,
+                       int *out_argc)
 {
     const char *file = NULL;
     *out = NULL;
@@ -626,8 +630,24 @@ static int read_config(int argc, char **argv, config_ctx *cx, char ***out, int *
     if (!f) {
         return dp_err(DP_EINVAL, "--config %s: cannot open (%s)", file, strerror(errno));
     }
-    int line = ini_parse_file(f, config_handler, cx);
-    fclose(f);
+    int ch;
+    while ((ch = getc(f)) == ' ' || ch == '\n' || ch == '\t' || ch == '\r') {
+    }
+    if (ch == '{') {
+        ungetc(ch, f);
+        int rc = read_json_config(f, file, o);
+        fclose(f);
+        if (rc != DP_OK) {
+            return rc;
+        }
+        cx->n = 0; /* the command line alone, without --config */
+    } else {
+        rewind(f);
+    }
+    int line = ch == '{' ? 0 : ini_parse_file(f, config_handler, cx);
+    if (ch != '{') {
+        fclose(f);
+    }
     if (line != 0) {
         return dp_err(DP_EINVAL, "%s:%d: %s", file, line,
                       cx->msg[0] ? cx->msg : "not a valid INI line (expected key = value)");
@@ -732,7 +752,9 @@ static int parse_regularizers(const train_opts *o, dp_model_cfg *mc)
             mc->dropout[i] = (float)v[i];
         }
     }
-    if (o->batchnorm && strcmp(o->batchnorm, "off") != 0) {
+    if (o->batchnorm && strcmp(o->batchnorm, "off") == 0) {
+        memset(mc->batchnorm, 0, sizeof mc->batchnorm);
+    } else if (o->batchnorm) {
         if (hidden == 0) {
             return dp_err(DP_EINVAL, "--batchnorm: the model has no hidden layer");
         }
@@ -752,13 +774,13 @@ static int parse_regularizers(const train_opts *o, dp_model_cfg *mc)
             mc->batchnorm[i] = v[i] == 1.0;
         }
     }
-    mc->bn_momentum = o->bn_momentum;
-    mc->bn_eps = o->bn_eps;
-    DP_TRY(parse_inits("--init", o->init, mc->n_layers, mc->weight_init));
+    if (o->init) {
+        DP_TRY(parse_inits("--init", o->init, mc->n_layers, mc->weight_init));
+        mc->init = mc->weight_init[0].kind;
+    }
     if (o->bias_init) {
         DP_TRY(parse_inits("--bias-init", o->bias_init, mc->n_layers, mc->bias_init));
     }
-    mc->init = mc->weight_init[0].kind;
 done:
     return rc;
 }
@@ -863,88 +885,28 @@ static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg
     return DP_OK;
 }
 
-static int mkdir_p(const char *dir)
+/* Copies a path option into a run configuration field. */
+static int set_path(const char *opt, const char *v, char *dst, size_t cap)
 {
-    char buf[4096];
-    if ((size_t)snprintf(buf, sizeof buf, "%s", dir) >= sizeof buf) {
-        return dp_err(DP_EINVAL, "--out: path too long");
-    }
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-                return dp_err(DP_EIO, "--out %s: cannot create directory %s (%s)", dir, buf,
-                              strerror(errno));
-            }
-            *p = saved;
-            if (saved == '\0') {
-                break;
-            }
-        }
+    if (v && (size_t)snprintf(dst, cap, "%s", v) >= cap) {
+        return dp_err(DP_EINVAL, "%s: the path is longer than %zu bytes", opt, cap - 1);
     }
     return DP_OK;
 }
 
-static void config_json(const train_opts *o, const dp_model_cfg *mc, int n_ranks, char *buf,
-                        size_t cap)
-{
-    char sizes[DP_MAX_LAYERS * 12] = "";
-    for (int i = 0; i <= mc->n_layers; i++) {
-        snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s%d", i ? "," : "",
-                 mc->sizes[i]);
-    }
-    const dp_train_cfg *t = &o->tc;
-    const dp_sched_cfg *sc = &t->sched;
-    char hp[1024] = "", ms[DP_SCHED_MAX_MILESTONES * 12] = "";
-    for (size_t i = 0; i < N_HP; i++) {
-        if (hp_flags[i].optims & OPT_BIT(o->optim)) {
-            char key[64];
-            snprintf(key, sizeof key, "%s", hp_flags[i].flag);
-            for (char *p = key; *p; p++) {
-                *p = *p == '-' ? '_' : *p;
-            }
-            snprintf(hp + strlen(hp), sizeof hp - strlen(hp), "\"%s\":%g,", key,
-                     *(const float *)((const char *)&t->opt + hp_flags[i].offset));
-        }
-    }
-    for (int i = 0; i < sc->n_milestones; i++) {
-        snprintf(ms + strlen(ms), sizeof ms - strlen(ms), "%s%d", i ? "," : "", sc->milestones[i]);
-    }
-    snprintf(buf, cap,
-             "{\"version\":\"%s\",\"data\":\"%s\",\"layers\":[%s],\"activation\":\"%s\","
-             "\"loss\":\"%s\",\"init\":\"%s\",\"bias_init\":\"%s\",\"optimizer\":\"%s\",%s\"nesterov\":%s,"
-             "\"centered\":%s,\"amsgrad\":%s,\"lr_schedule\":\"%s\",\"gamma\":%g,"
-             "\"step_size\":%d,\"milestones\":[%s],\"warmup_steps\":%ld,"
-             "\"warmup_start_factor\":%g,"
-             "\"batch\":%zu,\"drop_last\":%s,\"epochs\":%d,\"seed\":%llu,\"eval_batch\":%d,"
-             "\"accumulate\":%d,\"clip_norm\":%g,\"val_fraction\":%.9g,\"patience\":%d,"
-             "\"min_delta\":%g,\"plateau_factor\":%g,\"plateau_patience\":%d,"
-             "\"dropout\":\"%s\",\"batchnorm\":\"%s\",\"bn_momentum\":%g,\"bn_eps\":%g,"
-             "%s\"ranks\":%d,\"out\":\"%s\"}",
-             DPTRAIN_VERSION, o->data, sizes, dp_act_name(o->hidden_act), dp_loss_name(t->loss),
-             o->init, o->bias_init ? o->bias_init : "zero", dp_optim_name(o->optim), hp,
-             t->opt.nesterov ? "true" : "false", t->opt.centered ? "true" : "false",
-             t->opt.amsgrad ? "true" : "false", dp_sched_name(sc->kind), sc->gamma,
-             sc->step_size, ms, sc->warmup_steps, sc->warmup_start_factor, t->batch,
-             t->drop_last ? "true" : "false", t->epochs, (unsigned long long)t->seed,
-             t->eval_batch, t->accumulate, t->clip_norm, t->val_fraction, t->patience,
-             t->min_delta, t->plateau_factor, t->plateau_patience, o->dropout ? o->dropout : "0",
-             o->batchnorm ? o->batchnorm : "off", o->bn_momentum, o->bn_eps,
-             o->flush_subnormals ? "\"flush_subnormals\":true," : "", n_ranks, o->out);
-}
-
-/* Every option of a run: a --config file, then the command line (which overrides it), the
- * layer spec and the per-layer regularizers; settings written in --layers win over the
- * options for all layers. default_layers NULL: --data and --layers must be given; else
- * --data is optional and default_layers stands in for a missing --layers. Local. */
+/* Every option of a run: a --config file (a config.json is the base; an INI file's keys
+ * come before the command line), then the command line (which overrides it), the layer
+ * spec and the per-layer regularizers; settings written in --layers win over the options
+ * for all layers. default_layers NULL: --data and --layers must be given (or come from a
+ * config.json); else --data is optional and default_layers stands in for a missing
+ * --layers. Local. */
 static int parse_all(int argc, char **argv, const char *default_layers, train_opts *o,
-                     dp_model_cfg *mc, config_ctx *cx, char ***cfg_argv)
+                     config_ctx *cx, char ***cfg_argv)
 {
     int rc = DP_OK;
     layer_tokens ltok;
     defaults(o);
-    DP_TRY(read_config(argc, argv, cx, cfg_argv, &argc));
+    DP_TRY(read_config(argc, argv, o, cx, cfg_argv, &argc));
     if (*cfg_argv) {
         argv = *cfg_argv;
     }
@@ -952,15 +914,44 @@ static int parse_all(int argc, char **argv, const char *default_layers, train_op
     if (o->help) {
         goto done;
     }
-    if (!o->layers) {
+    dp_run_cfg *run = &o->run;
+    dp_model_cfg *mc = &run->model;
+    if (!o->layers && mc->n_layers == 0) {
         o->layers = default_layers;
     }
-    DP_TRY(parse_layers(o->layers, o->hidden_act, o->tc.loss, mc, &ltok));
+    if (o->layers) {
+        /* A new layer spec: a new model (the batch-norm constants stay). */
+        dp_model_cfg fresh = {.bn_momentum = mc->bn_momentum, .bn_eps = mc->bn_eps,
+                              .init = DP_INIT_HE_NORMAL};
+        *mc = fresh;
+        DP_TRY(parse_layers(o->layers, o->hidden_act, run->train.loss, mc, &ltok));
+        if (!o->init) {
+            o->init = "he-normal";
+        }
+    } else {
+        for (int i = 0; i < mc->n_layers - 1 && o->act_given; i++) {
+            mc->act[i] = o->hidden_act;
+        }
+        for (int i = 0; i < DP_MAX_LAYERS; i++) {
+            ltok.act[i] = -1;
+            ltok.dropout[i] = -1.0f;
+            ltok.bn[i] = false;
+        }
+    }
+    mc->act[mc->n_layers - 1] = dp_loss_output_act(run->train.loss);
     DP_TRY(parse_regularizers(o, mc));
     for (int i = 0; i < mc->n_layers - 1; i++) {
         mc->act[i] = ltok.act[i] >= 0 ? (dp_act)ltok.act[i] : mc->act[i];
         mc->dropout[i] = ltok.dropout[i] >= 0.0f ? ltok.dropout[i] : mc->dropout[i];
         mc->batchnorm[i] = mc->batchnorm[i] || ltok.bn[i];
+    }
+    DP_TRY(set_path("--data", o->data, run->data, sizeof run->data));
+    DP_TRY(set_path("--out", o->out, run->out, sizeof run->out));
+    DP_TRY(set_path("--resume", o->resume, run->resume, sizeof run->resume));
+    DP_TRY(set_path("--init-from", o->init_from, run->init_from, sizeof run->init_from));
+    if (run->overwrite && run->resume[0]) {
+        DP_FAIL(DP_EINVAL, "--overwrite starts a new run in place of the old one; --resume "
+                           "continues the old one: give one of them");
     }
 done:
     return rc;
@@ -972,14 +963,11 @@ int dp_cli_parse_run(int argc, char **argv, const char *default_layers, dp_cli_r
     config_ctx cx = {.n = 0};
     char **cfg_argv = NULL;
     memset(out, 0, sizeof *out);
-    int rc = parse_all(argc, argv, default_layers, &o, &out->mc, &cx, &cfg_argv);
+    int rc = parse_all(argc, argv, default_layers, &o, &cx, &cfg_argv);
     if (rc == DP_OK) {
-        out->tc = o.tc;
-        out->threads = o.threads;
-        out->flush_subnormals = o.flush_subnormals;
+        out->run = o.run;
         out->help = o.help;
-        snprintf(out->data, sizeof out->data, "%s", o.data ? o.data : "");
-        snprintf(out->layers, sizeof out->layers, "%s", o.layers ? o.layers : "");
+        snprintf(out->layers, sizeof out->layers, "%s", o.layers ? o.layers : "(config)");
     }
     config_free(&cx, cfg_argv);
     return rc;
@@ -1106,6 +1094,11 @@ static void progress_step(void *ctx, const dp_train_progress *p)
         return;
     }
     v->last_draw = now;
+    if (v->step_start < 0) {
+        /* The first step this process runs: the run's rate is measured from it. */
+        v->step_start = p->step - 1;
+        v->t_start = now - (p->step_in_epoch > 0 ? p->seconds / (double)p->step_in_epoch : 0.0);
+    }
     char line[256], left_epoch[32], left_run[32];
     const double per_step = p->step_in_epoch > 0 ? p->seconds / (double)p->step_in_epoch : -1.0;
     fmt_duration(left_epoch, sizeof left_epoch,
@@ -1154,24 +1147,85 @@ static ssize_t progress_log_write(void *ctx, const char *buf, size_t n)
     return w == n ? (ssize_t)n : -1;
 }
 
+/* --progress: the progress line on rank 0, with the log stream that clears it; NULL if off. */
+static FILE *progress_start(const train_opts *o, progress_view *pv, dp_run_hooks *h)
+{
+    char term[256];
+    const bool on_terminal = o->progress != PROGRESS_OFF && output_terminal(term, sizeof term);
+    if (!(o->progress == PROGRESS_ON || (o->progress == PROGRESS_AUTO && !o->quiet && on_terminal))) {
+        return NULL;
+    }
+    if (on_terminal) {
+        pv->tty_fd = strcmp(term, "/dev/stdout") == 0
+                         ? STDOUT_FILENO : open(term, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    }
+    pv->loss = o->run.train.loss;
+    pv->last_draw = -1e9;
+    pv->step_start = -1;
+    FILE *plog = fopencookie(pv, "w", (cookie_io_functions_t){.write = progress_log_write});
+    if (plog) {
+        setvbuf(plog, NULL, _IOLBF, 0);
+        h->progress = progress_step;
+        h->progress_ctx = pv;
+        g_progress_on_terminal = on_terminal;
+    }
+    return plog;
+}
+
+/* The stuck-rank watchdog (--step-timeout), around the job. */
+static int watchdog_start(const train_opts *o, dp_comm *c, bool say)
+{
+    const float t = o->run.step_timeout;
+    if (t == 0.0f) {
+        return DP_OK;
+    }
+    const dp_watchdog_cfg wc = {.timeout_s = t > 0.0f ? t : 0.0, .min_s = 60.0, .factor = 100.0,
+                                .exit_code = DP_EXIT_STUCK};
+    int status = dp_cli_agree(c, dp_watchdog_start(c, &wc), "");
+    if (status == DP_OK && say) {
+        if (t > 0.0f) {
+            printf("watchdog: a rank waiting %g s in a collective ends the job\n", (double)t);
+        } else {
+            printf("watchdog: a rank waiting max(60 s, 100 x the median step) in a collective "
+                   "ends the job (--step-timeout)\n");
+        }
+        fflush(stdout);
+    }
+    return status;
+}
+
+static void print_done(const dp_run_result *r)
+{
+    const dp_train_result *res = &r->train;
+    printf("done: %d epochs, %ld steps, %.0f samples/s", res->epochs_done, res->steps_done,
+           res->samples_per_s);
+    if (res->best_epoch > 0) {
+        printf(", %sbest validation loss at epoch %d (weights kept)",
+               res->stopped_early ? "stopped early; " : "", res->best_epoch);
+    }
+    if (res->val.n > 0) {
+        printf(", val loss %.4f", res->val.loss);
+    }
+    if (res->test.n > 0) {
+        printf(", test loss %.4f", res->test.loss);
+        if (res->test.accuracy == res->test.accuracy) {
+            printf(", test accuracy %.4f", res->test.accuracy);
+        }
+    }
+    printf("; model: %s\n", r->model);
+    fflush(stdout);
+}
+
 int dp_cmd_train(int argc, char **argv)
 {
-    int rc = DP_OK, status = DP_OK;
+    int status = DP_OK;
     dp_comm *c = NULL;
-    dp_dataset *d = NULL;
-    dp_model *m = NULL;
-    FILE *metrics = NULL;
     train_opts o;
-    dp_model_cfg mc = {0};
-    char cfgjson[4096], path[4096], ctx[4200] = "";
-    dp_train_result res;
-    dp_train_state st = {0};
-    dp_ckpt_writer ckw = {.keep_last = 3};
-    char resume_path[4096] = "";
     config_ctx cfgctx = {.n = 0};
     char **cfg_argv = NULL;
     progress_view pv = {.out = stdout, .tty_fd = -1};
     FILE *plog = NULL; /* the log stream while a progress line is drawn */
+    dp_run_result res = {.failed_rank = -1};
 
     if (dp_cli_start(&argc, &argv, &c) != DP_OK) {
         return DP_EXIT_ERROR;
@@ -1181,26 +1235,18 @@ int dp_cmd_train(int argc, char **argv)
     install_stop_handlers();
 
     /* Options: every rank parses the same argv and reaches the same verdict. */
-    rc = parse_all(argc, argv, NULL, &o, &mc, &cfgctx, &cfg_argv);
-    if (rc != DP_OK || o.help) {
-        if (root) {
-            if (o.help && rc == DP_OK) {
-                help(stdout);
-                help_optim_defaults(stdout);
-            } else {
-                dp_cli_error(dp_errmsg());
-            }
+    status = parse_all(argc, argv, NULL, &o, &cfgctx, &cfg_argv);
+    if (status != DP_OK || o.help) {
+        if (root && status == DP_OK) {
+            help(stdout);
+            help_optim_defaults(stdout);
+        } else if (root) {
+            dp_cli_error(dp_errmsg());
         }
-        status = rc;
         goto out;
     }
-    int threads = o.threads > 0 ? o.threads : dp_cli_auto_threads(dp_comm_local_size(c));
+    int threads = o.run.threads > 0 ? o.run.threads : dp_cli_auto_threads(dp_comm_local_size(c));
     dp_blas_set_threads(threads);
-    if (o.flush_subnormals && !dp_fp_flush_subnormals(true) && root) {
-        fprintf(stderr, "dptrain: warning: --flush-subnormals: this build cannot set the CPU's "
-                        "flush-to-zero mode; subnormals stay IEEE\n");
-    }
-
     if (root && !o.quiet) {
         const char *fallback = getenv("DPTRAIN_BLAS_REEXEC");
         printf("dptrain %s: %d rank%s (%d on this node), OpenBLAS %s kernels", DPTRAIN_VERSION,
@@ -1211,188 +1257,18 @@ int dp_cmd_train(int argc, char **argv)
         printf(", %d BLAS thread%s per rank\n", threads, threads == 1 ? "" : "s");
         fflush(stdout);
     }
-
-    /* Data: every rank reads the file; a failure anywhere stops every rank. */
-    rc = dp_dataset_load(o.data, &d);
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
-        goto out;
-    }
-    if (o.lr_scaling > 0) {
-        /* Goyal et al.'s linear scaling rule: the rate grows with the rows per step. */
-        size_t n = d->train.n - dp_val_count(d->train.n, o.tc.val_fraction);
-        size_t B = (o.tc.batch == 0 || o.tc.batch > n) ? n : o.tc.batch;
-        double f = (double)B * o.tc.accumulate / o.lr_scaling;
-        if (root && !o.quiet) {
-            printf("lr scaling: %g x %zu rows per step / %d = %g\n", o.tc.opt.lr,
-                   B * (size_t)o.tc.accumulate, o.lr_scaling, o.tc.opt.lr * f);
-        }
-        o.tc.opt.lr = (float)(o.tc.opt.lr * f);
-    }
-    mc.seed = o.tc.seed;
-    snprintf(ctx, sizeof ctx, "%s: ", o.data);
-    rc = dp_train_check(&o.tc, &mc, d, size);
-    if ((status = dp_cli_agree(c, rc, ctx)) != DP_OK) {
-        goto out;
-    }
-    mc.max_batch = dp_train_max_rows(&o.tc, d, size);
-    rc = dp_model_create(&mc, &m);
-    if (rc == DP_OK) {
-        rc = dp_train_sync_params(m, c); /* rank 0's initialization is everyone's */
-    }
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
-        goto out;
-    }
-    config_json(&o, &mc, size, cfgjson, sizeof cfgjson);
-
-    /* Checkpoints: where they go, what they say about the run, and the one to start from. */
-    snprintf(ckw.dir, sizeof ckw.dir, "%s/checkpoints", o.out);
-    ckw.keep_last = o.keep_last;
-    ckw.c = c;
-    ckw.log = (root && !o.quiet) ? stdout : NULL;
-    ckw.meta = (dp_ckpt_meta){.config_json = cfgjson, .data_path = (char *)o.data,
-                              .train_fingerprint = dp_split_fingerprint(&d->train),
-                              .test_fingerprint = d->test.n ? dp_split_fingerprint(&d->test) : 0,
-                              .train_rows = d->train.n, .test_rows = d->test.n,
-                              .n_features = (uint64_t)d->train.n_features, .n_ranks = size,
-                              .program_version = DPTRAIN_VERSION};
-    rc = dp_cli_find_resume(o.resume, ckw.dir, c, root ? stdout : NULL, resume_path,
-                            sizeof resume_path);
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
-        goto out;
-    }
-    if (resume_path[0]) {
-        dp_model *saved = NULL;
-        dp_ckpt_meta saved_meta = {0};
-        rc = dp_ckpt_load(resume_path, 1, &saved, &st, &saved_meta);
-        if (rc == DP_OK) {
-            rc = dp_cli_check_resume(resume_path, &saved_meta, saved, &ckw.meta, &mc);
-        }
-        if (rc == DP_OK) {
-            memcpy(dp_model_params(m), dp_model_params(saved),
-                   dp_model_n_params(m) * sizeof(float));
-            memcpy(dp_model_buffers(m), dp_model_buffers(saved),
-                   dp_model_n_buffers(m) * sizeof(float));
-            if (root && st.finished) {
-                printf("resume: %s: the run is complete (%d epochs, step %ld): nothing to "
-                       "train; evaluating it and writing its outputs again\n", resume_path,
-                       st.epoch, st.step);
-            } else if (root && !o.quiet) {
-                printf("resume: %s: epoch %d, step %ld%s (written by %d rank%s)\n", resume_path,
-                       st.epoch + (st.next_batch > 0), st.step,
-                       st.next_batch > 0 ? ", inside the epoch" : "", saved_meta.n_ranks,
-                       saved_meta.n_ranks == 1 ? "" : "s");
-            }
-        }
-        if (rc == DP_OK && root) {
-            rc = dp_cli_supersede(ckw.dir, st.step, o.quiet ? NULL : stdout);
-        }
-        dp_model_free(&saved);
-        dp_ckpt_meta_free(&saved_meta);
-    } else {
-        /* --resume auto found no valid checkpoint: damaged ones are kept, out of the way of
-         * the new run's pruning. */
-        if (o.resume && root) {
-            rc = dp_cli_supersede(ckw.dir, -1, o.quiet ? NULL : stdout);
-        }
-        if (rc == DP_OK) {
-            rc = dp_train_state_fresh(&o.tc, m, &st);
-        }
-    }
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
-        goto out;
-    }
-
-    /* Outputs: rank 0 writes them; the others learn whether it could. */
-    rc = DP_OK;
+    dp_run_hooks hooks = {.stop = &g_stop, .version = DPTRAIN_VERSION};
+    dp_cli_test_hooks(&hooks.test);
     if (root) {
-        rc = mkdir_p(o.out);
-        if (rc == DP_OK) {
-            rc = mkdir_p(ckw.dir);
-        }
-        FILE *cf = NULL;
-        if (rc == DP_OK) {
-            snprintf(path, sizeof path, "%s/config.json", o.out);
-            cf = fopen(path, "w");
-            if (!cf || fprintf(cf, "%s\n", cfgjson) < 0 || fclose(cf) != 0) {
-                rc = dp_err(DP_EIO, "%s: cannot write (%s)", path, strerror(errno));
-            }
-        }
-        if (rc == DP_OK) {
-            snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
-            if (!(metrics = fopen(path, "w"))) {
-                rc = dp_err(DP_EIO, "%s: cannot open for writing (%s)", path, strerror(errno));
-            }
-        }
+        plog = progress_start(&o, &pv, &hooks);
+        hooks.log = o.quiet ? NULL : (plog ? plog : stdout);
+        hooks.notice = plog ? plog : stdout;
     }
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
+    if ((status = watchdog_start(&o, c, root && !o.quiet)) != DP_OK) {
         goto out;
     }
-    if (root && !o.quiet) {
-        printf("config: %s\n", cfgjson);
-        printf("data: %s: train %zu x %d, test %zu, %s\n", o.data, d->train.n,
-               d->train.n_features, d->test.n,
-               d->n_classes > 0 ? "classification" : "regression");
-        printf("model: %zu parameters; global batch %zu (%zu rows per rank at most)\n",
-               dp_model_n_params(m), o.tc.batch ? o.tc.batch : d->train.n,
-               (size_t)((o.tc.batch ? o.tc.batch : d->train.n) + size - 1) / size);
-        printf("gradient sum: %s\n", size == 1 ? "none (one rank)"
-               : o.tc.reduce == DP_REDUCE_OVERLAP ? "MPI_Iallreduce per bucket, overlapped with "
-                                                   "the backward pass"
-               : "MPI_Allreduce after the backward pass");
-        fflush(stdout);
-    }
-    char term[256];
-    const bool on_terminal = root && o.progress != PROGRESS_OFF &&
-                             output_terminal(term, sizeof term);
-    if (root && (o.progress == PROGRESS_ON ||
-                 (o.progress == PROGRESS_AUTO && !o.quiet && on_terminal))) {
-        if (on_terminal) {
-            pv.tty_fd = strcmp(term, "/dev/stdout") == 0
-                            ? STDOUT_FILENO : open(term, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-        }
-        pv.loss = o.tc.loss;
-        pv.t_start = mono_seconds();
-        pv.last_draw = -1e9;
-        pv.step_start = st.step;
-        plog = fopencookie(&pv, "w", (cookie_io_functions_t){.write = progress_log_write});
-        if (plog) {
-            setvbuf(plog, NULL, _IOLBF, 0);
-            o.tc.progress = progress_step;
-            o.tc.progress_ctx = &pv;
-            ckw.log = ckw.log ? plog : NULL;
-            g_progress_on_terminal = on_terminal;
-        }
-    }
-    o.tc.log = (root && !o.quiet) ? (plog ? plog : stdout) : NULL;
-    o.tc.metrics = metrics;
-    o.tc.checkpoint = dp_cli_checkpoint;
-    o.tc.checkpoint_ctx = &ckw;
-    o.tc.checkpoint_every = o.checkpoint_every;
-    o.tc.checkpoint_epochs = o.checkpoint_epochs;
-    o.tc.stop = &g_stop;
-    if (o.step_timeout != 0.0f) {
-        const dp_watchdog_cfg wc = {.timeout_s = o.step_timeout > 0.0f ? o.step_timeout : 0.0,
-                                    .min_s = 60.0, .factor = 100.0, .exit_code = DP_EXIT_STUCK};
-        if ((status = dp_cli_agree(c, dp_watchdog_start(c, &wc), "")) != DP_OK) {
-            goto out;
-        }
-        if (root && !o.quiet) {
-            if (o.step_timeout > 0.0f) {
-                printf("watchdog: a rank waiting %g s in a collective ends the job\n",
-                       (double)o.step_timeout);
-            } else {
-                printf("watchdog: a rank waiting max(60 s, 100 x the median step) in a "
-                       "collective ends the job (--step-timeout)\n");
-            }
-            fflush(stdout);
-        }
-    }
-    dp_test_hooks hooks;
-    dp_cli_test_hooks(&hooks);
-    dp_ckpt_test_pause(hooks.ckpt_pause);
-    o.tc.hooks = &hooks;
     g_comm = c;
-    rc = dp_train_run(&o.tc, m, d, c, &st, &res);
+    status = dp_run_job(&o.run, c, &hooks, &res);
     g_comm = NULL;
     dp_watchdog_stop(c);
     if (plog) {
@@ -1400,62 +1276,30 @@ int dp_cmd_train(int argc, char **argv)
     }
     progress_clear(&pv);
     g_progress_on_terminal = 0;
-    if (rc == DP_ESTOPPED) {
+    if (status == DP_ESTOPPED) {
         /* Not an error: every rank stopped at the same step and the checkpoint is written. */
         if (root) {
             printf("stopped by a signal at epoch %d, step %ld; checkpoint: %s; continue with "
-                   "the same command and --resume auto\n", st.epoch + (st.next_batch > 0),
-                   st.step, ckw.last);
+                   "the same command and --resume auto\n", res.epoch, res.step, res.checkpoint);
             fflush(stdout);
         }
-        status = rc;
-        goto out;
-    }
-    /* dp_train_run returns the same status on every rank; the root reports it. */
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
-        goto out;
-    }
-
-    rc = DP_OK;
-    if (root) {
-        snprintf(path, sizeof path, "%s/model.h5", o.out);
-        rc = dp_model_save(m, path, cfgjson);
-    }
-    if ((status = dp_cli_agree(c, rc, "")) != DP_OK) {
-        goto out;
-    }
-    if (root) {
-        printf("done: %d epochs, %ld steps, %.0f samples/s", res.epochs_done, res.steps_done,
-               res.samples_per_s);
-        if (res.best_epoch > 0) {
-            printf(", %sbest validation loss at epoch %d (weights kept)",
-                   res.stopped_early ? "stopped early; " : "", res.best_epoch);
+    } else if (status != DP_OK && res.failed_rank == rank) {
+        if (size > 1) {
+            fprintf(stderr, "dptrain: rank %d: error: %s\n", rank, dp_errmsg());
+        } else {
+            fprintf(stderr, "dptrain: error: %s\n", dp_errmsg());
         }
-        if (res.val.n > 0) {
-            printf(", val loss %.4f", res.val.loss);
-        }
-        if (res.test.n > 0) {
-            printf(", test loss %.4f", res.test.loss);
-            if (res.test.accuracy == res.test.accuracy) {
-                printf(", test accuracy %.4f", res.test.accuracy);
-            }
-        }
-        printf("; model: %s/model.h5\n", o.out);
-        fflush(stdout);
+        fflush(stderr);
+    } else if (status == DP_OK && root) {
+        print_done(&res);
     }
 out:
-    if (metrics) {
-        fclose(metrics);
-    }
     if (plog) {
         fclose(plog);
     }
     if (pv.tty_fd > STDERR_FILENO) {
         close(pv.tty_fd);
     }
-    dp_train_state_free(&st);
-    dp_model_free(&m);
-    dp_dataset_free(&d);
     dp_comm_free(&c);
     dp_dist_finalize();
     config_free(&cfgctx, cfg_argv);

@@ -7,6 +7,7 @@
 #include "dptrain/err.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------
@@ -26,6 +27,34 @@ const char *dp_optim_name(dp_optim_kind k)
 int dp_optim_parse(const char *s)
 {
     return dp_name_index(optim_names, DP_OPT_COUNT, s);
+}
+
+#define OPT_BIT(k) (1u << (k))
+#define ADAM_FAMILY \
+    (OPT_BIT(DP_OPT_ADAM) | OPT_BIT(DP_OPT_ADAMW) | OPT_BIT(DP_OPT_NADAM) | OPT_BIT(DP_OPT_ADAMAX))
+#define ALL_OPTIMS ((1u << DP_OPT_COUNT) - 1)
+#define FIELD(n, f, m) #n, f, offsetof(dp_optim_cfg, n), m
+static const dp_optim_field fields[] = {
+    {FIELD(lr, "lr", ALL_OPTIMS), "learning rate"},
+    {FIELD(weight_decay, "weight-decay", ALL_OPTIMS), "L2 penalty (adamw: decoupled decay)"},
+    {FIELD(momentum, "momentum", OPT_BIT(DP_OPT_SGD) | OPT_BIT(DP_OPT_RMSPROP)),
+     "momentum (sgd, rmsprop)"},
+    {FIELD(dampening, "dampening", OPT_BIT(DP_OPT_SGD)), "momentum dampening (sgd)"},
+    {FIELD(alpha, "alpha", OPT_BIT(DP_OPT_RMSPROP)), "smoothing constant (rmsprop)"},
+    {FIELD(rho, "rho", OPT_BIT(DP_OPT_ADADELTA)), "running-average coefficient (adadelta)"},
+    {FIELD(lr_decay, "lr-decay", OPT_BIT(DP_OPT_ADAGRAD)), "learning-rate decay (adagrad)"},
+    {FIELD(initial_accumulator_value, "initial-accumulator-value", OPT_BIT(DP_OPT_ADAGRAD)),
+     "start of the squared-gradient sum (adagrad)"},
+    {FIELD(beta1, "beta1", ADAM_FAMILY), "first betas coefficient (adam family)"},
+    {FIELD(beta2, "beta2", ADAM_FAMILY), "second betas coefficient (adam family)"},
+    {FIELD(eps, "eps", ALL_OPTIMS & ~OPT_BIT(DP_OPT_SGD)), "term added for stability"},
+    {FIELD(momentum_decay, "momentum-decay", OPT_BIT(DP_OPT_NADAM)), "momentum decay (nadam)"},
+};
+
+const dp_optim_field *dp_optim_fields(int *n)
+{
+    *n = (int)(sizeof fields / sizeof fields[0]);
+    return fields;
 }
 
 void dp_optim_defaults(dp_optim_kind k, dp_optim_cfg *c)

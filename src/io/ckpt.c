@@ -199,25 +199,6 @@ static int get_bool(hid_t o, const char *path, const char *name, bool *v)
     return rc;
 }
 
-/* The optimizer's float hyperparameters, by their option names. */
-static const struct {
-    const char *name;
-    size_t offset;
-} hp_fields[] = {
-    {"lr", offsetof(dp_optim_cfg, lr)},
-    {"weight_decay", offsetof(dp_optim_cfg, weight_decay)},
-    {"momentum", offsetof(dp_optim_cfg, momentum)},
-    {"dampening", offsetof(dp_optim_cfg, dampening)},
-    {"alpha", offsetof(dp_optim_cfg, alpha)},
-    {"rho", offsetof(dp_optim_cfg, rho)},
-    {"lr_decay", offsetof(dp_optim_cfg, lr_decay)},
-    {"initial_accumulator_value", offsetof(dp_optim_cfg, initial_accumulator_value)},
-    {"beta1", offsetof(dp_optim_cfg, beta1)},
-    {"beta2", offsetof(dp_optim_cfg, beta2)},
-    {"eps", offsetof(dp_optim_cfg, eps)},
-    {"momentum_decay", offsetof(dp_optim_cfg, momentum_decay)},
-};
-#define N_HP_FIELDS (sizeof hp_fields / sizeof hp_fields[0])
 
 /* The scalar attributes of /state, with the C type of their dp_train_state field and the
  * file type it is stored as; one table for writing and reading, so they cannot drift. */
@@ -308,9 +289,11 @@ static int write_state(hid_t f, const char *path, const dp_train_state *st)
      * laid out like the flat parameter array. */
     DP_H5(og = H5Gcreate2(g, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     DP_TRY(dp_h5_put_str_attr(og, path, "name", dp_optim_name(st->opt.kind)));
-    for (size_t i = 0; i < N_HP_FIELDS; i++) {
-        const float *v = (const float *)((const char *)&st->opt + hp_fields[i].offset);
-        DP_TRY(dp_h5_put_f32_attr(og, path, hp_fields[i].name, v, 1));
+    int n_hp = 0;
+    const dp_optim_field *hp = dp_optim_fields(&n_hp);
+    for (int i = 0; i < n_hp; i++) {
+        const float *v = (const float *)((const char *)&st->opt + hp[i].offset);
+        DP_TRY(dp_h5_put_f32_attr(og, path, hp[i].name, v, 1));
     }
     DP_TRY(put_int(og, path, "nesterov", st->opt.nesterov));
     DP_TRY(put_int(og, path, "centered", st->opt.centered));
@@ -461,9 +444,11 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
         DP_FAIL(DP_EFORMAT, "%s: /state/optimizer name '%s' is unknown", path, name);
     }
     opt.kind = (dp_optim_kind)kind;
-    for (size_t i = 0; i < N_HP_FIELDS; i++) {
-        float *v = (float *)((char *)&opt + hp_fields[i].offset);
-        DP_TRY(dp_h5_get_f32_attr(og, path, hp_fields[i].name, v, 1));
+    int n_hp = 0;
+    const dp_optim_field *hp = dp_optim_fields(&n_hp);
+    for (int i = 0; i < n_hp; i++) {
+        float *v = (float *)((char *)&opt + hp[i].offset);
+        DP_TRY(dp_h5_get_f32_attr(og, path, hp[i].name, v, 1));
     }
     DP_TRY(get_bool(og, path, "nesterov", &opt.nesterov));
     DP_TRY(get_bool(og, path, "centered", &opt.centered));

@@ -1,7 +1,7 @@
-/* resume.c: the train command's checkpoints: writing them from the loop, finding the one to
- * resume from, and refusing one that belongs to another run. */
+/* checkpoints.c: a job's checkpoints: writing them from the loop, finding the one to resume
+ * from, refusing one that belongs to another run, and making room for a new run. */
 #define _GNU_SOURCE
-#include "resume.h"
+#include "job_internal.h"
 
 #include "dptrain/err.h"
 
@@ -9,14 +9,16 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
-int dp_cli_checkpoint(void *ctx, const dp_model *m, const dp_train_state *st,
-                      dp_ckpt_reason why)
+int dp_job_checkpoint(void *ctx, const dp_model *m, const dp_train_state *st, dp_ckpt_reason why)
 {
-    dp_ckpt_writer *w = ctx;
+    dp_job_writer *w = ctx;
     int rc = DP_OK;
     if (dp_comm_rank(w->c) == 0) {
-        char path[4096];
+        char path[DP_PATH_MAX];
         double t0 = dp_wtime();
         rc = dp_ckpt_path(w->dir, st->step, path, sizeof path);
         if (rc == DP_OK) {
@@ -43,19 +45,53 @@ int dp_cli_checkpoint(void *ctx, const dp_model *m, const dp_train_state *st,
     return all != DP_OK ? (rc != DP_OK ? rc : all) : DP_OK;
 }
 
-int dp_cli_find_resume(const char *resume, const char *dir, const dp_comm *c, FILE *log,
-                       char *path, size_t cap)
+/* What the newest valid checkpoint of a run says, for the message that refuses a new run
+ * into its directory. */
+static void describe_run(char **paths, int n, char *buf, size_t cap)
+{
+    dp_train_state st = {0};
+    snprintf(buf, cap, "the newest: %s", paths[n - 1]);
+    for (int i = n - 1; i >= 0; i--) {
+        if (dp_ckpt_load(paths[i], 1, NULL, &st, NULL) != DP_OK) {
+            continue;
+        }
+        if (!st.finished) {
+            snprintf(buf, cap, "an unfinished run, stopped at epoch %d, step %ld: %s",
+                     st.epoch + (st.next_batch > 0), st.step, paths[i]);
+        } else {
+            size_t len = (size_t)snprintf(buf, cap, "a finished run: %d epochs, %ld steps",
+                                          st.epoch, st.step);
+            const dp_epoch_record *r = st.n_history > 0 ? &st.history[st.n_history - 1] : NULL;
+            if (r && r->test_loss == r->test_loss && len < cap) {
+                len += (size_t)snprintf(buf + len, cap - len, ", test loss %.4f", r->test_loss);
+                if (r->test_accuracy == r->test_accuracy && len < cap) {
+                    snprintf(buf + len, cap - len, ", test accuracy %.4f", r->test_accuracy);
+                }
+            }
+        }
+        break;
+    }
+    dp_train_state_free(&st);
+}
+
+int dp_job_find_resume(const char *resume, const char *out, const char *dir, const dp_comm *c,
+                       FILE *log, char *path, size_t cap)
 {
     int rc = DP_OK, n = 0;
     char **paths = NULL;
     long *steps = NULL;
     path[0] = '\0';
     DP_TRY(dp_ckpt_list(dir, &paths, &steps, &n));
-    if (!resume) {
+    if (!resume[0]) {
         if (n > 0) {
-            DP_FAIL(DP_EINVAL, "%s already holds checkpoints of an earlier run (the newest: "
-                               "%s); continue it with --resume auto, or give another --out "
-                               "(or delete them) to start over", dir, paths[n - 1]);
+            char what[1024];
+            describe_run(paths, n, what, sizeof what);
+            DP_FAIL(DP_EINVAL, "%s already holds checkpoints of an earlier run (%s). To continue "
+                               "it or show its result: --resume auto; to start a new run from "
+                               "its weights: --init-from %s/model.h5 (or a checkpoint) with "
+                               "another --out; to start over here: --overwrite (moves %s aside "
+                               "to %s.old-<time>, deleting nothing); or give another --out",
+                    dir, what, out, out, out);
         }
     } else if (strcmp(resume, "auto") == 0) {
         for (int i = n - 1; i >= 0; i--) {
@@ -108,121 +144,25 @@ static void describe_arch(const dp_model_cfg *mc, char *buf, size_t cap)
     }
 }
 
-/* The next top-level "key":value of a flat JSON object at *p: key and value (the raw text,
- * strings with their quotes) copied into k and v. Returns false at the end. */
-static bool next_pair(const char **p, char *k, size_t kcap, char *v, size_t vcap)
+bool dp_job_same_arch(const dp_model_cfg *a, const dp_model_cfg *b, char *why, size_t cap)
 {
-    const char *s = *p;
-    while (*s && *s != '"') {
-        s++;
+    char da[1024], db[1024];
+    describe_arch(a, da, sizeof da);
+    describe_arch(b, db, sizeof db);
+    if (strcmp(da, db) == 0 && a->bn_momentum == b->bn_momentum && a->bn_eps == b->bn_eps) {
+        return true;
     }
-    if (!*s) {
-        return false;
-    }
-    const char *ke = strchr(s + 1, '"');
-    if (!ke || ke[1] != ':') {
-        return false;
-    }
-    snprintf(k, kcap, "%.*s", (int)(ke - s - 1), s + 1);
-    const char *vs = ke + 2, *ve = vs;
-    int depth = 0;
-    bool str = false;
-    for (; *ve; ve++) {
-        if (str) {
-            if (*ve == '\\' && ve[1]) {
-                ve++;
-            } else if (*ve == '"') {
-                str = false;
-            }
-        } else if (*ve == '"') {
-            str = true;
-        } else if (*ve == '[' || *ve == '{') {
-            depth++;
-        } else if (*ve == ']' || *ve == '}') {
-            if (depth == 0) {
-                break;
-            }
-            depth--;
-        } else if (*ve == ',' && depth == 0) {
-            break;
-        }
-    }
-    snprintf(v, vcap, "%.*s", (int)(ve - vs), vs);
-    *p = *ve ? ve + 1 : ve;
-    return true;
-}
-
-/* Options that do not change what the run computes. */
-static bool ignored_key(const char *k)
-{
-    static const char *const keys[] = {"version", "data", "eval_batch", "ranks", "out"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        if (strcmp(k, keys[i]) == 0) {
-            return true;
-        }
-    }
+    snprintf(why, cap, "the file's model is %s, this run's is %s", da, db);
     return false;
 }
 
-static bool has_key(const char *json, const char *key)
+int dp_job_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_model *saved_m,
+                        const dp_ckpt_meta *now, const dp_run_cfg *cfg)
 {
-    char k[64], v[1024];
-    for (const char *p = json; next_pair(&p, k, sizeof k, v, sizeof v);) {
-        if (strcmp(k, key) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Appends "key V1 (now V2)" for every option whose value differs; returns how many. */
-static int config_diff(const char *saved, const char *now, char *out, size_t cap)
-{
-    char k1[64], v1[1024], k2[64], v2[1024];
-    int n = 0;
-    size_t len = strlen(out);
-    for (const char *p = saved; next_pair(&p, k1, sizeof k1, v1, sizeof v1);) {
-        if (ignored_key(k1)) {
-            continue;
-        }
-        const char *q = now;
-        bool found = false;
-        while (next_pair(&q, k2, sizeof k2, v2, sizeof v2)) {
-            if (strcmp(k1, k2) == 0) {
-                found = true;
-                break;
-            }
-        }
-        if (!found || strcmp(v1, v2) != 0) {
-            if (len < cap) {
-                len += (size_t)snprintf(out + len, cap - len, "%s%s %s (now %s)", n ? ", " : "",
-                                        k1, v1, found ? v2 : "not set");
-            }
-            n++;
-        }
-    }
-    for (const char *q = now; next_pair(&q, k2, sizeof k2, v2, sizeof v2);) {
-        if (!ignored_key(k2) && !has_key(saved, k2)) {
-            if (len < cap) {
-                len += (size_t)snprintf(out + len, cap - len, "%s%s not set (now %s)",
-                                        n ? ", " : "", k2, v2);
-            }
-            n++;
-        }
-    }
-    return n;
-}
-
-int dp_cli_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_model *saved_m,
-                        const dp_ckpt_meta *now, const dp_model_cfg *mc)
-{
-    const dp_model_cfg *sc = dp_model_config(saved_m);
-    char a[1024], b[1024];
-    describe_arch(sc, a, sizeof a);
-    describe_arch(mc, b, sizeof b);
-    if (strcmp(a, b) != 0 || sc->bn_momentum != mc->bn_momentum || sc->bn_eps != mc->bn_eps) {
-        return dp_err(DP_EINVAL, "--resume %s: the checkpoint's model is %s, this run's is %s",
-                      path, a, b);
+    char why[2100];
+    if (!dp_job_same_arch(dp_model_config(saved_m), &cfg->model, why, sizeof why)) {
+        return dp_err(DP_EINVAL, "--resume %s: the checkpoint's model is %s", path,
+                      why + strlen("the file's model is "));
     }
     if (saved->train_rows != now->train_rows || saved->n_features != now->n_features ||
         saved->test_rows != now->test_rows ||
@@ -237,8 +177,18 @@ int dp_cli_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_mo
                       now->data_path, now->train_rows, now->n_features, now->train_fingerprint,
                       now->test_rows, now->test_fingerprint);
     }
-    char diff[2048] = "";
-    if (config_diff(saved->config_json, now->config_json, diff, sizeof diff) > 0) {
+    dp_run_cfg before;
+    dp_run_defaults(&before);
+    if (dp_run_cfg_from_json(saved->config_json ? saved->config_json : "", path, &before) !=
+        DP_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", dp_errmsg());
+        return dp_err(DP_EFORMAT, "--resume %s: its configuration cannot be read (%s); it was "
+                                  "written by dptrain %s: continue it with that version", path,
+                      msg, saved->program_version ? saved->program_version : "?");
+    }
+    char diff[4096];
+    if (dp_run_cfg_diff(&before, cfg, diff, sizeof diff) > 0) {
         return dp_err(DP_EINVAL, "--resume %s: the checkpoint's run had other options: %s. A "
                                  "resumed run continues the same run: give the same options",
                       path, diff);
@@ -246,7 +196,7 @@ int dp_cli_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_mo
     return DP_OK;
 }
 
-int dp_cli_supersede(const char *dir, long step, FILE *log)
+int dp_job_supersede(const char *dir, long step, FILE *log)
 {
     int rc = DP_OK, n = 0;
     char **paths = NULL;
@@ -269,4 +219,36 @@ int dp_cli_supersede(const char *dir, long step, FILE *log)
 done:
     dp_ckpt_list_free(paths, steps, n);
     return rc;
+}
+
+int dp_job_move_aside(const char *out, FILE *log)
+{
+    struct stat sb;
+    char probe[DP_PATH_MAX + 32];
+    bool has_run = false;
+    static const char *const parts[] = {"checkpoints", "model.h5", "metrics.jsonl"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        snprintf(probe, sizeof probe, "%s/%s", out, parts[i]);
+        has_run = has_run || stat(probe, &sb) == 0;
+    }
+    if (!has_run) {
+        return DP_OK;
+    }
+    char stamp[32], to[DP_PATH_MAX + 64];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime_r(&now, &tm));
+    snprintf(to, sizeof to, "%s.old-%s", out, stamp);
+    for (int k = 2; stat(to, &sb) == 0 && k < 1000; k++) {
+        snprintf(to, sizeof to, "%s.old-%s-%d", out, stamp, k);
+    }
+    if (rename(out, to) != 0) {
+        return dp_err(DP_EIO, "--overwrite: cannot move %s aside to %s (%s)", out, to,
+                      strerror(errno));
+    }
+    if (log) {
+        fprintf(log, "overwrite: the earlier run in %s is kept as %s\n", out, to);
+        fflush(log);
+    }
+    return DP_OK;
 }

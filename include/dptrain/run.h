@@ -1,0 +1,126 @@
+/* dptrain/run.h: a whole training job: its typed configuration (every default in one place,
+ * JSON in and out through jansson), and the one call that runs it on a communicator (data,
+ * model, initialise or resume, the loop with its checkpoints, evaluation, the outputs).
+ * Any driver uses the same call: the dptrain program, a test training at several rank
+ * counts on split communicators, a sweep. */
+#ifndef DPTRAIN_RUN_H
+#define DPTRAIN_RUN_H
+
+#include "dptrain/data.h"
+#include "dptrain/dist.h"
+#include "dptrain/nn.h"
+#include "dptrain/train.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#define DP_PATH_MAX 4096
+
+/* The run configuration. Filled by dp_run_defaults, then by a saved config.json
+ * (dp_run_cfg_from_json), an INI file or options (the program), in that order. */
+typedef struct {
+    /* data */
+    char data[DP_PATH_MAX];  /* the HDF5 dataset (datasets/README.md) */
+    /* model: every layer in full; model.seed is train.seed and model.max_batch is set by
+     * the job */
+    dp_model_cfg model;
+    /* training, optimizer and schedule: loss, epochs, batch, seed, opt, sched, eval_batch,
+     * val_fraction, patience, min_delta, clip_norm, accumulate, plateau_*, reduce,
+     * bucket_bytes, checkpoint_every, checkpoint_epochs. The function and stream fields are
+     * not configuration: the job sets them from dp_run_hooks. */
+    dp_train_cfg train;
+    int lr_scaling;          /* 0, or BASE of the linear scaling rule: the job uses
+                              * lr x rows per step / BASE (train.opt.lr stays as given) */
+    /* checkpoints */
+    int keep_last;           /* keep the K newest checkpoints */
+    char resume[DP_PATH_MAX];    /* "": a new run; "auto": the newest valid checkpoint in
+                                  * out/checkpoints, else a new run; else a checkpoint file */
+    char init_from[DP_PATH_MAX]; /* "" or a model or checkpoint file whose weights (and
+                                  * batch-norm statistics) start a new run */
+    bool overwrite;          /* a new run into an out that holds a run moves that run aside
+                              * (to out.old-<time>) instead of being refused */
+    /* output */
+    char out[DP_PATH_MAX];   /* out/model.h5, out/metrics.jsonl, out/config.json,
+                              * out/checkpoints/ */
+    /* runtime: do not change what is computed */
+    int threads;             /* BLAS threads per rank, 0 = cores / ranks on the node (the
+                              * program sets them: a process-wide setting) */
+    bool flush_subnormals;   /* CPU FTZ/DAZ: changes results below 1.2e-38, so a resume
+                              * must use the same */
+    float step_timeout;      /* the watchdog's limit, s; 0: off; < 0: auto */
+} dp_run_cfg;
+
+/* The defaults of every field (README lists them; dptrain train --help prints them):
+ * no data, model 0 layers (the program requires --layers), cross-entropy, 10 epochs,
+ * batch 128, seed 1, sgd with torch's defaults, cosine schedule, eval_batch 1000,
+ * checkpoints every epoch, keep 3, out "runs/dptrain". Local. */
+void dp_run_defaults(dp_run_cfg *cfg);
+
+/* The configuration as one JSON object (malloc'd string, free() it): sections "data",
+ * "model", "training", "optimizer", "schedule", "checkpoints", "output", "runtime", and
+ * "version" (the program's, for the record). Valid JSON whatever the strings hold; exact:
+ * dp_run_cfg_from_json gives back the same struct. NULL on out of memory. Local. */
+char *dp_run_cfg_to_json(const dp_run_cfg *cfg, const char *version);
+
+/* Reads a JSON object written by dp_run_cfg_to_json over *cfg (fields it does not hold keep
+ * their value). An unknown section or key, a value of the wrong type or out of range is
+ * refused with DP_EINVAL naming it (what names the source, e.g. the file). Local. */
+int dp_run_cfg_from_json(const char *json, const char *what, dp_run_cfg *cfg);
+
+/* The fields of saved and now that change the trajectory and differ, as
+ * "training.epochs 10 (now 12), optimizer.lr 0.1 (now 0.05)" into buf; returns how many.
+ * Fields that do not change what is computed (data path, out, eval batch, checkpoint
+ * cadence, resume, init_from, overwrite, threads, allreduce mode, step timeout) are not
+ * compared. Local. */
+int dp_run_cfg_diff(const dp_run_cfg *saved, const dp_run_cfg *now, char *buf, size_t cap);
+
+/* What the driver gives a job besides its configuration. */
+typedef struct {
+    FILE *log;       /* human-readable lines (start-up, resume, checkpoints, epochs), rank 0
+                      * only, or NULL */
+    FILE *notice;    /* lines shown even when log is off (warnings: a damaged checkpoint
+                      * skipped; a complete run resumed), rank 0 only, or NULL */
+    dp_progress_fn progress; /* after every optimizer step (rank 0), or NULL */
+    void *progress_ctx;
+    const volatile sig_atomic_t *stop; /* a stop request (a signal handler sets it), or NULL */
+    dp_test_hooks test;
+    const char *version;     /* the program's version, recorded in outputs */
+    const dp_dataset *dataset; /* not NULL: train on this dataset (borrowed) instead of
+                                * loading cfg->data */
+} dp_run_hooks;
+
+typedef struct {
+    int failed_rank;         /* after a failure: the lowest rank whose own error it is (that
+                              * rank's dp_errmsg() says what; the others' say which rank
+                              * failed), or -1 */
+    dp_train_result train;
+    int epoch;               /* where the run stands (after a stop: where it stopped) */
+    long step;
+    bool resumed;            /* started from a checkpoint */
+    bool was_finished;       /* --resume auto found the run complete: nothing trained */
+    char checkpoint[DP_PATH_MAX]; /* the last checkpoint written, or "" */
+    char model[DP_PATH_MAX];      /* the model file written, or "" */
+} dp_run_result;
+
+/* Runs the job cfg on c: loads the data (every rank), builds the model, initialises it
+ * (seed, or cfg->init_from) or resumes (cfg->resume: the checkpoint must be this run's:
+ * model, dataset and every option that changes the trajectory, named when not), writes
+ * cfg->out/config.json and metrics.jsonl, trains with checkpoints on their cadence and on a
+ * stop request, evaluates and writes out/model.h5 (rank 0 writes; every rank agrees on the
+ * status). cfg->out "" writes nothing (no checkpoints). Returns DP_OK, DP_ESTOPPED (stopped
+ * by a request, checkpoint written), DP_ENONFINITE (diverged) or an error with its message;
+ * the same status on every rank. Collective. */
+int dp_run_job(const dp_run_cfg *cfg, const dp_comm *c, const dp_run_hooks *hooks,
+               dp_run_result *res);
+
+/* The part of a job that makes the model: checks cfg's training against the dataset,
+ * creates the model for it (buffers for the most rows a rank handles), initialises it from
+ * the seed and makes every rank's parameters rank 0's, and a fresh training state (free it
+ * with dp_train_state_free). The simulation build calls this with its in-memory dataset.
+ * Returns DP_OK on every rank, or this rank's error, or DP_EPEER where only another rank
+ * failed. Collective. */
+int dp_run_prepare(const dp_train_cfg *tc, const dp_model_cfg *mc, const dp_dataset *d,
+                   const dp_comm *c, dp_model **m, dp_train_state *st);
+
+#endif

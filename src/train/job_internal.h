@@ -1,0 +1,54 @@
+/* job_internal.h: the parts of dp_run_job (src/train/job.c) that deal with checkpoints
+ * (src/train/checkpoints.c): the writer the loop calls, choosing the checkpoint to start
+ * from, refusing one of another run, and making room for a new run. Internal. */
+#ifndef DPTRAIN_TRAIN_JOB_INTERNAL_H
+#define DPTRAIN_TRAIN_JOB_INTERNAL_H
+
+#include "dptrain/ckpt.h"
+#include "dptrain/run.h"
+
+#include <stdio.h>
+
+typedef struct {
+    char dir[DP_PATH_MAX];  /* <out>/checkpoints */
+    int keep_last;
+    dp_ckpt_meta meta;      /* what every checkpoint says about the run (strings borrowed) */
+    const dp_comm *c;
+    FILE *log;              /* a line per checkpoint written (rank 0, or NULL) */
+    char last[DP_PATH_MAX]; /* the last checkpoint written */
+} dp_job_writer;
+
+/* A dp_checkpoint_fn: rank 0 writes <dir>/ckpt-<step>.h5 and prunes to keep_last; the
+ * status is agreed over the ranks. Collective. */
+int dp_job_checkpoint(void *ctx, const dp_model *m, const dp_train_state *st, dp_ckpt_reason why);
+
+/* The checkpoint a run starts from, into path ("" for a fresh start):
+ *   resume ""     fresh; refused if dir already holds checkpoints, with what they hold (a
+ *                 finished run's result) and the ways forward
+ *   "auto"        the newest checkpoint in dir that verifies (damaged ones are skipped
+ *                 with a warning on log), or fresh if there is none
+ *   a path        that file, which must verify.
+ * out is the run's --out (for the messages). Every rank looks; they must agree (a shared
+ * file system). Collective. */
+int dp_job_find_resume(const char *resume, const char *out, const char *dir, const dp_comm *c,
+                       FILE *log, char *path, size_t cap);
+
+/* Refusals: the checkpoint's model (architecture), dataset (shapes and fingerprints) and
+ * configuration (every option that changes the trajectory, dp_run_cfg_diff) must be this
+ * run's. Names what differs. Local. */
+int dp_job_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_model *saved_m,
+                        const dp_ckpt_meta *now, const dp_run_cfg *cfg);
+
+/* Architecture check of a model whose weights start or continue this run: "" if the same,
+ * else a description of both into why. Local. */
+bool dp_job_same_arch(const dp_model_cfg *a, const dp_model_cfg *b, char *why, size_t cap);
+
+/* Moves checkpoints in dir with a step above `step` (a future the resumed run replaces)
+ * out of the way, renaming them to *.superseded; nothing is deleted. Local (rank 0). */
+int dp_job_supersede(const char *dir, long step, FILE *log);
+
+/* --overwrite: if out exists and holds a run (checkpoints, model.h5 or metrics.jsonl),
+ * renames it to out.old-<YYYYmmdd-HHMMSS>[-N]; nothing is deleted. Local (rank 0). */
+int dp_job_move_aside(const char *out, FILE *log);
+
+#endif
