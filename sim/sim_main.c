@@ -22,6 +22,7 @@
 
 #include "dptrain/dist.h"
 #include "dptrain/err.h"
+#include "dptrain/run.h"
 #include "dptrain/train.h"
 
 #include <stdio.h>
@@ -159,12 +160,10 @@ int main(int argc, char **argv)
         .eval_batch = o.batch_per_rank, /* no evaluation; keeps the model's buffers small */
         .accumulate = 1,
     };
-    DP_TRY(dp_train_check(&tc, &o.model, &d, size));
-    o.model.max_batch = dp_train_max_rows(&tc, &d, size);
-    DP_TRY(dp_model_create(&o.model, &m));
-    DP_TRY(dp_train_sync_params(m, c));
+    /* The model and its fresh state, as dp_run_job makes them; the state covers both
+     * epochs. */
     tc.epochs = 2;
-    DP_TRY(dp_train_state_fresh(&tc, m, &st));
+    DP_TRY(dp_run_prepare(&tc, &o.model, &d, c, &m, &st));
     have_state = true;
 
     /* Epoch 1: warm-up (first touch of every buffer). Epoch 2, measured: dp_train_run

@@ -99,8 +99,8 @@ typedef struct {
     long step;
     bool resumed;            /* started from a checkpoint */
     bool was_finished;       /* --resume auto found the run complete: nothing trained */
-    char checkpoint[DP_PATH_MAX]; /* the last checkpoint written, or "" */
-    char model[DP_PATH_MAX];      /* the model file written, or "" */
+    char checkpoint[DP_PATH_MAX + 48]; /* the last checkpoint written, or "" */
+    char model[DP_PATH_MAX + 16];  /* the model file written, or "" */
 } dp_run_result;
 
 /* Runs the job cfg on c: loads the data (every rank), builds the model, initialises it

@@ -12,6 +12,7 @@
 #include "dptrain/train.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -29,57 +30,33 @@
 /* ---------------------------------------------------------------------------------------
  * Shared: MPI start-up, agreement on errors, the saved configuration. */
 
-/* The value of "key" in a flat JSON object (the saved configuration): a pointer to its
- * first character, or NULL if the key is absent. */
-static const char *json_value(const char *json, const char *key)
+/* The saved run configuration of a model or checkpoint (its "config" attribute, written by
+ * dp_run_cfg_to_json) into *run; false if there is none or it cannot be read (then *run
+ * holds the defaults). Files of dptrain before the typed configuration hold a flat object:
+ * its "loss", "val_fraction", "seed" and "plateau_factor" are taken from it. */
+static bool saved_run(const char *config, dp_run_cfg *run)
 {
-    char pat[80];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = json ? strstr(json, pat) : NULL;
-    if (!p) {
-        return NULL;
-    }
-    p += strlen(pat);
-    while (*p == ' ') {
-        p++;
-    }
-    return p;
-}
-
-/* String field into buf (escapes \" and \\ undone); false if absent or not a string. */
-static bool json_str(const char *json, const char *key, char *buf, size_t cap)
-{
-    const char *p = json_value(json, key);
-    size_t n = 0;
-    if (!p || *p != '"' || cap == 0) {
+    dp_run_defaults(run);
+    if (!config || !config[0]) {
         return false;
     }
-    for (p++; *p && *p != '"'; p++) {
-        if (*p == '\\' && p[1]) {
-            p++;
-        }
-        if (n + 1 < cap) {
-            buf[n++] = *p;
-        }
+    if (dp_run_cfg_from_json(config, "config", run) == DP_OK) {
+        return true;
     }
-    buf[n] = '\0';
-    return *p == '"';
-}
-
-/* Number field; false if absent or not a number. */
-static bool json_num(const char *json, const char *key, double *out)
-{
-    const char *p = json_value(json, key);
-    char *end = NULL;
-    if (!p) {
-        return false;
+    dp_run_defaults(run);
+    json_t *o = json_loads(config, 0, NULL);
+    const char *loss = json_string_value(json_object_get(o, "loss"));
+    json_t *vf = json_object_get(o, "val_fraction"), *seed = json_object_get(o, "seed"),
+           *pf = json_object_get(o, "plateau_factor");
+    bool ok = loss && dp_loss_parse(loss) >= 0 && json_is_number(vf) && json_is_integer(seed);
+    if (ok) {
+        run->train.loss = (dp_loss)dp_loss_parse(loss);
+        run->train.val_fraction = (float)json_number_value(vf);
+        run->train.seed = (uint64_t)json_integer_value(seed);
+        run->train.plateau_factor = json_is_number(pf) ? (float)json_number_value(pf) : 0.0f;
     }
-    double v = strtod(p, &end);
-    if (end == p || (*end && *end != ',' && *end != '}' && *end != ' ')) {
-        return false;
-    }
-    *out = v;
-    return true;
+    json_decref(o);
+    return ok;
 }
 
 /* s as a JSON string, quoted and escaped. */
@@ -308,6 +285,8 @@ typedef struct {
     size_t *rows;      /* rows of s, or NULL for all of them */
     size_t n_rows;
     char where[200];   /* "/test (10000 rows)", "/train validation hold-out (...)" */
+    dp_run_cfg run;    /* the saved configuration, read (defaults if !has_run) */
+    bool has_run;
 } use_ctx;
 
 static void use_ctx_free(use_ctx *u)
@@ -330,13 +309,10 @@ static int pick_loss(const use_opts *o, use_ctx *u)
     if (o->loss) {
         l = dp_loss_parse(o->loss);
         snprintf(name, sizeof name, "%s", o->loss);
-    } else if (json_str(u->config, "loss", name, sizeof name)) {
-        l = dp_loss_parse(name);
+    } else if (u->has_run) {
+        l = (int)u->run.train.loss;
+        snprintf(name, sizeof name, "%s", dp_loss_name(u->run.train.loss));
         from = "the saved config's \"loss\"";
-        if (l < 0) {
-            return dp_err(DP_EFORMAT, "%s: the saved config has unknown loss '%s'", o->model,
-                          name);
-        }
     } else {
         return dp_err(DP_EINVAL, "%s: the saved config names no loss (a file without \"loss\" "
                                  "in its config attribute): give --loss", o->model);
@@ -414,7 +390,7 @@ static int pick_rows(const use_opts *o, use_ctx *u, bool sorted)
 {
     int rc = DP_OK;
     size_t *train_rows = NULL, *val_rows = NULL;
-    double vf = 0.0, seed = 0.0;
+    double vf = 0.0;
     const dp_split *tr = &u->d->train;
     if (u->input != DP_INPUT_SPLITS) {
         /* One set of rows, no splits: the root's /x, or a CSV file. */
@@ -453,7 +429,8 @@ static int pick_rows(const use_opts *o, use_ctx *u, bool sorted)
                 (unsigned long long)u->meta.train_rows,
                 (unsigned long long)u->meta.train_fingerprint, split_names[o->split]);
     }
-    bool has_vf = json_num(u->config, "val_fraction", &vf);
+    const bool has_vf = u->has_run;
+    vf = u->run.train.val_fraction;
     if (o->split == SPLIT_VAL && (!has_vf || vf <= 0.0)) {
         DP_FAIL(DP_EINVAL, "%s: --split val needs the training run's validation hold-out, but "
                            "the saved config %s (trained without --val-fraction)", o->model,
@@ -468,13 +445,7 @@ static int pick_rows(const use_opts *o, use_ctx *u, bool sorted)
         DP_FAIL(DP_EFORMAT, "%s: the saved config has val_fraction %g, outside [0, 1)", o->model,
                 vf);
     }
-    if (!json_num(u->config, "seed", &seed) || seed < 0) {
-        DP_FAIL(DP_EFORMAT, "%s: the saved config has val_fraction %g but no seed: the "
-                            "validation hold-out cannot be re-created", o->model, vf);
-    }
-    /* The seed is an integer; parse it exactly rather than through a double. */
-    const char *sp = json_value(u->config, "seed");
-    uint64_t seed_u = strtoull(sp, NULL, 10);
+    const uint64_t seed_u = u->run.train.seed;
     size_t nv = dp_val_count(tr->n, (float)vf);
     if (nv == 0 || nv == tr->n) {
         DP_FAIL(DP_EINVAL, "%s: val_fraction %g of the %zu rows of %s /train leaves %s", o->model,
@@ -521,6 +492,7 @@ done:
 static int use_load(const use_opts *o, use_ctx *u, bool predict, const dp_comm *c)
 {
     int rc = load_model(o->model, o->eval_batch, &u->m, &u->config, &u->meta);
+    u->has_run = rc == DP_OK && saved_run(u->config, &u->run);
     if (rc == DP_OK) {
         rc = pick_loss(o, u);
     }
@@ -967,8 +939,9 @@ static void info_text(FILE *f, const info_ctx *x)
                 s->bad_epochs, s->bad_epochs == 1 ? "" : "s",
                 s->stopped_early ? "stopped early" : "not stopped");
     }
-    double pf = 0.0;
-    if (!json_num(cfg, "plateau_factor", &pf) || pf == 0.0) {
+    dp_run_cfg run;
+    const double pf = saved_run(cfg, &run) ? run.train.plateau_factor : 0.0;
+    if (pf == 0.0) {
         fprintf(f, "reduce-on-plateau: off\n");
     } else {
         fprintf(f, "reduce-on-plateau: factor %g, lr factor now %g, best watched loss %.4f, "

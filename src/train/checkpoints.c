@@ -18,7 +18,7 @@ int dp_job_checkpoint(void *ctx, const dp_model *m, const dp_train_state *st, dp
     dp_job_writer *w = ctx;
     int rc = DP_OK;
     if (dp_comm_rank(w->c) == 0) {
-        char path[DP_PATH_MAX];
+        char path[DP_PATH_MAX + 48];
         double t0 = dp_wtime();
         rc = dp_ckpt_path(w->dir, st->step, path, sizeof path);
         if (rc == DP_OK) {

@@ -10,12 +10,12 @@
 #include <stdio.h>
 
 typedef struct {
-    char dir[DP_PATH_MAX];  /* <out>/checkpoints */
+    char dir[DP_PATH_MAX + 16]; /* <out>/checkpoints */
     int keep_last;
     dp_ckpt_meta meta;      /* what every checkpoint says about the run (strings borrowed) */
     const dp_comm *c;
     FILE *log;              /* a line per checkpoint written (rank 0, or NULL) */
-    char last[DP_PATH_MAX]; /* the last checkpoint written */
+    char last[DP_PATH_MAX + 48]; /* the last checkpoint written */
 } dp_job_writer;
 
 /* A dp_checkpoint_fn: rank 0 writes <dir>/ckpt-<step>.h5 and prunes to keep_last; the

@@ -207,8 +207,8 @@ refuse() { # NAME CODE PATTERN ARGS...: a resume from a copy of $ck is refused
 refuse architecture 2 "model is 2,32:relu:dropout=0.2:bn,32:tanh,2:identity, this run's is 2,64" \
     "${SGD[@]}" --layers 2,64:dropout=0.2:bn,32:tanh,2
 refuse dataset 2 "another dataset" "${SGD[@]}" --data other.h5
-refuse option 2 "other options: lr 0.05 \(now 0.1\)" "${SGD[@]}" --lr 0.1
-refuse schedule 2 "lr_schedule \"cosine\" \(now \"constant\"\)" "${SGD[@]}" --lr-schedule constant
+refuse option 2 "other options: optimizer.lr 0.05 \(now 0.1\)" "${SGD[@]}" --lr 0.1
+refuse schedule 2 "schedule.kind \"cosine\" \(now \"constant\"\)" "${SGD[@]}" --lr-schedule constant
 expect_exit 2 "refused: a new run into a directory with checkpoints" "already holds checkpoints" \
     -- run_np 2 train "${SGD[@]}" --quiet --out part_SGD_2
 cp "$ck" damaged.h5

@@ -68,10 +68,13 @@ ratios=$(grep -o '"lr":[0-9.e+-]*' "$WORK/plateau/metrics.jsonl" | cut -d: -f2 |
 if [ "$ratios" = "1 1 1 0.5 0.5 0.25 " ]; then pass "reduce-on-plateau: lr x $ratios"
 else fail "reduce-on-plateau: lr ratios '$ratios', want '1 1 1 0.5 0.5 0.25 '"; fi
 # 6. Linear scaling rule: lr x (batch x accumulate) / base.
+#    The config records the rule and the rate as given (a rerun from it scales once); the
+#    rate used is the scaled one.
 run_np 2 "${BASE[@]}" --epochs 1 --batch 40 --accumulate 2 --lr 0.1 --lr-scaling linear:16 \
-    --out "$WORK/scaled" >/dev/null
-if grep -q '"lr":0.5,' "$WORK/scaled/config.json"; then pass "linear scaling: 0.1 x 80 / 16 = 0.5"
-else fail "linear scaling: $(grep -o '"lr":[^,]*' "$WORK/scaled/config.json")"; fi
+    --lr-schedule constant --out "$WORK/scaled" >/dev/null
+if grep -q '"lr":0.1,' "$WORK/scaled/config.json" && grep -q '"lr_scaling":16' "$WORK/scaled/config.json" &&
+   grep -q '"lr":0.5[,}]' "$WORK/scaled/metrics.jsonl"; then pass "linear scaling: 0.1 x 80 / 16 = 0.5"
+else fail "linear scaling: $(grep -o '"lr":[^,]*' "$WORK/scaled/metrics.jsonl"), config $(cat "$WORK/scaled/config.json")"; fi
 # 7. Full-batch gradient descent (--batch full: one step per epoch over all 610 rows) is
 #    rank-invariant; online descent (--batch 1, one rank) runs 610 steps per epoch.
 run_np 1 "${BASE[@]}" --batch full --epochs 5 --lr 0.5 --out "$WORK/full1" >/dev/null
@@ -91,6 +94,6 @@ run_np 3 "${BASE[@]}" --flush-subnormals --epochs 2 --out "$WORK/ftz3" >/dev/nul
 if grep -q '"flush_subnormals":true' "$WORK/ftz3/config.json" &&
    "$DPTRAIN" compare "$WORK/ftz1/model.h5" "$WORK/ftz3/model.h5" "${TOL[@]}" >/dev/null
 then pass "--flush-subnormals: in the config, np3 = np1"; else fail "--flush-subnormals run"; fi
-expect_exit 2 "resume without --flush-subnormals refused" "flush_subnormals true \(now not set\)" -- \
+expect_exit 2 "resume without --flush-subnormals refused" "runtime.flush_subnormals true \(now false\)" -- \
     run_np 2 "${BASE[@]}" --epochs 3 --out "$WORK/ftz3" --resume auto
 finish
