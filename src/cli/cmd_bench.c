@@ -11,6 +11,7 @@
 #include "dptrain/train.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -551,23 +552,27 @@ done:
         } else {
             for (int i = 0; i < nr; i++) {
                 const row *r = &rows[i];
-                fprintf(f, "{\"label\":\"%s\",\"layers\":\"%s\",\"n_params\":%zu,\"ranks\":%d,"
-                           "\"ranks_per_node\":%d,\"threads\":%d,\"coretype\":\"%s\","
-                           "\"batch\":%zu,\"accumulate\":%d,\"allreduce\":\"%s\","
-                           "\"samples_per_s\":%.1f,\"samples_per_s_per_rank\":%.1f,"
-                           "\"step_ms\":%.4f,\"data_ms\":%.4f,\"forward_ms\":%.4f,"
-                           "\"backward_ms\":%.4f,\"allreduce_ms\":%.4f,"
-                           "\"allreduce_wait_ms\":%.4f,\"optim_ms\":%.4f,\"gflops\":%.2f,"
-                           "\"ceiling_samples_per_s\":%.1f,\"ceiling_ratio\":%.4f,"
-                           "\"n_buckets\":%d,\"bucket_kb\":%zu,\"allreduce_ms_alone\":%.4f,"
-                           "\"allreduce_busbw_gbps\":%.4f,\"peak_rss_mb\":%.1f,"
-                           "\"data_mb\":%.1f,\"state_mb\":%.1f}\n",
-                        bo.label, ro.layers, n_params, size, dp_comm_local_size(c), threads,
-                        dp_blas_corename(), B, tc.accumulate, r->mode, r->sps, r->sps / size,
-                        r->step * 1e3, r->data * 1e3, r->fwd * 1e3, r->bwd * 1e3, r->red * 1e3,
-                        r->red_wait * 1e3, r->opt * 1e3, r->gflops, ceiling, r->ratio,
-                        r->n_buckets, tc.bucket_bytes / 1024, t_alone * 1e3, busbw, rss_mb,
-                        data_mb, state_mb);
+                json_t *o = json_pack(
+                    "{s:s, s:s, s:I, s:i, s:i, s:i, s:s, s:I, s:i, s:s, s:f, s:f, s:f, s:f, s:f,"
+                    " s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:I, s:f, s:f, s:f, s:f, s:f}",
+                    "label", bo.label, "layers", ro.layers, "n_params", (json_int_t)n_params,
+                    "ranks", size, "ranks_per_node", dp_comm_local_size(c), "threads", threads,
+                    "coretype", dp_blas_corename(), "batch", (json_int_t)B,
+                    "accumulate", tc.accumulate, "allreduce", r->mode,
+                    "samples_per_s", r->sps, "samples_per_s_per_rank", r->sps / size,
+                    "step_ms", r->step * 1e3, "data_ms", r->data * 1e3,
+                    "forward_ms", r->fwd * 1e3, "backward_ms", r->bwd * 1e3,
+                    "allreduce_ms", r->red * 1e3, "allreduce_wait_ms", r->red_wait * 1e3,
+                    "optim_ms", r->opt * 1e3, "gflops", r->gflops,
+                    "ceiling_samples_per_s", ceiling, "ceiling_ratio", r->ratio,
+                    "n_buckets", r->n_buckets, "bucket_kb", (json_int_t)(tc.bucket_bytes / 1024),
+                    "allreduce_ms_alone", t_alone * 1e3, "allreduce_busbw_gbps", busbw,
+                    "peak_rss_mb", rss_mb, "data_mb", data_mb, "state_mb", state_mb);
+                if (!o || json_dumpf(o, f, JSON_COMPACT | JSON_REAL_PRECISION(6)) != 0 ||
+                    fputc('\n', f) == EOF) {
+                    rc = dp_err(DP_EIO, "--json %s: write failed", bo.json);
+                }
+                json_decref(o);
             }
             if (fclose(f) != 0) {
                 rc = dp_err(DP_EIO, "--json %s: write failed", bo.json);

@@ -183,9 +183,12 @@ int dp_job_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_mo
         DP_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", dp_errmsg());
-        return dp_err(DP_EFORMAT, "--resume %s: its configuration cannot be read (%s); it was "
-                                  "written by dptrain %s: continue it with that version", path,
-                      msg, saved->program_version ? saved->program_version : "?");
+        return dp_err(DP_EFORMAT, "--resume %s: its configuration cannot be read (%s): a "
+                                  "checkpoint of a dptrain (%s) from before the typed run "
+                                  "configuration, or a damaged one. Continue it with the dptrain "
+                                  "that wrote it, or start a new run (another --out, or "
+                                  "--overwrite; --init-from %s keeps its weights)", path, msg,
+                      saved->program_version ? saved->program_version : "?", path);
     }
     char diff[4096];
     if (dp_run_cfg_diff(&before, cfg, diff, sizeof diff) > 0) {
