@@ -75,6 +75,10 @@ int dp_run_cfg_from_json(const char *json, const char *what, dp_run_cfg *cfg);
  * compared. Local. */
 int dp_run_cfg_diff(const dp_run_cfg *saved, const dp_run_cfg *now, char *buf, size_t cap);
 
+/* The model as a layer spec with every layer's settings: "784,256:relu:dropout=0.2:bn,
+ * 10:identity" (what --layers reads, and how refusals name an architecture). Local. */
+void dp_model_cfg_text(const dp_model_cfg *mc, char *buf, size_t cap);
+
 /* What the driver gives a job besides its configuration. */
 typedef struct {
     FILE *log;       /* human-readable lines (start-up, resume, checkpoints, epochs), rank 0
@@ -122,5 +126,33 @@ int dp_run_job(const dp_run_cfg *cfg, const dp_comm *c, const dp_run_hooks *hook
  * failed. Collective. */
 int dp_run_prepare(const dp_train_cfg *tc, const dp_model_cfg *mc, const dp_dataset *d,
                    const dp_comm *c, dp_model **m, dp_train_state *st);
+
+/* --- options: the run configuration by option name ---------------------------------------
+ * What the program's flags, an INI file and a sweep give: "lr" = "0.05", "layers" =
+ * "784,256:tanh,10", "nesterov" (a switch). dp_run_opts_set records one (its value checked
+ * alone, the last one given wins); dp_run_opts_apply applies all of them over a base
+ * configuration (the defaults, or a saved config.json), in an order that does not depend on
+ * the order they were given: the optimizer's torch defaults (if "optimizer" is given), then
+ * its hyperparameters (one that does not apply is refused), the layer spec, then the
+ * per-layer settings (settings written in the spec win). Messages name the option as the
+ * program spells it ("--lr: 'fast' is not a number"). All Local. */
+typedef struct dp_run_opts dp_run_opts;
+
+int dp_run_opts_create(dp_run_opts **out);
+void dp_run_opts_free(dp_run_opts **o); /* NULL-safe; sets *o = NULL */
+/* 1 if key (without dashes; '_' and '-' alike) is a switch, 0 if it takes a value, -1 if it
+ * is not an option of a run. */
+int dp_run_option_kind(const char *key);
+/* Records key = value (NULL for a switch; "true"/"false" also accepted for a switch). */
+int dp_run_opts_set(dp_run_opts *o, const char *key, const char *value);
+/* The value recorded for key, or NULL. */
+const char *dp_run_opts_get(const dp_run_opts *o, const char *key);
+int dp_run_opts_apply(const dp_run_opts *o, dp_run_cfg *cfg);
+
+/* Strict value parsing: the whole string, in range, or "OPT: 'text' is not ..." (DP_EINVAL). */
+int dp_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
+int dp_parse_u64(const char *opt, const char *s, uint64_t *out);
+int dp_parse_size(const char *opt, const char *s, size_t *out);
+int dp_parse_float(const char *opt, const char *s, double lo, double hi, float *out);
 
 #endif

@@ -20,11 +20,8 @@ enum {
     DP_EXIT_STUCK = 5,    /* the watchdog: a rank waited too long for another */
 };
 
-/* Each parser accepts the whole string or records "--opt: 'text' is not ..." and fails. */
-int dp_cli_int(const char *opt, const char *s, long lo, long hi, long *out);
-int dp_cli_size(const char *opt, const char *s, size_t *out);
-int dp_cli_u64(const char *opt, const char *s, uint64_t *out);
-int dp_cli_float(const char *opt, const char *s, double lo, double hi, float *out);
+/* Option values are parsed strictly by dp_parse_int, dp_parse_float, dp_parse_u64 and
+ * dp_parse_size (dptrain/run.h). */
 
 /* Prints "dptrain: error: <msg>" to stderr. */
 void dp_cli_error(const char *msg);

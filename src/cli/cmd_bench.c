@@ -109,10 +109,10 @@ static int take_bench_opts(int *argc, char **argv, bench_opts *o)
             continue;
         }
         switch (which) {
-        case 0: DP_TRY(dp_cli_int("--steps", val, 1, 1L << 30, &l)); o->steps = l; break;
-        case 1: DP_TRY(dp_cli_int("--warmup", val, 0, 1L << 30, &l)); o->warmup = l; break;
+        case 0: DP_TRY(dp_parse_int("--steps", val, 1, 1L << 30, &l)); o->steps = l; break;
+        case 1: DP_TRY(dp_parse_int("--warmup", val, 0, 1L << 30, &l)); o->warmup = l; break;
         case 2:
-            DP_TRY(dp_cli_int("--repeats", val, 1, MAX_REPEATS, &l));
+            DP_TRY(dp_parse_int("--repeats", val, 1, MAX_REPEATS, &l));
             o->repeats = (int)l;
             break;
         case 3:

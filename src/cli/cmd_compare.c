@@ -36,8 +36,8 @@ int dp_cmd_compare(int argc, char **argv)
     optind = 0; /* glibc: 0 also resets getopt's state from an earlier parse (1 does not) */
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
-        case 'a': DP_TRY(dp_cli_float("--atol", optarg, 0.0, 1e30, &atol)); break;
-        case 'r': DP_TRY(dp_cli_float("--rtol", optarg, 0.0, 1e30, &rtol)); break;
+        case 'a': DP_TRY(dp_parse_float("--atol", optarg, 0.0, 1e30, &atol)); break;
+        case 'r': DP_TRY(dp_parse_float("--rtol", optarg, 0.0, 1e30, &rtol)); break;
         case 'h': compare_help(stdout); return DP_EXIT_OK;
         case ':': DP_FAIL(DP_EINVAL, "option '%s' needs a value", argv[optind - 1]);
         default: DP_FAIL(DP_EINVAL, "compare: unknown option '%s'", argv[optind - 1]);

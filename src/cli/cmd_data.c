@@ -78,8 +78,8 @@ int dp_cmd_convert(int argc, char **argv)
         case O_OUT: out = optarg; break;
         case O_TRAIN: train = optarg; break;
         case O_TEST: test = optarg; break;
-        case O_LCOL: DP_TRY(dp_cli_int("--label-col", optarg, -1, 1 << 20, &label_col)); break;
-        case O_TGT: DP_TRY(dp_cli_int("--targets", optarg, 1, 1 << 20, &targets)); break;
+        case O_LCOL: DP_TRY(dp_parse_int("--label-col", optarg, -1, 1 << 20, &label_col)); break;
+        case O_TGT: DP_TRY(dp_parse_int("--targets", optarg, 1, 1 << 20, &targets)); break;
         case 'h': convert_help(stdout); return DP_EXIT_OK;
         case ':': DP_FAIL(DP_EINVAL, "option '%s' needs a value", argv[optind]);
         default: DP_FAIL(DP_EINVAL, "convert: unknown option '%s' (see dptrain convert --help)", argv[optind]);
@@ -167,14 +167,14 @@ int dp_cmd_synth(int argc, char **argv)
     while ((c = getopt_long(argc - 1, argv + 1, ":h", lo, NULL)) != -1) {
         switch (c) {
         case O_OUT: out = optarg; break;
-        case O_NTR: DP_TRY(dp_cli_size("--n-train", optarg, &n_train)); break;
-        case O_NTE: DP_TRY(dp_cli_size("--n-test", optarg, &n_test)); break;
-        case O_CLS: DP_TRY(dp_cli_int("--classes", optarg, 2, 1 << 16, &classes)); break;
-        case O_FEAT: DP_TRY(dp_cli_int("--features", optarg, 1, 1 << 20, &features)); break;
-        case O_NOISE: DP_TRY(dp_cli_float("--noise", optarg, 0.0, 1e6, &noise)); break;
-        case O_SLOPE: DP_TRY(dp_cli_float("--slope", optarg, -1e6, 1e6, &slope)); break;
-        case O_ICPT: DP_TRY(dp_cli_float("--intercept", optarg, -1e6, 1e6, &intercept)); break;
-        case O_SEED: DP_TRY(dp_cli_u64("--seed", optarg, &seed)); break;
+        case O_NTR: DP_TRY(dp_parse_size("--n-train", optarg, &n_train)); break;
+        case O_NTE: DP_TRY(dp_parse_size("--n-test", optarg, &n_test)); break;
+        case O_CLS: DP_TRY(dp_parse_int("--classes", optarg, 2, 1 << 16, &classes)); break;
+        case O_FEAT: DP_TRY(dp_parse_int("--features", optarg, 1, 1 << 20, &features)); break;
+        case O_NOISE: DP_TRY(dp_parse_float("--noise", optarg, 0.0, 1e6, &noise)); break;
+        case O_SLOPE: DP_TRY(dp_parse_float("--slope", optarg, -1e6, 1e6, &slope)); break;
+        case O_ICPT: DP_TRY(dp_parse_float("--intercept", optarg, -1e6, 1e6, &intercept)); break;
+        case O_SEED: DP_TRY(dp_parse_u64("--seed", optarg, &seed)); break;
         case 'h': synth_help(stdout); return DP_EXIT_OK;
         case ':': DP_FAIL(DP_EINVAL, "option '%s' needs a value", argv[optind]);
         default: DP_FAIL(DP_EINVAL, "synth: unknown option '%s' (see dptrain synth --help)", argv[optind]);

@@ -242,7 +242,7 @@ static int parse_use(int argc, char **argv, bool predict, use_opts *o)
             }
             break;
         case O_EVAL_BATCH:
-            DP_TRY(dp_cli_int("--eval-batch", optarg, 1, 1L << 20, &v));
+            DP_TRY(dp_parse_int("--eval-batch", optarg, 1, 1L << 20, &v));
             o->eval_batch = (int)v;
             break;
         case 'h': o->help = true; return DP_OK;

@@ -129,7 +129,7 @@ done:
 
 /* --- refusals ----------------------------------------------------------------------------- */
 
-static void describe_arch(const dp_model_cfg *mc, char *buf, size_t cap)
+void dp_model_cfg_text(const dp_model_cfg *mc, char *buf, size_t cap)
 {
     size_t len = (size_t)snprintf(buf, cap, "%d", mc->sizes[0]);
     for (int i = 0; i < mc->n_layers && len < cap; i++) {
@@ -147,8 +147,8 @@ static void describe_arch(const dp_model_cfg *mc, char *buf, size_t cap)
 bool dp_job_same_arch(const dp_model_cfg *a, const dp_model_cfg *b, char *why, size_t cap)
 {
     char da[1024], db[1024];
-    describe_arch(a, da, sizeof da);
-    describe_arch(b, db, sizeof db);
+    dp_model_cfg_text(a, da, sizeof da);
+    dp_model_cfg_text(b, db, sizeof db);
     if (strcmp(da, db) == 0 && a->bn_momentum == b->bn_momentum && a->bn_eps == b->bn_eps) {
         return true;
     }

@@ -3,11 +3,15 @@
  * cannot drift; the model's per-layer arrays and the optimizer's hyperparameters (whose set
  * depends on the optimizer) are written and read by the functions below the table. */
 #include "dptrain/run.h"
+#include "run_internal.h"
 
 #include "dptrain/err.h"
 #include "dptrain/state.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
@@ -88,11 +92,11 @@ static const field fields[] = {
     ENUM("schedule", "kind", train.sched.kind, sched_name, dp_sched_parse, true),
     NUM("schedule", "gamma", F_FLOAT, train.sched.gamma, 0.0, 1e6, true),
     NUM("schedule", "step_size", F_INT, train.sched.step_size, 1, 1000000, true),
-    NUM("schedule", "warmup_steps", F_LONG, train.sched.warmup_steps, 0, 1e12, true),
+    NUM("schedule", "warmup_steps", F_LONG, train.sched.warmup_steps, 0, 1L << 40, true),
     NUM("schedule", "warmup_start_factor", F_FLOAT, train.sched.warmup_start_factor, 0, 1, true),
     NUM("schedule", "plateau_factor", F_FLOAT, train.plateau_factor, 0.0, 0.999999, true),
     NUM("schedule", "plateau_patience", F_INT, train.plateau_patience, 0, 1000000, true),
-    NUM("checkpoints", "every", F_LONG, train.checkpoint_every, 0, 1e12, false),
+    NUM("checkpoints", "every", F_LONG, train.checkpoint_every, 0, 1L << 40, false),
     NUM("checkpoints", "epochs", F_INT, train.checkpoint_epochs, 0, 1000000, false),
     NUM("checkpoints", "keep_last", F_INT, keep_last, 1, 1000000, false),
     STR("checkpoints", "init_from", init_from, false),
@@ -635,4 +639,117 @@ int dp_run_cfg_diff(const dp_run_cfg *saved, const dp_run_cfg *now, char *buf, s
     json_decref(a);
     json_decref(b);
     return n;
+}
+
+/* --- options: a field from text ---------------------------------------------------------- */
+
+int dp_run_field_from_text(dp_run_cfg *cfg, const char *section, const char *key,
+                           const char *text, const char *opt)
+{
+    const field *f = NULL;
+    for (size_t i = 0; i < N_FIELDS && !f; i++) {
+        if (strcmp(fields[i].section, section) == 0 && strcmp(fields[i].key, key) == 0) {
+            f = &fields[i];
+        }
+    }
+    if (!f) {
+        return dp_err(DP_EINVAL, "%s: no such field %s.%s", opt, section, key);
+    }
+    char *p = (char *)cfg + f->offset;
+    long l = 0;
+    float x = 0.0f;
+    int rc = DP_OK, k;
+    switch (f->type) {
+    case F_INT:
+    case F_LONG:
+    case F_SIZE:
+    case F_KB:
+        rc = dp_parse_int(opt, text, (long)f->lo, (long)f->hi, &l);
+        if (rc == DP_OK) {
+            if (f->type == F_INT) {
+                *(int *)p = (int)l;
+            } else if (f->type == F_LONG) {
+                *(long *)p = l;
+            } else {
+                *(size_t *)p = (size_t)l * (f->type == F_KB ? 1024 : 1);
+            }
+        }
+        return rc;
+    case F_U64: return dp_parse_u64(opt, text, (uint64_t *)p);
+    case F_FLOAT:
+        rc = dp_parse_float(opt, text, f->lo, f->hi, &x);
+        if (rc == DP_OK) {
+            *(float *)p = x;
+        }
+        return rc;
+    case F_BOOL: *(bool *)p = true; return DP_OK; /* a switch */
+    case F_STR:
+        if ((size_t)snprintf(p, f->size, "%s", text) >= f->size) {
+            return dp_err(DP_EINVAL, "%s: the path is longer than %zu bytes", opt, f->size - 1);
+        }
+        return DP_OK;
+    case F_ENUM:
+        k = f->parse(text);
+        if (k < 0) {
+            return dp_err(DP_EINVAL, "%s: unknown value '%s' (see dptrain train --help)", opt, text);
+        }
+        *(int *)p = k;
+        return DP_OK;
+    }
+    return DP_OK;
+}
+
+/* --- strict value parsing ---------------------------------------------------------------- */
+
+int dp_parse_int(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end) {
+        return dp_err(DP_EINVAL, "%s: '%s' is not an integer", opt, s);
+    }
+    if (v < lo || v > hi) {
+        return dp_err(DP_EINVAL, "%s: %ld is outside [%ld, %ld]", opt, v, lo, hi);
+    }
+    *out = v;
+    return DP_OK;
+}
+
+int dp_parse_u64(const char *opt, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-') {
+        return dp_err(DP_EINVAL, "%s: '%s' is not a non-negative integer", opt, s);
+    }
+    *out = (uint64_t)v;
+    return DP_OK;
+}
+
+int dp_parse_size(const char *opt, const char *s, size_t *out)
+{
+    uint64_t v = 0;
+    int rc = dp_parse_u64(opt, s, &v);
+    if (rc == DP_OK && v > (uint64_t)SIZE_MAX / 2) {
+        rc = dp_err(DP_EINVAL, "%s: %s is too large", opt, s);
+    }
+    *out = (size_t)v;
+    return rc;
+}
+
+int dp_parse_float(const char *opt, const char *s, double lo, double hi, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) {
+        return dp_err(DP_EINVAL, "%s: '%s' is not a number", opt, s);
+    }
+    if (v < lo || v > hi) {
+        return dp_err(DP_EINVAL, "%s: %g is outside [%g, %g]", opt, v, lo, hi);
+    }
+    *out = (float)v;
+    return DP_OK;
 }
