@@ -1,6 +1,7 @@
 /* fuzz_args.c: libFuzzer target for dptrain train's option parser: the command-line flags,
- * the --layers spec and --config INI files (inih), all through dp_cli_parse_run, the call
- * that train and bench parse a run with.
+ * the --layers spec, --config INI files (inih) and saved config.json files (jansson), all
+ * through dp_cli_parse_run, the call that train and bench parse a run with (the program's
+ * argv and INI reading over the library's dp_run_opts and dp_run_cfg_from_json).
  *
  * The first input byte chooses the form, the rest is the text:
  *   bit 0 clear: the text is the arguments, one per line (at most 64): dptrain train ARGS
@@ -13,7 +14,6 @@
 #include "dptrain/err.h"
 #include "fuzz_util.h"
 
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,23 +65,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         argc += split(text, "\n", argv + argc, MAX_ARGS);
     }
     argv[argc] = NULL;
-    optind = 0; /* getopt_long keeps state between calls: start afresh (glibc: 0 resets) */
     dp_cli_run run;
     dp_err_clear();
     int rc = fz_note("dp_cli_parse_run", dp_cli_parse_run(argc, argv, "4,3", &run));
     if (rc == DP_OK && !run.help) {
-        const dp_model_cfg *mc = &run.mc;
+        const dp_model_cfg *mc = &run.run.model;
         FZ_ASSERT(mc->n_layers >= 1 && mc->n_layers <= DP_MAX_LAYERS, "%d layers accepted",
                   mc->n_layers);
         for (int i = 0; i <= mc->n_layers; i++) {
             FZ_ASSERT(mc->sizes[i] >= 1 && mc->sizes[i] <= 1 << 24, "layer size %d accepted",
                       mc->sizes[i]);
         }
-        FZ_ASSERT(run.tc.epochs >= 0 && run.tc.accumulate >= 1 && run.tc.eval_batch >= 1,
-                  "epochs %d, accumulate %d, eval batch %d accepted", run.tc.epochs,
-                  run.tc.accumulate, run.tc.eval_batch);
-        FZ_ASSERT(memchr(run.data, '\0', sizeof run.data) && memchr(run.layers, '\0',
-                                                                   sizeof run.layers),
+        const dp_train_cfg *tc = &run.run.train;
+        FZ_ASSERT(tc->epochs >= 0 && tc->accumulate >= 1 && tc->eval_batch >= 1,
+                  "epochs %d, accumulate %d, eval batch %d accepted", tc->epochs,
+                  tc->accumulate, tc->eval_batch);
+        FZ_ASSERT(memchr(run.run.data, '\0', sizeof run.run.data) &&
+                      memchr(run.run.out, '\0', sizeof run.run.out) &&
+                      memchr(run.layers, '\0', sizeof run.layers),
                   "an unterminated string");
     }
     free(text);
