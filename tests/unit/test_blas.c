@@ -2,8 +2,8 @@
  * computed here in double and by hand (every transpose, odd and blocked shapes, vector shapes),
  * flushing of subnormals, and the OpenBLAS kernel policy (which core type to ask for on which
  * CPU flags). Suites core_blas and core_blas_policy.
- * Expected values come from independent computation in the test (central differences in
- * double, hand-worked formulas), never from program output. */
+ * Expected values come from independent computation in the test (a reference in double,
+ * products worked by hand), never from program output. */
 #include <criterion/criterion.h>
 
 #include "testutil.h"

@@ -2,16 +2,14 @@
  * array, the seed fixing the parameters, the distributions of every initializer, zero biases,
  * the forward pass against a hand composition of its layers, and bad configs refused.
  * Suite core_model. (Initializer specs and per-layer choices: test_init.c.)
- * Expected values come from independent computation in the test (central differences in
- * double, hand-worked formulas), never from program output. */
+ * Expected values come from independent computation in the test (hand-worked formulas, the
+ * initializers' documented distributions), never from program output. */
 #include <criterion/criterion.h>
 
 #include "testutil.h"
 
-#include "dptrain/blas.h"
 #include "dptrain/err.h"
 #include "dptrain/nn.h"
-#include "core/model_impl.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,7 +1,5 @@
 /* test_names.c: unit tests of the names of activations, losses and initializers: parse and
- * name round trip, the documented spellings, unknown names refused. Suite core_names.
- * Expected values come from independent computation in the test (central differences in
- * double, hand-worked formulas), never from program output. */
+ * name round trip, the documented spellings, unknown names refused. Suite core_names. */
 #include <criterion/criterion.h>
 
 #include "dptrain/nn.h"

@@ -1,7 +1,5 @@
 /* test_rng.c: unit tests of the counter-based rng: uniform and normal moments, dp_rng_below's
- * range and uniformity, and every draw a pure function of key and counter. Suite core_rng.
- * Expected values come from independent computation in the test (central differences in
- * double, hand-worked formulas), never from program output. */
+ * range and uniformity, and every draw a pure function of key and counter. Suite core_rng. */
 #include <criterion/criterion.h>
 
 #include "dptrain/rng.h"
