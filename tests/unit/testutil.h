@@ -17,7 +17,7 @@ void tfill_nan(float *v, size_t n);
 typedef double (*gc_loss_fn)(void *ctx);
 
 /* Finite-difference gradient checks (test_dense.c, test_act.c, test_loss.c,
- * test_gradcheck_model.c, test_model2.c): the loss is evaluated by the float code
+ * test_gradcheck_model.c, test_dropout_batchnorm.c): the loss is evaluated by the float code
  * under test and summed by the test in double.
  * gradcheck_vec: max relative error between analytic[i] and scale * dL/dv[i] by central
  * differences (f(v+h) - f(v-h)) / ((v+h) - (v-h)) with the float steps actually taken in the
