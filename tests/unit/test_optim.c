@@ -1,6 +1,7 @@
-/* test_optim.c: unit tests of SGD (through dp_optim_step, the trainer's path) against torch.optim.SGD's documented rule, worked
- * by hand, and of the learning-rate schedules (expected values worked by hand from the
- * torch.optim.lr_scheduler definitions). The other optimizers: test_optim2.c. */
+/* test_optim.c: unit tests of SGD (through dp_optim_step, the trainer's path) against
+ * torch.optim.SGD's documented rule, worked by hand (suite optim_sgd), and of the learning-rate
+ * schedules (expected values worked by hand from the torch.optim.lr_scheduler definitions;
+ * suite optim_sched). Every optimizer against a reference: test_optim_rules.c. */
 #include <criterion/criterion.h>
 
 #include "dptrain/err.h"
@@ -10,7 +11,7 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------
- * 7. SGD. Every case: n = 3, lr = 0.1, p0 = [1, -2, 0.5] and the gradients
+ * SGD. Every case: n = 3, lr = 0.1, p0 = [1, -2, 0.5] and the gradients
  *   g1 = [0.5, -1, 2], g2 = [0.25, 0.5, -1], g3 = [-0.5, 1, 0].
  * Expected parameters (and momentum buffers) after each step are worked out below from
  *   g = grad + wd p;  buf = g at step 1, else mu buf + (1 - dampening) g;
@@ -186,7 +187,7 @@ Test(optim_sgd, gradient_is_read_only_and_n_respected)
 }
 
 /* ---------------------------------------------------------------------------------------
- * 8. Schedules */
+ * Schedules */
 
 TestSuite(optim_sched);
 

@@ -1,6 +1,7 @@
-/* test_optim2.c: unit tests of dp_optim_step for every optimizer against an independent
- * double-precision reference written from torch.optim's documented pseudo-code, and of the
- * optimizer API around it (names, defaults, checks, state slots). */
+/* test_optim_rules.c: unit tests of dp_optim_step for every optimizer against an independent
+ * double-precision reference written from torch.optim's documented pseudo-code (suite
+ * optim_ref), and of the optimizer API around it: names, defaults, checks, state slots (suite
+ * optim_api). SGD worked by hand and the learning-rate schedules: test_optim.c. */
 #include <criterion/criterion.h>
 
 #include "dptrain/err.h"

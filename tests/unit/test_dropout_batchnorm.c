@@ -1,8 +1,9 @@
-/* test_model2.c: unit tests of the model's training mode: dropout (mask statistics, scaling,
- * the mask's key, independence from row order and batch split, evaluation mode) and batch
- * normalization (statistics, running statistics, evaluation mode by hand, parameter and
- * buffer layout, gradient checks, a batch split over two or three "ranks" played by threads
- * whose sum callback adds their buffers), plus config validation.
+/* test_dropout_batchnorm.c: unit tests of the model's training mode: dropout (mask
+ * statistics, scaling, the mask's key, independence from row order and batch split,
+ * evaluation mode) and batch normalization (statistics, running statistics, evaluation mode by
+ * hand, parameter and buffer layout, gradient checks, a batch split over two or three "ranks"
+ * played by threads whose sum callback adds their buffers), plus config validation.
+ * Suites core_dropout and core_bn.
  * Expected values come from independent computation in the test (central differences in
  * double, hand-worked formulas), never from program output. */
 #include <criterion/criterion.h>
@@ -56,8 +57,8 @@ static void perturb_params(dp_model *m, uint64_t seed)
  * double (dense, batch norm, activations, dropout masks from the documented formula, loss),
  * which reads the float parameters under test, is itself checked against the float forward,
  * and makes the central difference (f(v+h) - f(v-h)) / ((v+h) - (v-h)) accurate to ~1e-7 at
- * h = 1e-3. Error as test_core.c: max_i |a_i - n_i| / max(1e-3, |a_i| + |n_i|); measured at
- * most 1.2e-4 (the float analytic gradient's rounding), tolerance 1e-3. */
+ * h = 1e-3. Error as gradcheck_vec's (testutil.h): max_i |a_i - n_i| / max(1e-3, |a_i| +
+ * |n_i|); measured at most 1.2e-4 (the float analytic gradient's rounding), tolerance 1e-3. */
 
 /* gradcheck_vec (central differences, max relative error): testutil.h. */
 
