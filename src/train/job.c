@@ -35,27 +35,29 @@ typedef struct {
     dp_run_result *res;
 } job;
 
-/* Agrees on rc over the ranks. The lowest rank with an error of its own (not DP_EPEER) keeps
- * its message (prefixed with ctx, which may be ""); the others record that it failed.
- * Collective. */
-static int agree(job *j, int rc, const char *ctx)
+int dp_job_agree(const dp_comm *c, int rc, const char *ctx, int *failed_rank)
 {
-    int all = dp_comm_agree(j->c, rc);
+    int all = dp_comm_agree(c, rc);
     if (all == DP_OK) {
         return DP_OK;
     }
-    int first = dp_comm_first_failed(j->c, rc == DP_EPEER ? DP_OK : rc);
-    if (first == j->rank) {
-        if (ctx[0]) {
+    int first = dp_comm_first_failed(c, rc == DP_EPEER ? DP_OK : rc);
+    if (first >= 0 && first == dp_comm_rank(c)) {
+        if (ctx && ctx[0]) {
             char msg[2048];
             snprintf(msg, sizeof msg, "%s", dp_errmsg());
             dp_err(rc, "%s%s", ctx, msg);
         }
-    } else {
+    } else if (first >= 0) {
         dp_err(DP_EPEER, "rank %d failed (its message is on its standard error)", first);
     }
-    j->res->failed_rank = first;
+    *failed_rank = first;
     return all;
+}
+
+static int agree(job *j, int rc, const char *ctx)
+{
+    return dp_job_agree(j->c, rc, ctx, &j->res->failed_rank);
 }
 
 static void say(const job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

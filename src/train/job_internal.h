@@ -1,6 +1,7 @@
-/* job_internal.h: the parts of dp_run_job (src/train/job.c) that deal with checkpoints
- * (src/train/checkpoints.c): the writer the loop calls, choosing the checkpoint to start
- * from, refusing one of another run, and making room for a new run. Internal. */
+/* job_internal.h: what the jobs of src/train share: agreeing on a status with one message
+ * (job.c, used by use.c too), and the parts of dp_run_job that deal with checkpoints
+ * (checkpoints.c): the writer the loop calls, choosing the checkpoint to start from, refusing
+ * one of another run, and making room for a new run. Internal. */
 #ifndef DPTRAIN_TRAIN_JOB_INTERNAL_H
 #define DPTRAIN_TRAIN_JOB_INTERNAL_H
 
@@ -17,6 +18,12 @@ typedef struct {
     FILE *log;              /* a line per checkpoint written (rank 0, or NULL) */
     char last[DP_PATH_MAX + 48]; /* the last checkpoint written */
 } dp_job_writer;
+
+/* Agrees on rc over c's ranks. The lowest rank with an error of its own (not DP_EPEER)
+ * keeps its message, prefixed with ctx (may be "" or NULL), and every rank's *failed_rank
+ * says which rank that is (-1: none); the others' message names it. Returns the agreed
+ * status. Collective. */
+int dp_job_agree(const dp_comm *c, int rc, const char *ctx, int *failed_rank);
 
 /* A dp_checkpoint_fn: rank 0 writes <dir>/ckpt-<step>.h5 and prunes to keep_last; the
  * status is agreed over the ranks. Collective. */
