@@ -68,8 +68,8 @@ static int read_labels(const char *path, const char *yname, hid_t yds, hid_t typ
         return dp_err(DP_ENOMEM, "%s: out of memory for the %zu labels of %s", path, n, yname);
     }
     DP_H5CHK(H5Dread(yds, is_unsigned ? H5T_NATIVE_UINT64 : H5T_NATIVE_INT64, H5S_ALL, H5S_ALL,
-                  H5P_DEFAULT, wide),
-          "reading %s", yname);
+                     H5P_DEFAULT, wide),
+             "reading %s", yname);
     for (size_t i = 0; i < n; i++) {
         const uint64_t u = (uint64_t)wide[i];
         if (is_unsigned ? u > (uint64_t)INT32_MAX : (wide[i] < INT32_MIN || wide[i] > INT32_MAX)) {
@@ -117,7 +117,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
 {
     int rc = DP_OK;
     hid_t grp = H5I_INVALID_HID, xds = H5I_INVALID_HID, yds = H5I_INVALID_HID;
-    hid_t space = H5I_INVALID_HID, type = H5I_INVALID_HID;
+    hid_t type = H5I_INVALID_HID;
     char xname[32], yname[32], y_shape[128];
     hsize_t xdims[H5S_MAX_RANK], ydims[H5S_MAX_RANK];
     int xrank, yrank;
@@ -128,7 +128,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     snprintf(xname, sizeof xname, "%s%s/x", name[0] ? "/" : "", name);
     snprintf(yname, sizeof yname, "%s%s/y", name[0] ? "/" : "", name);
     DP_H5CHK(grp = H5Gopen2(file, name[0] ? name : "/", H5P_DEFAULT),
-          "opening group /%s (is it a group?)", name);
+             "opening group /%s (is it a group?)", name);
 
     /* x: shape, type, attributes, data */
     DP_TRY(dp_h5_open_dataset(file, path, xname, &xds, &xrank, xdims));
@@ -182,13 +182,13 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         ALLOC_DATA(s->x_u8, xname, info->x_shape, n_elem);
         if (n_elem > 0) {
             DP_H5CHK(H5Dread(xds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_u8),
-                  "reading %s", xname);
+                     "reading %s", xname);
         }
     } else {
         ALLOC_DATA(s->x_f32, xname, info->x_shape, n_elem * sizeof(float));
         if (n_elem > 0) {
             DP_H5CHK(H5Dread(xds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_f32),
-                  "reading %s", xname);
+                     "reading %s", xname);
         }
         for (size_t i = 0; i < n_elem; i++) {
             if (!isfinite(s->x_f32[i])) {
@@ -255,7 +255,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         ALLOC_DATA(s->values, yname, y_shape, n * (size_t)k * sizeof(float));
         if (n > 0) {
             DP_H5CHK(H5Dread(yds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->values),
-                  "reading %s", yname);
+                     "reading %s", yname);
         }
         for (size_t i = 0; i < n * (size_t)k; i++) {
             if (!isfinite(s->values[i])) {
@@ -266,7 +266,6 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     }
 done:
     rc = dp_h5_close(&type, rc, path);
-    rc = dp_h5_close(&space, rc, path);
     rc = dp_h5_close(&yds, rc, path);
     rc = dp_h5_close(&xds, rc, path);
     rc = dp_h5_close(&grp, rc, path);
