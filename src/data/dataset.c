@@ -1,287 +1,29 @@
 /* dataset.c: dp_dataset in memory and in HDF5 files (layout version 1, datasets/README.md):
  * load with full validation, atomic save, free, row gather and fingerprint. Files are
- * opened serially (default property lists) by whichever process calls. */
+ * opened serially (default property lists) by whichever process calls. Every HDF5 call goes
+ * through the project's one HDF5 layer, io/h5util.h (checked calls, handles, attributes,
+ * the atomic write); this file keeps only the layout's own rules. */
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
 
 #include "data_internal.h"
 #include "dptrain/err.h"
+#include "io/h5util.h"
 
 #define DP_FORMAT_NAME "dptrain-dataset"
 enum { DP_FORMAT_VERSION = 1 };
 
 /* What y of a split holds (Y_NONE: there is no y, which only dp_dataset_load_inputs takes). */
 enum y_kind { Y_NONE = 0, Y_LABELS = 1, Y_VALUES = 2 };
-
-/* --- HDF5 helpers ----------------------------------------------------------------------- */
-
-/* Switches off HDF5's automatic printing of its error stack (for the calling thread, and it
- * stays off): failures are reported once, as our own message. It is not switched back on,
- * because HDF5 1.10 prints "infinite loop closing library" at exit after a failed open of a
- * malformed file whenever printing is on (HDFGroup/hdf5 issues 3790, 6531). */
-static void h5_quiet(void)
-{
-    /* cannot fail for H5E_DEFAULT; if it did, HDF5 would merely print its stack as well */
-    (void)H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-/* First (outermost, API-level) description on HDF5's current error stack. */
-#define H5_WHY_CAP 160
-static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data)
-{
-    char *buf = data;
-    (void)n;
-    if (buf[0] == '\0' && e->desc && e->desc[0]) {
-        snprintf(buf, H5_WHY_CAP, "%s", e->desc);
-    }
-    return 0;
-}
-
-/* Records "<path>: <what> failed (<HDF5's reason>)" and returns DP_EIO. */
-static int h5_fail(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int h5_fail(const char *path, const char *fmt, ...)
-{
-    char what[512], why[H5_WHY_CAP] = "";
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    if (H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_walk_cb, why) < 0) {
-        why[0] = '\0';
-    }
-    return dp_err(DP_EIO, "%s: %s failed (%s)", path, what, why[0] ? why : "HDF5 error");
-}
-
-/* Checks an HDF5 call (negative = failure) and goes to done with the message. */
-#define H5CHK(call, ...)                               \
-    do {                                               \
-        if ((call) < 0) {                              \
-            rc = h5_fail(path, __VA_ARGS__);           \
-            goto done;                                 \
-        }                                              \
-    } while (0)
-
-/* Closes *id (any kind of HDF5 object we open) if valid; sets it invalid. A failed close
- * becomes the status only if nothing failed before. */
-static int h5_close(hid_t *id, int rc, const char *path)
-{
-    herr_t st = 0;
-    if (*id < 0) {
-        return rc;
-    }
-    switch (H5Iget_type(*id)) {
-    case H5I_FILE: st = H5Fclose(*id); break;
-    case H5I_GROUP: st = H5Gclose(*id); break;
-    case H5I_DATASET: st = H5Dclose(*id); break;
-    case H5I_DATASPACE: st = H5Sclose(*id); break;
-    case H5I_DATATYPE: st = H5Tclose(*id); break;
-    case H5I_ATTR: st = H5Aclose(*id); break;
-    default: st = -1; break;
-    }
-    *id = H5I_INVALID_HID;
-    if (st < 0 && rc == DP_OK) {
-        rc = h5_fail(path, "closing an HDF5 object");
-    }
-    return rc;
-}
-
-static const char *h5_class_name(H5T_class_t c)
-{
-    switch (c) {
-    case H5T_INTEGER: return "integer";
-    case H5T_FLOAT: return "float";
-    case H5T_STRING: return "string";
-    case H5T_BITFIELD: return "bitfield";
-    case H5T_OPAQUE: return "opaque";
-    case H5T_COMPOUND: return "compound";
-    case H5T_REFERENCE: return "reference";
-    case H5T_ENUM: return "enum";
-    case H5T_VLEN: return "variable-length";
-    case H5T_ARRAY: return "array";
-    default: return "unknown";
-    }
-}
-
-/* "[60000, 28, 28]" */
-static void fmt_dims(char *buf, size_t cap, int rank, const hsize_t *dims)
-{
-    size_t len = 0;
-    int w = snprintf(buf, cap, "[");
-    len = w > 0 ? (size_t)w : 0;
-    for (int i = 0; i < rank && len < cap; i++) {
-        w = snprintf(buf + len, cap - len, "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
-        len += w > 0 ? (size_t)w : 0;
-    }
-    if (len < cap) {
-        snprintf(buf + len, cap - len, "]");
-    }
-}
-
-/* Opens attribute name of obj if it exists: *attr is invalid when it does not. */
-static int attr_open(const char *path, hid_t obj, const char *objname, const char *name,
-                     hid_t *attr)
-{
-    int rc = DP_OK;
-    htri_t ex;
-    *attr = H5I_INVALID_HID;
-    H5CHK(ex = H5Aexists(obj, name), "looking for attribute %s of %s", name, objname);
-    if (ex > 0) {
-        H5CHK(*attr = H5Aopen(obj, name, H5P_DEFAULT), "opening attribute %s of %s", name,
-              objname);
-    }
-done:
-    return rc;
-}
-
-/* Checks that attribute attr (named name on objname) holds exactly one element; returns its
- * type class in *cls. */
-static int attr_check_scalar(const char *path, hid_t attr, const char *objname, const char *name,
-                             H5T_class_t *cls)
-{
-    int rc = DP_OK;
-    hid_t space = H5I_INVALID_HID, type = H5I_INVALID_HID;
-    hssize_t npoints;
-    H5CHK(space = H5Aget_space(attr), "reading attribute %s of %s", name, objname);
-    H5CHK(npoints = H5Sget_simple_extent_npoints(space), "reading attribute %s of %s", name,
-          objname);
-    if (npoints != 1) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute %s of %s has %lld elements, expected one", path, name,
-                objname, (long long)npoints);
-    }
-    H5CHK(type = H5Aget_type(attr), "reading attribute %s of %s", name, objname);
-    H5CHK(*cls = H5Tget_class(type), "reading attribute %s of %s", name, objname);
-done:
-    rc = h5_close(&type, rc, path);
-    rc = h5_close(&space, rc, path);
-    return rc;
-}
-
-/* Optional integer attribute: *present tells whether it exists; *val its value. */
-static int attr_read_int(const char *path, hid_t obj, const char *objname, const char *name,
-                         bool *present, long long *val)
-{
-    int rc = DP_OK;
-    hid_t attr = H5I_INVALID_HID;
-    H5T_class_t cls;
-    *present = false;
-    DP_TRY(attr_open(path, obj, objname, name, &attr));
-    if (attr < 0) {
-        goto done;
-    }
-    DP_TRY(attr_check_scalar(path, attr, objname, name, &cls));
-    if (cls != H5T_INTEGER) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute %s of %s is %s, expected an integer", path, name,
-                objname, h5_class_name(cls));
-    }
-    H5CHK(H5Aread(attr, H5T_NATIVE_LLONG, val), "reading attribute %s of %s", name, objname);
-    *present = true;
-done:
-    rc = h5_close(&attr, rc, path);
-    return rc;
-}
-
-/* Optional number attribute (integer or float) read as float; *val keeps its default when
- * the attribute is absent. Must be finite. */
-static int attr_read_float(const char *path, hid_t obj, const char *objname, const char *name,
-                           float *val)
-{
-    int rc = DP_OK;
-    hid_t attr = H5I_INVALID_HID;
-    H5T_class_t cls;
-    double v;
-    DP_TRY(attr_open(path, obj, objname, name, &attr));
-    if (attr < 0) {
-        goto done;
-    }
-    DP_TRY(attr_check_scalar(path, attr, objname, name, &cls));
-    if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute %s of %s is %s, expected a number", path, name,
-                objname, h5_class_name(cls));
-    }
-    H5CHK(H5Aread(attr, H5T_NATIVE_DOUBLE, &v), "reading attribute %s of %s", name, objname);
-    if (!isfinite(v) || !isfinite((float)v)) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute %s of %s is %g, expected a finite float", path, name,
-                objname, v);
-    }
-    *val = (float)v;
-done:
-    rc = h5_close(&attr, rc, path);
-    return rc;
-}
-
-/* Optional string attribute (fixed or variable length) into buf (cap bytes, truncated,
- * trailing NULs and spaces removed); *present tells whether it exists. */
-static int attr_read_string(const char *path, hid_t obj, const char *objname, const char *name,
-                            bool *present, char *buf, size_t cap)
-{
-    int rc = DP_OK;
-    hid_t attr = H5I_INVALID_HID, ftype = H5I_INVALID_HID, mtype = H5I_INVALID_HID;
-    H5T_class_t cls;
-    H5T_cset_t cset;
-    htri_t is_var;
-    char *vstr = NULL, *fstr = NULL;
-    size_t size, len;
-    *present = false;
-    buf[0] = '\0';
-    DP_TRY(attr_open(path, obj, objname, name, &attr));
-    if (attr < 0) {
-        goto done;
-    }
-    DP_TRY(attr_check_scalar(path, attr, objname, name, &cls));
-    if (cls != H5T_STRING) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute %s of %s is %s, expected a string", path, name,
-                objname, h5_class_name(cls));
-    }
-    H5CHK(ftype = H5Aget_type(attr), "reading attribute %s of %s", name, objname);
-    H5CHK(is_var = H5Tis_variable_str(ftype), "reading attribute %s of %s", name, objname);
-    H5CHK(cset = H5Tget_cset(ftype), "reading attribute %s of %s", name, objname);
-    H5CHK(mtype = H5Tcopy(H5T_C_S1), "reading attribute %s of %s", name, objname);
-    H5CHK(H5Tset_cset(mtype, cset), "reading attribute %s of %s", name, objname);
-    if (is_var > 0) {
-        H5CHK(H5Tset_size(mtype, H5T_VARIABLE), "reading attribute %s of %s", name, objname);
-        H5CHK(H5Aread(attr, mtype, &vstr), "reading attribute %s of %s", name, objname);
-        snprintf(buf, cap, "%s", vstr ? vstr : "");
-    } else {
-        size = H5Tget_size(ftype);
-        if (size == 0) {
-            rc = h5_fail(path, "reading attribute %s of %s", name, objname);
-            goto done;
-        }
-        DP_CALLOC(fstr, size + 1);
-        H5CHK(H5Tset_size(mtype, size + 1), "reading attribute %s of %s", name, objname);
-        H5CHK(H5Tset_strpad(mtype, H5T_STR_NULLTERM), "reading attribute %s of %s", name,
-              objname);
-        H5CHK(H5Aread(attr, mtype, fstr), "reading attribute %s of %s", name, objname);
-        snprintf(buf, cap, "%s", fstr);
-    }
-    len = strlen(buf);
-    while (len > 0 && buf[len - 1] == ' ') {
-        buf[--len] = '\0';
-    }
-    *present = true;
-done:
-    if (vstr && H5free_memory(vstr) < 0 && rc == DP_OK) {
-        rc = h5_fail(path, "freeing attribute %s of %s", name, objname);
-    }
-    free(fstr);
-    rc = h5_close(&mtype, rc, path);
-    rc = h5_close(&ftype, rc, path);
-    rc = h5_close(&attr, rc, path);
-    return rc;
-}
 
 /* --- loading ------------------------------------------------------------------------------ */
 
@@ -313,134 +55,6 @@ static void *alloc_data(const char *path, const char *name, const char *shape, s
         }                                                              \
     } while (0)
 
-/* Opens dataset `leaf` of group grp (called `full` in messages) into *ds and reads its
- * shape into *rank, dims. The caller closes *ds. */
-/* Refuses a dataset compressed with a filter this HDF5 library lacks (h5py's lzf, blosc, ...)
- * by name, before a read fails with HDF5's bare "can't read data". */
-static int check_filters(const char *path, hid_t ds, const char *full)
-{
-    int rc = DP_OK;
-    hid_t dcpl = H5I_INVALID_HID;
-    int n = 0;
-    H5CHK(dcpl = H5Dget_create_plist(ds), "reading the storage of %s", full);
-    H5CHK(n = H5Pget_nfilters(dcpl), "reading the filters of %s", full);
-    for (int i = 0; i < n; i++) {
-        char name[64] = "";
-        unsigned flags = 0, cd[8];
-        size_t n_cd = sizeof cd / sizeof cd[0];
-        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &n_cd, cd, sizeof name,
-                                         name, NULL);
-        if (id < 0) {
-            DP_FAIL(DP_EFORMAT, "%s: %s: cannot read its filter %d", path, full, i);
-        }
-        if (H5Zfilter_avail(id) <= 0) {
-            DP_FAIL(DP_EFORMAT,
-                    "%s: %s is compressed with filter '%s' (HDF5 filter id %d), which this "
-                    "HDF5 library does not have; rewrite the file with gzip, e.g. "
-                    "h5repack -f GZIP=4 %s OUT.h5 where that filter is installed, or in h5py "
-                    "with compression=\"gzip\"",
-                    path, full, name[0] ? name : (id == 32000 ? "lzf" : "unknown"), (int)id,
-                    path);
-        }
-    }
-done:
-    if (dcpl >= 0) H5Pclose(dcpl);
-    return rc;
-}
-
-static int open_with_shape(const char *path, hid_t grp, const char *leaf, const char *full,
-                           hid_t *ds, int *rank, hsize_t *dims)
-{
-    int rc = DP_OK;
-    hid_t space = H5I_INVALID_HID;
-    htri_t ex;
-    H5CHK(ex = H5Lexists(grp, leaf, H5P_DEFAULT), "looking for %s", full);
-    if (ex == 0) {
-        DP_FAIL(DP_EFORMAT, "%s: %s is missing", path, full);
-    }
-    H5CHK(*ds = H5Dopen2(grp, leaf, H5P_DEFAULT), "opening dataset %s", full);
-    DP_TRY(check_filters(path, *ds, full));
-    H5CHK(space = H5Dget_space(*ds), "reading the shape of %s", full);
-    H5CHK(*rank = H5Sget_simple_extent_ndims(space), "reading the shape of %s", full);
-    if (*rank > H5S_MAX_RANK) {
-        DP_FAIL(DP_EFORMAT, "%s: %s has %d dimensions, too many", path, full, *rank);
-    }
-    H5CHK(H5Sget_simple_extent_dims(space, dims, NULL), "reading the shape of %s", full);
-done:
-    return h5_close(&space, rc, path);
-}
-
-/* Refuses dataset ds (full, of shape `shape`, n_elem elements) when the file does not store
- * the data its shape promises, before anything is allocated for it: HDF5 hands out the fill
- * value for data never written, so a 3 KB file declaring x [2e8, 3] made dptrain train fill
- * gigabytes; and a damaged contiguous header can promise far more than it stores. Contiguous
- * and compact data must store every byte; chunked data (perhaps compressed) every chunk. */
-static int check_stored(const char *path, hid_t ds, const char *full, const char *shape,
-                        size_t n_elem)
-{
-    int rc = DP_OK;
-    hid_t dcpl = H5I_INVALID_HID, type = H5I_INVALID_HID, space = H5I_INVALID_HID;
-    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK], have = 0;
-    H5D_layout_t layout;
-    double need = 1.0;
-    int rank;
-    if (n_elem == 0) {
-        return DP_OK;
-    }
-    H5CHK(dcpl = H5Dget_create_plist(ds), "reading the storage of %s", full);
-    H5CHK(layout = H5Pget_layout(dcpl), "reading the storage of %s", full);
-    if (layout == H5D_CONTIGUOUS || layout == H5D_COMPACT) {
-        H5CHK(type = H5Dget_type(ds), "reading the type of %s", full);
-        const size_t type_size = H5Tget_size(type);
-        if (type_size == 0 || H5Dget_storage_size(ds) / type_size < n_elem) {
-            DP_FAIL(DP_EFORMAT, "%s: %s has shape %s but the file stores %llu bytes of it: "
-                    "never written, or a damaged file", path, full, shape,
-                    (unsigned long long)H5Dget_storage_size(ds));
-        }
-        /* A damaged header can also claim storage the file does not have: contiguous data
-         * must lie inside the file. */
-        if (layout == H5D_CONTIGUOUS) {
-            hid_t fid = H5Iget_file_id(ds);
-            hsize_t file_size = 0;
-            const haddr_t at = H5Dget_offset(ds);
-            const herr_t got = fid >= 0 ? H5Fget_filesize(fid, &file_size) : -1;
-            if (fid >= 0) {
-                H5Fclose(fid);
-            }
-            if (got < 0 || at == HADDR_UNDEF || at > file_size ||
-                (hsize_t)n_elem * type_size > file_size - at) {
-                DP_FAIL(DP_EFORMAT, "%s: %s has shape %s, which does not fit in the file "
-                        "(%llu bytes): a damaged file", path, full, shape,
-                        (unsigned long long)file_size);
-            }
-        }
-    } else if (layout == H5D_CHUNKED) {
-        H5CHK(space = H5Dget_space(ds), "reading the shape of %s", full);
-        H5CHK(rank = H5Sget_simple_extent_dims(space, dims, NULL), "reading the shape of %s",
-              full);
-        if (H5Pget_chunk(dcpl, rank, chunk) != rank) {
-            rc = h5_fail(path, "reading the chunks of %s", full);
-            goto done;
-        }
-        for (int i = 0; i < rank; i++) {
-            need *= chunk[i] ? ceil((double)dims[i] / (double)chunk[i]) : 0.0;
-        }
-        H5CHK(H5Dget_num_chunks(ds, space, &have), "reading the chunks of %s", full);
-        if ((double)have < need) {
-            DP_FAIL(DP_EFORMAT, "%s: %s has shape %s but the file stores %llu of its %.0f "
-                    "chunks: never written, or a damaged file", path, full, shape,
-                    (unsigned long long)have, need);
-        }
-    }
-done:
-    rc = h5_close(&space, rc, path);
-    rc = h5_close(&type, rc, path);
-    if (dcpl >= 0 && H5Pclose(dcpl) < 0 && rc == DP_OK) {
-        rc = h5_fail(path, "closing an HDF5 object");
-    }
-    return rc;
-}
-
 /* Reads n integer class labels of any integer type into int32. HDF5 would clip a value out
  * of int32's range on the way (2^40 becomes 2147483647), so they are read as 64-bit
  * integers and a value that does not fit is refused with the value stored in the file. */
@@ -453,9 +67,9 @@ static int read_labels(const char *path, const char *yname, hid_t yds, hid_t typ
     if (!wide) {
         return dp_err(DP_ENOMEM, "%s: out of memory for the %zu labels of %s", path, n, yname);
     }
-    H5CHK(H5Dread(yds, is_unsigned ? H5T_NATIVE_UINT64 : H5T_NATIVE_INT64, H5S_ALL, H5S_ALL,
-                  H5P_DEFAULT, wide),
-          "reading %s", yname);
+    DP_H5CHK(H5Dread(yds, is_unsigned ? H5T_NATIVE_UINT64 : H5T_NATIVE_INT64, H5S_ALL, H5S_ALL,
+                     H5P_DEFAULT, wide),
+             "reading %s", yname);
     for (size_t i = 0; i < n; i++) {
         const uint64_t u = (uint64_t)wide[i];
         if (is_unsigned ? u > (uint64_t)INT32_MAX : (wide[i] < INT32_MIN || wide[i] > INT32_MAX)) {
@@ -474,6 +88,28 @@ done:
     return rc;
 }
 
+/* Optional number attribute name of dataset ds (called dsname) read as a float; *val keeps
+ * its default when the attribute is absent. Must be finite. */
+static int read_opt_float(const char *path, hid_t ds, const char *dsname, const char *name,
+                          float *val)
+{
+    int rc = DP_OK;
+    bool present = false;
+    double v = 0.0;
+    DP_TRY(dp_h5_has_attr(ds, path, name, &present));
+    if (!present) {
+        goto done;
+    }
+    DP_TRY(dp_h5_get_f64_attr(ds, path, name, &v, 1));
+    if (!isfinite(v) || !isfinite((float)v)) {
+        DP_FAIL(DP_EFORMAT, "%s: attribute %s of %s is %g, expected a finite float", path, name,
+                dsname, v);
+    }
+    *val = (float)v;
+done:
+    return rc;
+}
+
 /* Reads /<name>/x and /<name>/y of file into s (name "": /x and /y at the root). Without
  * y_optional a missing y is an error; with it, s has no labels and no values. */
 static int read_split(const char *path, hid_t file, const char *name, bool y_optional,
@@ -481,7 +117,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
 {
     int rc = DP_OK;
     hid_t grp = H5I_INVALID_HID, xds = H5I_INVALID_HID, yds = H5I_INVALID_HID;
-    hid_t space = H5I_INVALID_HID, type = H5I_INVALID_HID;
+    hid_t type = H5I_INVALID_HID;
     char xname[32], yname[32], y_shape[128];
     hsize_t xdims[H5S_MAX_RANK], ydims[H5S_MAX_RANK];
     int xrank, yrank;
@@ -491,12 +127,12 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
 
     snprintf(xname, sizeof xname, "%s%s/x", name[0] ? "/" : "", name);
     snprintf(yname, sizeof yname, "%s%s/y", name[0] ? "/" : "", name);
-    H5CHK(grp = H5Gopen2(file, name[0] ? name : "/", H5P_DEFAULT),
-          "opening group /%s (is it a group?)", name);
+    DP_H5CHK(grp = H5Gopen2(file, name[0] ? name : "/", H5P_DEFAULT),
+             "opening group /%s (is it a group?)", name);
 
     /* x: shape, type, attributes, data */
-    DP_TRY(open_with_shape(path, grp, "x", xname, &xds, &xrank, xdims));
-    fmt_dims(info->x_shape, sizeof info->x_shape, xrank, xdims);
+    DP_TRY(dp_h5_open_dataset(file, path, xname, &xds, &xrank, xdims));
+    dp_h5_fmt_dims(info->x_shape, sizeof info->x_shape, xrank, xdims);
     if (xrank < 2) {
         DP_FAIL(DP_EFORMAT, "%s: %s has shape %s: x must be [n, features...]", path, xname,
                 info->x_shape);
@@ -519,40 +155,40 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     s->x_scale = 1.0f;
     s->x_offset = 0.0f;
 
-    H5CHK(type = H5Dget_type(xds), "reading the type of %s", xname);
-    H5CHK(cls = H5Tget_class(type), "reading the type of %s", xname);
+    DP_H5CHK(type = H5Dget_type(xds), "reading the type of %s", xname);
+    DP_H5CHK(cls = H5Tget_class(type), "reading the type of %s", xname);
     if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
         DP_FAIL(DP_EFORMAT, "%s: %s has %s type; expected integer or float", path, xname,
-                h5_class_name(cls));
+                dp_h5_class_name(cls));
     }
     if (cls == H5T_INTEGER) {
         H5T_sign_t sign;
         size_t size = H5Tget_size(type);
-        H5CHK(sign = H5Tget_sign(type), "reading the type of %s", xname);
+        DP_H5CHK(sign = H5Tget_sign(type), "reading the type of %s", xname);
         if (size == 0) {
-            rc = h5_fail(path, "reading the type of %s", xname);
+            rc = dp_h5_fail(path, "reading the type of %s", xname);
             goto done;
         }
         is_u8 = size == 1 && sign == H5T_SGN_NONE;
     }
-    rc = h5_close(&type, rc, path);
+    rc = dp_h5_close(&type, rc, path);
     if (rc != DP_OK) {
         goto done;
     }
-    DP_TRY(attr_read_float(path, xds, xname, "scale", &s->x_scale));
-    DP_TRY(attr_read_float(path, xds, xname, "offset", &s->x_offset));
-    DP_TRY(check_stored(path, xds, xname, info->x_shape, n_elem));
+    DP_TRY(read_opt_float(path, xds, xname, "scale", &s->x_scale));
+    DP_TRY(read_opt_float(path, xds, xname, "offset", &s->x_offset));
+    DP_TRY(dp_h5_check_stored(xds, path, xname, info->x_shape, n_elem));
     if (is_u8) {
         ALLOC_DATA(s->x_u8, xname, info->x_shape, n_elem);
         if (n_elem > 0) {
-            H5CHK(H5Dread(xds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_u8),
-                  "reading %s", xname);
+            DP_H5CHK(H5Dread(xds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_u8),
+                     "reading %s", xname);
         }
     } else {
         ALLOC_DATA(s->x_f32, xname, info->x_shape, n_elem * sizeof(float));
         if (n_elem > 0) {
-            H5CHK(H5Dread(xds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_f32),
-                  "reading %s", xname);
+            DP_H5CHK(H5Dread(xds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_f32),
+                     "reading %s", xname);
         }
         for (size_t i = 0; i < n_elem; i++) {
             if (!isfinite(s->x_f32[i])) {
@@ -566,15 +202,15 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     info->kind = Y_NONE;
     if (y_optional) {
         htri_t ex;
-        H5CHK(ex = H5Lexists(grp, "y", H5P_DEFAULT), "looking for %s", yname);
+        DP_H5CHK(ex = H5Lexists(grp, "y", H5P_DEFAULT), "looking for %s", yname);
         if (ex == 0) {
             goto done;
         }
     }
-    DP_TRY(open_with_shape(path, grp, "y", yname, &yds, &yrank, ydims));
-    fmt_dims(y_shape, sizeof y_shape, yrank, ydims);
-    H5CHK(type = H5Dget_type(yds), "reading the type of %s", yname);
-    H5CHK(cls = H5Tget_class(type), "reading the type of %s", yname);
+    DP_TRY(dp_h5_open_dataset(file, path, yname, &yds, &yrank, ydims));
+    dp_h5_fmt_dims(y_shape, sizeof y_shape, yrank, ydims);
+    DP_H5CHK(type = H5Dget_type(yds), "reading the type of %s", yname);
+    DP_H5CHK(cls = H5Tget_class(type), "reading the type of %s", yname);
     if (cls == H5T_INTEGER) {
         if (yrank != 1) {
             DP_FAIL(DP_EFORMAT, "%s: %s has shape %s: integer y (class labels) must be [n]",
@@ -594,7 +230,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         DP_FAIL(DP_EFORMAT,
                 "%s: %s has %s type; expected integer (class labels) or float (regression "
                 "targets)",
-                path, yname, h5_class_name(cls));
+                path, yname, dp_h5_class_name(cls));
     }
     if (ydims[0] != xdims[0]) {
         DP_FAIL(DP_EFORMAT, "%s: %s has %d dimensions %s but %s has %llu rows", path, xname,
@@ -602,7 +238,7 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     }
     if (cls == H5T_INTEGER) {
         info->kind = Y_LABELS;
-        DP_TRY(check_stored(path, yds, yname, y_shape, n));
+        DP_TRY(dp_h5_check_stored(yds, path, yname, y_shape, n));
         ALLOC_DATA(s->labels, yname, y_shape, n * sizeof(int32_t));
         if (n > 0) {
             DP_TRY(read_labels(path, yname, yds, type, n, s->labels));
@@ -615,11 +251,11 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         }
         info->kind = Y_VALUES;
         s->n_targets = k;
-        DP_TRY(check_stored(path, yds, yname, y_shape, n * (size_t)k));
+        DP_TRY(dp_h5_check_stored(yds, path, yname, y_shape, n * (size_t)k));
         ALLOC_DATA(s->values, yname, y_shape, n * (size_t)k * sizeof(float));
         if (n > 0) {
-            H5CHK(H5Dread(yds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->values),
-                  "reading %s", yname);
+            DP_H5CHK(H5Dread(yds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->values),
+                     "reading %s", yname);
         }
         for (size_t i = 0; i < n * (size_t)k; i++) {
             if (!isfinite(s->values[i])) {
@@ -629,11 +265,10 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         }
     }
 done:
-    rc = h5_close(&type, rc, path);
-    rc = h5_close(&space, rc, path);
-    rc = h5_close(&yds, rc, path);
-    rc = h5_close(&xds, rc, path);
-    rc = h5_close(&grp, rc, path);
+    rc = dp_h5_close(&type, rc, path);
+    rc = dp_h5_close(&yds, rc, path);
+    rc = dp_h5_close(&xds, rc, path);
+    rc = dp_h5_close(&grp, rc, path);
     return rc;
 }
 
@@ -649,19 +284,42 @@ static int check_labels(const char *path, const char *name, const dp_split *s, i
     return DP_OK;
 }
 
+/* Optional integer attribute name of obj (through the HDF5 layer): *present tells whether
+ * it exists, *val its value. */
+static int read_opt_int(const char *path, hid_t obj, const char *name, bool *present,
+                        long long *val)
+{
+    int rc = DP_OK;
+    int64_t v = 0;
+    DP_TRY(dp_h5_has_attr(obj, path, name, present));
+    if (*present) {
+        DP_TRY(dp_h5_get_i64_attr(obj, path, name, &v, 1));
+        *val = (long long)v;
+    }
+done:
+    return rc;
+}
+
 /* Validates the root attributes of an open root group. */
 static int read_root_attrs(const char *path, hid_t root, bool *has_nc, long long *nc)
 {
     int rc = DP_OK;
-    char fmt[128];
-    bool present;
-    long long version;
-    DP_TRY(attr_read_string(path, root, "/", "format", &present, fmt, sizeof fmt));
-    if (present && strcmp(fmt, DP_FORMAT_NAME) != 0) {
-        DP_FAIL(DP_EFORMAT, "%s: attribute format is '%s', expected '%s'", path, fmt,
-                DP_FORMAT_NAME);
+    char *fmt = NULL;
+    bool present = false;
+    long long version = 0;
+    DP_TRY(dp_h5_has_attr(root, path, "format", &present));
+    if (present) {
+        DP_TRY(dp_h5_get_str_attr(root, path, "format", &fmt));
+        size_t len = strlen(fmt);
+        while (len > 0 && fmt[len - 1] == ' ') { /* space-padded strings of other tools */
+            fmt[--len] = '\0';
+        }
+        if (strcmp(fmt, DP_FORMAT_NAME) != 0) {
+            DP_FAIL(DP_EFORMAT, "%s: attribute format is '%.100s', expected '%s'", path, fmt,
+                    DP_FORMAT_NAME);
+        }
     }
-    DP_TRY(attr_read_int(path, root, "/", "format_version", &present, &version));
+    DP_TRY(read_opt_int(path, root, "format_version", &present, &version));
     if (present && version > DP_FORMAT_VERSION) {
         DP_FAIL(DP_EFORMAT,
                 "%s: format_version %lld is newer than this dptrain reads (%d); upgrade dptrain",
@@ -671,12 +329,13 @@ static int read_root_attrs(const char *path, hid_t root, bool *has_nc, long long
         DP_FAIL(DP_EFORMAT, "%s: format_version %lld is not valid (expected %d)", path, version,
                 DP_FORMAT_VERSION);
     }
-    DP_TRY(attr_read_int(path, root, "/", "num_classes", has_nc, nc));
+    DP_TRY(read_opt_int(path, root, "num_classes", has_nc, nc));
     if (*has_nc && (*nc < 0 || *nc > INT_MAX)) {
         DP_FAIL(DP_EFORMAT, "%s: attribute num_classes is %lld, expected 0 (regression) or a "
                 "positive class count", path, *nc);
     }
 done:
+    free(fmt);
     return rc;
 }
 
@@ -697,12 +356,8 @@ static int open_dataset_file(const char *path, hid_t *file, hid_t *root, bool *h
     if (fclose(probe) != 0) {
         DP_FAIL(DP_EIO, "%s: cannot close after probing (%s)", path, strerror(errno));
     }
-    h5_quiet();
-    *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (*file < 0) {
-        DP_FAIL(DP_EFORMAT, "%s: cannot open as an HDF5 file (not HDF5, or damaged)", path);
-    }
-    H5CHK(*root = H5Gopen2(*file, "/", H5P_DEFAULT), "opening the root group");
+    DP_TRY(dp_h5_open_ro(path, "cannot open as an HDF5 file (not HDF5, or damaged)", file));
+    DP_H5CHK(*root = H5Gopen2(*file, "/", H5P_DEFAULT), "opening the root group");
     DP_TRY(read_root_attrs(path, *root, has_nc, nc_attr));
 done:
     return rc;
@@ -727,14 +382,14 @@ int dp_dataset_load(const char *path, dp_dataset **out)
     }
     DP_TRY(open_dataset_file(path, &file, &root, &has_nc, &nc_attr));
 
-    H5CHK(ex = H5Lexists(root, "train", H5P_DEFAULT), "looking for /train");
+    DP_H5CHK(ex = H5Lexists(root, "train", H5P_DEFAULT), "looking for /train");
     if (ex == 0) {
         DP_FAIL(DP_EFORMAT,
                 "%s: no /train group (a dataset needs /train/x and /train/y; see "
                 "datasets/README.md)",
                 path);
     }
-    H5CHK(ex = H5Lexists(root, "test", H5P_DEFAULT), "looking for /test");
+    DP_H5CHK(ex = H5Lexists(root, "test", H5P_DEFAULT), "looking for /test");
     has_test = ex > 0;
 
     DP_CALLOC(d, 1);
@@ -806,8 +461,8 @@ int dp_dataset_load(const char *path, dp_dataset **out)
     *out = d;
     d = NULL;
 done:
-    rc = h5_close(&root, rc, path);
-    rc = h5_close(&file, rc, path);
+    rc = dp_h5_close(&root, rc, path);
+    rc = dp_h5_close(&file, rc, path);
     if (rc != DP_OK && *out) {
         dp_dataset_free(out); /* a failed close after a successful read */
     }
@@ -883,11 +538,11 @@ int dp_dataset_load_inputs(const char *path, dp_dataset **out, dp_input_kind *ki
     DP_TRY(open_dataset_file(path, &file, &root, &has_nc, &nc_attr));
     dp_split *sp[2] = {&d->train, &d->test};
     for (int k = 0; k < 2; k++) {
-        H5CHK(ex = H5Lexists(root, names[k], H5P_DEFAULT), "looking for /%s", names[k]);
+        DP_H5CHK(ex = H5Lexists(root, names[k], H5P_DEFAULT), "looking for /%s", names[k]);
         has[k] = ex > 0;
     }
     if (!has[0] && !has[1]) {
-        H5CHK(ex = H5Lexists(root, "x", H5P_DEFAULT), "looking for /x");
+        DP_H5CHK(ex = H5Lexists(root, "x", H5P_DEFAULT), "looking for /x");
         if (ex == 0) {
             DP_FAIL(DP_EFORMAT, "%s: no rows to run a model on: none of /test/x, /train/x, /x "
                     "(see datasets/README.md)", path);
@@ -956,8 +611,8 @@ loaded:
     *out = d;
     d = NULL;
 done:
-    rc = h5_close(&root, rc, path);
-    rc = h5_close(&file, rc, path);
+    rc = dp_h5_close(&root, rc, path);
+    rc = dp_h5_close(&file, rc, path);
     if (rc != DP_OK && *out) {
         dp_dataset_free(out);
     }
@@ -1000,104 +655,53 @@ done:
     return rc;
 }
 
-/* Writes a scalar attribute name = *buf on obj, stored as ftype, given in memory as mtype. */
-static int write_attr(const char *path, hid_t obj, const char *objname, const char *name,
-                      hid_t ftype, hid_t mtype, const void *buf)
-{
-    int rc = DP_OK;
-    hid_t space = H5I_INVALID_HID, attr = H5I_INVALID_HID;
-    H5CHK(space = H5Screate(H5S_SCALAR), "writing attribute %s of %s", name, objname);
-    H5CHK(attr = H5Acreate2(obj, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT),
-          "writing attribute %s of %s", name, objname);
-    H5CHK(H5Awrite(attr, mtype, buf), "writing attribute %s of %s", name, objname);
-done:
-    rc = h5_close(&attr, rc, path);
-    rc = h5_close(&space, rc, path);
-    return rc;
-}
-
-/* Writes dataset name of loc with the given shape; returns it open in *ds. */
-static int write_array(const char *path, hid_t loc, const char *name, hid_t ftype, hid_t mtype,
-                       int rank, const hsize_t *dims, const void *buf, hid_t *ds)
-{
-    int rc = DP_OK;
-    hid_t space = H5I_INVALID_HID;
-    H5CHK(space = H5Screate_simple(rank, dims, NULL), "creating the shape of %s", name);
-    H5CHK(*ds = H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-          "creating dataset %s", name);
-    H5CHK(H5Dwrite(*ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), "writing dataset %s", name);
-done:
-    rc = h5_close(&space, rc, path);
-    return rc;
-}
-
+/* Writes /<name>/x (with its scale and offset attributes) and /<name>/y of split s. */
 static int write_split(const char *path, hid_t file, const char *name, const dp_split *s,
                        int n_classes, int n_feat_dims, const size_t *feat_dims)
 {
     int rc = DP_OK;
-    hid_t grp = H5I_INVALID_HID, xds = H5I_INVALID_HID, yds = H5I_INVALID_HID;
+    hid_t grp = H5I_INVALID_HID, xds = H5I_INVALID_HID;
     hsize_t dims[DP_DATA_MAX_FEATURE_DIMS + 1];
     char gname[16], xname[32], yname[32];
     snprintf(gname, sizeof gname, "/%s", name);
     snprintf(xname, sizeof xname, "/%s/x", name);
     snprintf(yname, sizeof yname, "/%s/y", name);
-    H5CHK(grp = H5Gcreate2(file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-          "creating group %s", gname);
+    DP_H5CHK(grp = H5Gcreate2(file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "creating group %s", gname);
     dims[0] = (hsize_t)s->n;
     for (int i = 0; i < n_feat_dims; i++) {
         dims[i + 1] = (hsize_t)feat_dims[i];
     }
     if (s->x_u8) {
-        DP_TRY(write_array(path, file, xname, H5T_STD_U8LE, H5T_NATIVE_UINT8, n_feat_dims + 1,
-                           dims, s->x_u8, &xds));
+        DP_TRY(dp_h5_write(file, path, xname, H5T_STD_U8LE, H5T_NATIVE_UINT8, n_feat_dims + 1,
+                           dims, s->x_u8));
     } else {
-        DP_TRY(write_array(path, file, xname, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, n_feat_dims + 1,
-                           dims, s->x_f32, &xds));
+        DP_TRY(dp_h5_write(file, path, xname, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
+                           n_feat_dims + 1, dims, s->x_f32));
     }
-    DP_TRY(write_attr(path, xds, xname, "scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &s->x_scale));
-    DP_TRY(write_attr(path, xds, xname, "offset", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
-                      &s->x_offset));
+    DP_H5CHK(xds = H5Dopen2(file, xname, H5P_DEFAULT), "opening dataset %s", xname);
+    DP_TRY(dp_h5_put_f32_attr(xds, path, "scale", &s->x_scale, 1));
+    DP_TRY(dp_h5_put_f32_attr(xds, path, "offset", &s->x_offset, 1));
     if (n_classes > 0) {
-        DP_TRY(write_array(path, file, yname, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dims,
-                           s->labels, &yds));
+        DP_TRY(dp_h5_write(file, path, yname, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dims,
+                           s->labels));
     } else {
         hsize_t ydims[2] = {(hsize_t)s->n, (hsize_t)s->n_targets};
-        DP_TRY(write_array(path, file, yname, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
-                           s->n_targets == 1 ? 1 : 2, ydims, s->values, &yds));
+        DP_TRY(dp_h5_write(file, path, yname, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
+                           s->n_targets == 1 ? 1 : 2, ydims, s->values));
     }
 done:
-    rc = h5_close(&yds, rc, path);
-    rc = h5_close(&xds, rc, path);
-    rc = h5_close(&grp, rc, path);
+    rc = dp_h5_close(&xds, rc, path);
+    rc = dp_h5_close(&grp, rc, path);
     return rc;
-}
-
-/* Flushes the finished file tmp to stable storage before it is renamed into place. */
-static int sync_file(const char *path, const char *tmp)
-{
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0) {
-        return dp_err(DP_EIO, "%s: cannot reopen %s to sync it (%s)", path, tmp, strerror(errno));
-    }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        return dp_err(DP_EIO, "%s: cannot sync %s (%s)", path, tmp, strerror(e));
-    }
-    if (close(fd) != 0) {
-        return dp_err(DP_EIO, "%s: cannot close %s (%s)", path, tmp, strerror(errno));
-    }
-    return DP_OK;
 }
 
 int dp_dataset_save_shaped(const char *path, const dp_dataset *d, int n_feat_dims,
                            const size_t *feat_dims)
 {
     int rc = DP_OK;
-    hid_t file = H5I_INVALID_HID, root = H5I_INVALID_HID, strtype = H5I_INVALID_HID;
-    bool created = false;
-    char *tmp = NULL;
-    size_t prod = 1, tmp_len;
+    dp_h5_atomic a = DP_H5_ATOMIC_INIT;
+    size_t prod = 1;
     int version = DP_FORMAT_VERSION, nc;
 
     if (!path || !d || !feat_dims) {
@@ -1132,53 +736,22 @@ int dp_dataset_save_shaped(const char *path, const dp_dataset *d, int n_feat_dim
         }
     }
 
-    tmp_len = strlen(path) + 32;
-    DP_CALLOC(tmp, tmp_len);
-    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-
-    h5_quiet();
-    file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file < 0) {
-        DP_FAIL(DP_EIO, "%s: cannot create temporary file %s (is the directory writable?)", path,
-                tmp);
-    }
-    created = true;
-    H5CHK(root = H5Gopen2(file, "/", H5P_DEFAULT), "opening the root group");
-    H5CHK(strtype = H5Tcopy(H5T_C_S1), "creating the string type");
-    H5CHK(H5Tset_size(strtype, sizeof DP_FORMAT_NAME), "creating the string type");
-    H5CHK(H5Tset_strpad(strtype, H5T_STR_NULLTERM), "creating the string type");
-    H5CHK(H5Tset_cset(strtype, H5T_CSET_ASCII), "creating the string type");
-    DP_TRY(write_attr(path, root, "/", "format", strtype, strtype, DP_FORMAT_NAME));
-    DP_TRY(write_attr(path, root, "/", "format_version", H5T_STD_I32LE, H5T_NATIVE_INT,
-                      &version));
+    /* Built in memory and written by the one atomic write of the HDF5 layer (io/h5util.h):
+     * a full disk is an error, and readers see the old file or the new one. */
+    DP_TRY(dp_h5_atomic_create(&a, path, 0));
+    DP_TRY(dp_h5_put_str_attr(a.f, path, "format", DP_FORMAT_NAME));
+    DP_TRY(dp_h5_put_int_attr(a.f, path, "format_version", &version, 1));
     nc = d->n_classes;
-    DP_TRY(write_attr(path, root, "/", "num_classes", H5T_STD_I32LE, H5T_NATIVE_INT, &nc));
-    DP_TRY(write_split(path, file, "train", &d->train, d->n_classes, n_feat_dims, feat_dims));
+    DP_TRY(dp_h5_put_int_attr(a.f, path, "num_classes", &nc, 1));
+    DP_TRY(write_split(path, a.f, "train", &d->train, d->n_classes, n_feat_dims, feat_dims));
     if (d->test.n > 0) {
-        DP_TRY(write_split(path, file, "test", &d->test, d->n_classes, n_feat_dims, feat_dims));
+        DP_TRY(write_split(path, a.f, "test", &d->test, d->n_classes, n_feat_dims, feat_dims));
     }
-    rc = h5_close(&strtype, rc, path);
-    rc = h5_close(&root, rc, path);
-    rc = h5_close(&file, rc, path);
-    if (rc != DP_OK) {
-        goto done;
-    }
-    DP_TRY(sync_file(path, tmp));
-    if (rename(tmp, path) != 0) {
-        DP_FAIL(DP_EIO, "%s: cannot rename %s onto it (%s)", path, tmp, strerror(errno));
-    }
-    created = false;
+    rc = dp_h5_atomic_commit(&a, NULL, NULL);
 done:
-    rc = h5_close(&strtype, rc, path);
-    rc = h5_close(&root, rc, path);
-    rc = h5_close(&file, rc, path);
-    if (created && remove(tmp) != 0 && errno != ENOENT) {
-        char first[768];
-        snprintf(first, sizeof first, "%s", dp_errmsg());
-        rc = dp_err(rc, "%s (and the temporary file could not be removed: %s)", first,
-                    strerror(errno));
+    if (rc != DP_OK) {
+        dp_h5_atomic_abort(&a);
     }
-    free(tmp);
     return rc;
 }
 

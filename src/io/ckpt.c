@@ -150,51 +150,16 @@ done:
     return rc;
 }
 
-/* --- typed attribute helpers ----------------------------------------------------------- */
-
-static int put_f64(hid_t o, const char *path, const char *name, double v)
-{
-    return dp_h5_put_num_attr(o, path, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, 1);
-}
-
-static int get_f64(hid_t o, const char *path, const char *name, double *v)
-{
-    return dp_h5_get_num_attr(o, path, name, H5T_NATIVE_DOUBLE, v, 1);
-}
-
-static int put_i64(hid_t o, const char *path, const char *name, int64_t v)
-{
-    return dp_h5_put_num_attr(o, path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, 1);
-}
-
-static int get_i64(hid_t o, const char *path, const char *name, int64_t *v)
-{
-    return dp_h5_get_num_attr(o, path, name, H5T_NATIVE_INT64, v, 1);
-}
-
-static int put_u64(hid_t o, const char *path, const char *name, uint64_t v)
-{
-    return dp_h5_put_num_attr(o, path, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v, 1);
-}
-
-static int get_u64(hid_t o, const char *path, const char *name, uint64_t *v)
-{
-    return dp_h5_get_num_attr(o, path, name, H5T_NATIVE_UINT64, v, 1);
-}
+/* --- attributes (typed get/put: the HDF5 layer, h5util.h) -------------------------------- */
 
 static int put_int(hid_t o, const char *path, const char *name, int v)
 {
     return dp_h5_put_int_attr(o, path, name, &v, 1);
 }
 
-static int get_int(hid_t o, const char *path, const char *name, int *v)
-{
-    return dp_h5_get_int_attr(o, path, name, v, 1);
-}
-
 static int get_bool(hid_t o, const char *path, const char *name, bool *v)
 {
-    int i = 0, rc = get_int(o, path, name, &i);
+    int i = 0, rc = dp_h5_get_int_attr(o, path, name, &i, 1);
     *v = i != 0;
     return rc;
 }
@@ -233,13 +198,15 @@ static int put_state_field(hid_t g, const char *path, size_t i, const dp_train_s
 {
     const void *f = (const char *)st + state_fields[i].offset;
     const char *name = state_fields[i].name;
+    const uint64_t u = state_fields[i].type == SF_SIZE ? (uint64_t)*(const size_t *)f : 0;
+    const int64_t l = state_fields[i].type == SF_LONG ? (int64_t)*(const long *)f : 0;
     switch (state_fields[i].type) {
-    case SF_U64: return put_u64(g, path, name, *(const uint64_t *)f);
-    case SF_SIZE: return put_u64(g, path, name, (uint64_t)*(const size_t *)f);
-    case SF_LONG: return put_i64(g, path, name, (int64_t)*(const long *)f);
-    case SF_INT: return put_int(g, path, name, *(const int *)f);
+    case SF_U64: return dp_h5_put_u64_attr(g, path, name, (const uint64_t *)f, 1);
+    case SF_SIZE: return dp_h5_put_u64_attr(g, path, name, &u, 1);
+    case SF_LONG: return dp_h5_put_i64_attr(g, path, name, &l, 1);
+    case SF_INT: return dp_h5_put_int_attr(g, path, name, (const int *)f, 1);
     case SF_BOOL: return put_int(g, path, name, *(const bool *)f);
-    case SF_F64: return put_f64(g, path, name, *(const double *)f);
+    case SF_F64: return dp_h5_put_f64_attr(g, path, name, (const double *)f, 1);
     default: return dp_h5_put_f32_attr(g, path, name, (const float *)f, 1);
     }
 }
@@ -251,22 +218,26 @@ static int get_state_field(hid_t g, const char *path, size_t i, dp_train_state *
     uint64_t u = 0;
     int64_t l = 0;
     int rc = DP_OK;
-    if (state_fields[i].added && H5Aexists(g, name) == 0) {
+    bool present = true;
+    if (state_fields[i].added && (rc = dp_h5_has_attr(g, path, name, &present)) != DP_OK) {
+        return rc;
+    }
+    if (!present) {
         return DP_OK;
     }
     switch (state_fields[i].type) {
-    case SF_U64: return get_u64(g, path, name, (uint64_t *)f);
+    case SF_U64: return dp_h5_get_u64_attr(g, path, name, (uint64_t *)f, 1);
     case SF_SIZE:
-        rc = get_u64(g, path, name, &u);
+        rc = dp_h5_get_u64_attr(g, path, name, &u, 1);
         *(size_t *)f = (size_t)u;
         return rc;
     case SF_LONG:
-        rc = get_i64(g, path, name, &l);
+        rc = dp_h5_get_i64_attr(g, path, name, &l, 1);
         *(long *)f = (long)l;
         return rc;
-    case SF_INT: return get_int(g, path, name, (int *)f);
+    case SF_INT: return dp_h5_get_int_attr(g, path, name, (int *)f, 1);
     case SF_BOOL: return get_bool(g, path, name, (bool *)f);
-    case SF_F64: return get_f64(g, path, name, (double *)f);
+    case SF_F64: return dp_h5_get_f64_attr(g, path, name, (double *)f, 1);
     default: return dp_h5_get_f32_attr(g, path, name, (float *)f, 1);
     }
 }
@@ -280,14 +251,16 @@ static int write_state(hid_t f, const char *path, const dp_train_state *st)
           ds = H5I_INVALID_HID;
     hsize_t np = st->n_params, nbuf = st->n_buffers;
     double *hist = NULL;
-    DP_H5(g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    DP_H5CHK(g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "creating group /state");
     for (size_t i = 0; i < N_STATE_FIELDS; i++) {
         DP_TRY(put_state_field(g, path, i, st));
     }
 
     /* Optimizer: name, every hyperparameter, scalar state and one dataset per slot, each
      * laid out like the flat parameter array. */
-    DP_H5(og = H5Gcreate2(g, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    DP_H5CHK(og = H5Gcreate2(g, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "creating group /state/optimizer");
     DP_TRY(dp_h5_put_str_attr(og, path, "name", dp_optim_name(st->opt.kind)));
     int n_hp = 0;
     const dp_optim_field *hp = dp_optim_fields(&n_hp);
@@ -298,7 +271,7 @@ static int write_state(hid_t f, const char *path, const dp_train_state *st)
     DP_TRY(put_int(og, path, "nesterov", st->opt.nesterov));
     DP_TRY(put_int(og, path, "centered", st->opt.centered));
     DP_TRY(put_int(og, path, "amsgrad", st->opt.amsgrad));
-    DP_TRY(put_f64(og, path, "scalar_state", st->opt_scalar));
+    DP_TRY(dp_h5_put_f64_attr(og, path, "scalar_state", &st->opt_scalar, 1));
     DP_TRY(put_int(og, path, "n_slots", st->n_slots));
     for (int s = 0; s < st->n_slots; s++) {
         const char *name = dp_optim_slot_name(&st->opt, s);
@@ -327,19 +300,21 @@ static int write_state(hid_t f, const char *path, const dp_train_state *st)
         row[9] = r->samples_per_s;
         row[10] = r->seconds;
     }
-    DP_H5(sp = H5Screate_simple(2, hd, NULL));
-    DP_H5(ds = H5Dcreate2(g, "history", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT,
-                          H5P_DEFAULT));
+    DP_H5CHK(sp = H5Screate_simple(2, hd, NULL), "creating the shape of /state/history");
+    DP_H5CHK(ds = H5Dcreate2(g, "history", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                             H5P_DEFAULT),
+             "creating dataset /state/history");
     if (st->n_history > 0) {
-        DP_H5(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist));
+        DP_H5CHK(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist),
+                 "writing dataset /state/history");
     }
     DP_TRY(dp_h5_put_str_attr(ds, path, "columns", history_columns));
 done:
     free(hist);
-    if (ds >= 0) H5Dclose(ds);
-    if (sp >= 0) H5Sclose(sp);
-    if (og >= 0) H5Gclose(og);
-    if (g >= 0) H5Gclose(g);
+    rc = dp_h5_close(&ds, rc, path);
+    rc = dp_h5_close(&sp, rc, path);
+    rc = dp_h5_close(&og, rc, path);
+    rc = dp_h5_close(&g, rc, path);
     return rc;
 }
 
@@ -351,16 +326,17 @@ static int write_meta(hid_t f, const char *path, const dp_ckpt_meta *meta, int64
     DP_TRY(dp_h5_put_str_attr(f, path, "program_version",
                               meta->program_version ? meta->program_version : "?"));
     DP_TRY(put_int(f, path, "n_ranks", meta->n_ranks));
-    DP_TRY(put_i64(f, path, "written_unix", now));
-    DP_H5(g = H5Gcreate2(f, "data", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    DP_TRY(dp_h5_put_i64_attr(f, path, "written_unix", &now, 1));
+    DP_H5CHK(g = H5Gcreate2(f, "data", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "creating group /data");
     DP_TRY(dp_h5_put_str_attr(g, path, "path", meta->data_path ? meta->data_path : ""));
-    DP_TRY(put_u64(g, path, "train_rows", meta->train_rows));
-    DP_TRY(put_u64(g, path, "test_rows", meta->test_rows));
-    DP_TRY(put_u64(g, path, "n_features", meta->n_features));
-    DP_TRY(put_u64(g, path, "train_fingerprint", meta->train_fingerprint));
-    DP_TRY(put_u64(g, path, "test_fingerprint", meta->test_fingerprint));
+    DP_TRY(dp_h5_put_u64_attr(g, path, "train_rows", &meta->train_rows, 1));
+    DP_TRY(dp_h5_put_u64_attr(g, path, "test_rows", &meta->test_rows, 1));
+    DP_TRY(dp_h5_put_u64_attr(g, path, "n_features", &meta->n_features, 1));
+    DP_TRY(dp_h5_put_u64_attr(g, path, "train_fingerprint", &meta->train_fingerprint, 1));
+    DP_TRY(dp_h5_put_u64_attr(g, path, "test_fingerprint", &meta->test_fingerprint, 1));
 done:
-    if (g >= 0) H5Gclose(g);
+    rc = dp_h5_close(&g, rc, path);
     return rc;
 }
 
@@ -405,11 +381,11 @@ int dp_ckpt_save(const char *path, const dp_model *m, const dp_train_state *st,
                  const dp_ckpt_meta *meta)
 {
     int rc = DP_OK;
-    dp_h5_atomic a = {.f = H5I_INVALID_HID};
+    dp_h5_atomic a = DP_H5_ATOMIC_INIT; /* abort is safe before create */
     DP_TRY(check_finite(m, st, path, DP_IO_WRITING));
     DP_TRY(dp_h5_atomic_create(&a, path, CKPT_USERBLOCK));
     DP_TRY(dp_io_model_write(a.f, path, m, meta->config_json, CKPT_FORMAT));
-    DP_H5(H5Fflush(a.f, H5F_SCOPE_GLOBAL));
+    DP_H5CHK(H5Fflush(a.f, H5F_SCOPE_GLOBAL), "flushing %s in memory", a.tmp);
     test_pause(a.tmp);
     DP_TRY(write_meta(a.f, path, meta, (int64_t)time(NULL)));
     DP_TRY(write_state(a.f, path, st));
@@ -426,8 +402,7 @@ done:
 static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_state *st)
 {
     int rc = DP_OK;
-    hid_t g = H5I_INVALID_HID, og = H5I_INVALID_HID, ds = H5I_INVALID_HID,
-          sp = H5I_INVALID_HID;
+    hid_t g = H5I_INVALID_HID, og = H5I_INVALID_HID, ds = H5I_INVALID_HID;
     char *name = NULL;
     double *hist = NULL;
     dp_optim_cfg opt = {0};
@@ -436,8 +411,8 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
     if (H5Lexists(f, "state", H5P_DEFAULT) <= 0) {
         DP_FAIL(DP_EFORMAT, "%s: group /state is missing", path);
     }
-    DP_H5(g = H5Gopen2(f, "state", H5P_DEFAULT));
-    DP_H5(og = H5Gopen2(g, "optimizer", H5P_DEFAULT));
+    DP_H5CHK(g = H5Gopen2(f, "state", H5P_DEFAULT), "opening group /state");
+    DP_H5CHK(og = H5Gopen2(g, "optimizer", H5P_DEFAULT), "opening group /state/optimizer");
     DP_TRY(dp_h5_get_str_attr(og, path, "name", &name));
     int kind = dp_optim_parse(name);
     if (kind < 0) {
@@ -453,7 +428,7 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
     DP_TRY(get_bool(og, path, "nesterov", &opt.nesterov));
     DP_TRY(get_bool(og, path, "centered", &opt.centered));
     DP_TRY(get_bool(og, path, "amsgrad", &opt.amsgrad));
-    DP_TRY(get_int(og, path, "n_slots", &ns));
+    DP_TRY(dp_h5_get_int_attr(og, path, "n_slots", &ns, 1));
     for (size_t i = 0; i < N_STATE_FIELDS; i++) {
         DP_TRY(get_state_field(g, path, i, &sc));
     }
@@ -468,17 +443,20 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
                 path, ns, name, dp_optim_n_slots(&opt));
     }
     bool early = H5Lexists(g, "best_params", H5P_DEFAULT) > 0;
-    DP_H5(ds = H5Dopen2(g, "history", H5P_DEFAULT));
-    DP_H5(sp = H5Dget_space(ds));
-    hsize_t hd[2] = {0, 0};
-    if (H5Sget_simple_extent_ndims(sp) != 2) {
+    hsize_t hd[H5S_MAX_RANK] = {0, 0};
+    int hrank = 0;
+    char hshape[64];
+    DP_TRY(dp_h5_open_dataset(f, path, "/state/history", &ds, &hrank, hd));
+    if (hrank != 2) {
         DP_FAIL(DP_EFORMAT, "%s: /state/history is not 2-D", path);
     }
-    H5Sget_simple_extent_dims(sp, hd, NULL);
     if (hd[1] != DP_EPOCH_RECORD_FIELDS || hd[0] > 100000000) {
         DP_FAIL(DP_EFORMAT, "%s: /state/history has shape [%llu, %llu], expected [n, %d]", path,
                 (unsigned long long)hd[0], (unsigned long long)hd[1], DP_EPOCH_RECORD_FIELDS);
     }
+    dp_h5_fmt_dims(hshape, sizeof hshape, hrank, hd);
+    DP_TRY(dp_h5_check_stored(ds, path, "/state/history", hshape,
+                              (size_t)hd[0] * DP_EPOCH_RECORD_FIELDS));
     DP_TRY(dp_train_state_init(st, &opt, np, nbuf, sc.seed, (int)hd[0], early));
     for (size_t i = 0; i < N_STATE_FIELDS; i++) {
         memcpy((char *)st + state_fields[i].offset, (const char *)&sc + state_fields[i].offset,
@@ -486,7 +464,8 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
     }
     DP_CALLOC(hist, (size_t)hd[0] * DP_EPOCH_RECORD_FIELDS + 1);
     if (hd[0] > 0) {
-        DP_H5(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist));
+        DP_H5CHK(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist),
+                 "reading dataset /state/history");
     }
     for (hsize_t i = 0; i < hd[0]; i++) {
         const double *row = hist + i * DP_EPOCH_RECORD_FIELDS;
@@ -509,7 +488,7 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
         hsize_t d1 = np;
         DP_TRY(dp_h5_read_f32(og, path, sn ? sn : "slot", st->slots[s], 1, &d1));
     }
-    DP_TRY(get_f64(og, path, "scalar_state", &st->opt_scalar));
+    DP_TRY(dp_h5_get_f64_attr(og, path, "scalar_state", &st->opt_scalar, 1));
     if (early) {
         hsize_t d1 = np, d2 = nbuf;
         DP_TRY(dp_h5_read_f32(g, path, "best_params", st->best_params, 1, &d1));
@@ -521,10 +500,9 @@ done:
     }
     free(name);
     free(hist);
-    if (sp >= 0) H5Sclose(sp);
-    if (ds >= 0) H5Dclose(ds);
-    if (og >= 0) H5Gclose(og);
-    if (g >= 0) H5Gclose(g);
+    rc = dp_h5_close(&ds, rc, path);
+    rc = dp_h5_close(&og, rc, path);
+    rc = dp_h5_close(&g, rc, path);
     return rc;
 }
 
@@ -534,28 +512,28 @@ static int read_meta(hid_t f, const char *path, dp_ckpt_meta *meta)
     hid_t g = H5I_INVALID_HID;
     int64_t t = 0;
     memset(meta, 0, sizeof *meta);
-    DP_TRY(get_int(f, path, "checkpoint_format_version", &meta->format_version));
+    DP_TRY(dp_h5_get_int_attr(f, path, "checkpoint_format_version", &meta->format_version, 1));
     if (meta->format_version < 1 || meta->format_version > DP_CKPT_FORMAT_VERSION) {
         DP_FAIL(DP_EFORMAT, "%s: checkpoint format version %d; this dptrain reads version %d",
                 path, meta->format_version, DP_CKPT_FORMAT_VERSION);
     }
     DP_TRY(dp_h5_get_str_attr(f, path, "program_version", &meta->program_version));
-    DP_TRY(get_int(f, path, "n_ranks", &meta->n_ranks));
-    DP_TRY(get_i64(f, path, "written_unix", &t));
+    DP_TRY(dp_h5_get_int_attr(f, path, "n_ranks", &meta->n_ranks, 1));
+    DP_TRY(dp_h5_get_i64_attr(f, path, "written_unix", &t, 1));
     meta->written_unix = t;
     DP_TRY(dp_h5_get_str_attr(f, path, "config", &meta->config_json));
     if (H5Lexists(f, "data", H5P_DEFAULT) <= 0) {
         DP_FAIL(DP_EFORMAT, "%s: group /data is missing", path);
     }
-    DP_H5(g = H5Gopen2(f, "data", H5P_DEFAULT));
+    DP_H5CHK(g = H5Gopen2(f, "data", H5P_DEFAULT), "opening group /data");
     DP_TRY(dp_h5_get_str_attr(g, path, "path", &meta->data_path));
-    DP_TRY(get_u64(g, path, "train_rows", &meta->train_rows));
-    DP_TRY(get_u64(g, path, "test_rows", &meta->test_rows));
-    DP_TRY(get_u64(g, path, "n_features", &meta->n_features));
-    DP_TRY(get_u64(g, path, "train_fingerprint", &meta->train_fingerprint));
-    DP_TRY(get_u64(g, path, "test_fingerprint", &meta->test_fingerprint));
+    DP_TRY(dp_h5_get_u64_attr(g, path, "train_rows", &meta->train_rows, 1));
+    DP_TRY(dp_h5_get_u64_attr(g, path, "test_rows", &meta->test_rows, 1));
+    DP_TRY(dp_h5_get_u64_attr(g, path, "n_features", &meta->n_features, 1));
+    DP_TRY(dp_h5_get_u64_attr(g, path, "train_fingerprint", &meta->train_fingerprint, 1));
+    DP_TRY(dp_h5_get_u64_attr(g, path, "test_fingerprint", &meta->test_fingerprint, 1));
 done:
-    if (g >= 0) H5Gclose(g);
+    rc = dp_h5_close(&g, rc, path);
     if (rc != DP_OK) {
         dp_ckpt_meta_free(meta);
     }
@@ -608,17 +586,14 @@ int dp_ckpt_load(const char *path, int max_batch, dp_model **m, dp_train_state *
     dp_ckpt_meta mt = {0};
     dp_train_state s = {0};
     DP_TRY(dp_ckpt_verify(path));
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        DP_FAIL(DP_EFORMAT, "%s: the checkpoint's checksum is right but HDF5 cannot open it",
-                path);
-    }
+    DP_TRY(dp_h5_open_ro(path, "the checkpoint's checksum is right but HDF5 cannot open it",
+                         &f));
     DP_TRY(dp_io_model_read(f, path, max_batch > 0 ? max_batch : 1, &model, NULL));
     DP_TRY(read_meta(f, path, &mt));
     DP_TRY(read_state(f, path, model, &s));
     DP_TRY(check_position(path, &s, &mt));
     DP_TRY(check_finite(model, &s, path, DP_IO_READING));
+    DP_TRY(dp_h5_close(&f, DP_OK, path)); /* before anything is handed out */
     if (m) {
         *m = model;
         model = NULL;
@@ -632,7 +607,7 @@ int dp_ckpt_load(const char *path, int max_batch, dp_model **m, dp_train_state *
         memset(&mt, 0, sizeof mt);
     }
 done:
-    if (f >= 0) H5Fclose(f);
+    rc = dp_h5_close(&f, rc, path);
     dp_model_free(&model);
     dp_train_state_free(&s);
     dp_ckpt_meta_free(&mt);

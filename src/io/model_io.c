@@ -72,12 +72,14 @@ int dp_io_model_write(hid_t f, const char *path, const dp_model *m, const char *
     DP_TRY(dp_h5_put_int_attr(f, path, "batchnorm", bn, (hsize_t)nl));
     DP_TRY(dp_h5_put_f32_attr(f, path, "bn_momentum", &mc->bn_momentum, 1));
     DP_TRY(dp_h5_put_f32_attr(f, path, "bn_eps", &mc->bn_eps, 1));
-    DP_H5(g = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    DP_H5CHK(g = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "creating group /layers");
     for (int i = 0; i < nl; i++) {
         const dp_dense *l = dp_model_layer_const(m, i);
         hsize_t wd[2] = {(hsize_t)l->out, (hsize_t)l->in}, bd[1] = {(hsize_t)l->out};
         snprintf(name, sizeof name, "%d", i);
-        DP_H5(lg = H5Gcreate2(g, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+        DP_H5CHK(lg = H5Gcreate2(g, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 "creating group /layers/%s", name);
         DP_TRY(dp_h5_write_f32(lg, path, "weight", l->w, 2, wd));
         DP_TRY(dp_h5_write_f32(lg, path, "bias", l->b, 1, bd));
         DP_TRY(dp_h5_put_str_attr(lg, path, "activation", dp_act_name(l->act)));
@@ -88,31 +90,26 @@ int dp_io_model_write(hid_t f, const char *path, const dp_model *m, const char *
             DP_TRY(dp_h5_write_f32(lg, path, "bn_running_mean", rmean, 1, bd));
             DP_TRY(dp_h5_write_f32(lg, path, "bn_running_var", rvar, 1, bd));
         }
-        H5Gclose(lg);
-        lg = H5I_INVALID_HID;
+        DP_TRY(dp_h5_close(&lg, DP_OK, path));
     }
-    H5Gclose(g);
-    g = H5I_INVALID_HID;
 done:
-    if (lg >= 0) H5Gclose(lg);
-    if (g >= 0) H5Gclose(g);
+    rc = dp_h5_close(&lg, rc, path);
+    rc = dp_h5_close(&g, rc, path);
     return rc;
 }
 
 int dp_model_save(const dp_model *m, const char *path, const char *config_json)
 {
-    int rc = dp_io_model_check_finite(m, path, DP_IO_WRITING);
-    dp_h5_atomic a;
-    if (rc != DP_OK) {
-        return rc;
-    }
+    int rc = DP_OK;
+    dp_h5_atomic a = DP_H5_ATOMIC_INIT;
+    DP_TRY(dp_io_model_check_finite(m, path, DP_IO_WRITING));
     DP_TRY(dp_h5_atomic_create(&a, path, 0));
-    if ((rc = dp_io_model_write(a.f, path, m, config_json, DP_MODEL_FORMAT)) != DP_OK) {
-        dp_h5_atomic_abort(&a);
-        goto done;
-    }
+    DP_TRY(dp_io_model_write(a.f, path, m, config_json, DP_MODEL_FORMAT));
     rc = dp_h5_atomic_commit(&a, NULL, NULL);
 done:
+    if (rc != DP_OK) {
+        dp_h5_atomic_abort(&a);
+    }
     return rc;
 }
 
@@ -201,7 +198,9 @@ int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
         }
     }
     if (config_json) {
-        if (H5Aexists(f, "config") > 0) {
+        bool has_config = false;
+        DP_TRY(dp_h5_has_attr(f, path, "config", &has_config));
+        if (has_config) {
             DP_TRY(dp_h5_get_str_attr(f, path, "config", &cfgtext));
         } else if (!(cfgtext = strdup(""))) {
             DP_FAIL(DP_ENOMEM, "out of memory");
@@ -228,15 +227,12 @@ int dp_model_load(const char *path, int max_batch, dp_model **out, char **config
     if (config_json) {
         *config_json = NULL;
     }
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     DP_TRY(dp_io_check_file(path, "model"));
-    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        DP_FAIL(DP_EFORMAT, "%s: not an HDF5 file, or a damaged one", path);
-    }
+    DP_TRY(dp_h5_open_ro(path, "not an HDF5 file, or a damaged one", &f));
     DP_TRY(dp_io_model_read(f, path, max_batch, out, config_json));
-    rc = dp_io_model_check_finite(*out, path, DP_IO_READING);
+    DP_TRY(dp_io_model_check_finite(*out, path, DP_IO_READING));
 done:
+    rc = dp_h5_close(&f, rc, path);
     if (rc != DP_OK) {
         dp_model_free(out);
         if (config_json) {
@@ -244,20 +240,19 @@ done:
             *config_json = NULL;
         }
     }
-    if (f >= 0) H5Fclose(f);
     return rc;
 }
 
 int dp_model_format_version(const char *path)
 {
     int v = 0;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    dp_h5_quiet();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); /* no message: 0 says it */
     if (f >= 0) {
         if (dp_h5_get_int_attr(f, path, "format_version", &v, 1) != DP_OK) {
             v = 0;
         }
-        H5Fclose(f);
+        (void)dp_h5_close(&f, DP_OK, path);
     }
     return v;
 }

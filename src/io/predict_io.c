@@ -76,7 +76,7 @@ done:
 int dp_predictions_save(const char *path, const dp_predictions *p)
 {
     int rc = DP_OK;
-    dp_h5_atomic a = {.f = H5I_INVALID_HID};
+    dp_h5_atomic a = DP_H5_ATOMIC_INIT;
     hsize_t dims[2] = {(hsize_t)p->n, (hsize_t)p->k};
     if (ends_with_csv(path)) {
         return save_csv(path, p);
