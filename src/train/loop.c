@@ -375,7 +375,7 @@ void dp_loop_begin_epoch(dp_loop *s, int epoch)
 typedef struct {
     size_t b0, b1;      /* the step's global batches [b0, b1) */
     size_t group;       /* rows in them, over all ranks */
-    double loss;        /* this rank's sum of per-row losses (scaled as the gradient is not) */
+    double loss;        /* this rank's sum of its rows' losses (unscaled) */
     long correct;       /* this rank's correct rows */
     phase_clock clk;
     dp_step_times tm;   /* this step's phase times */

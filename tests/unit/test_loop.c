@@ -345,7 +345,8 @@ Test(loop, run_checkpoints_stops_and_resumes_to_the_same_weights)
     run_start(&a, false); /* dp_train_run sets up its own loop */
     cr_assert_eq(dp_train_run(&a.cfg, a.m, &a.d, world, &a.st, &a.res), DP_OK, "%s",
                  dp_errmsg());
-    check_ckpts(&la, 4, (dp_ckpt_reason[]){DP_CKPT_STEP, DP_CKPT_EPOCH, DP_CKPT_STEP, DP_CKPT_FINAL},
+    check_ckpts(&la, 4,
+                (dp_ckpt_reason[]){DP_CKPT_STEP, DP_CKPT_EPOCH, DP_CKPT_STEP, DP_CKPT_FINAL},
                 (long[]){3, 4, 6, 8});
     cr_assert_eq(times.steps, 8);
     cr_assert(times.data >= 0 && times.forward > 0 && times.backward > 0 && times.optim >= 0);
