@@ -1,0 +1,100 @@
+/* loop.h: the training loop of dp_train_run in named parts (internal to src/train; not
+ * installed). dp_train_run (train.c) drives them; the unit tests call them one by one:
+ *
+ *   dp_loop_init(&s, ...);                         set up; agreed over the ranks
+ *   for each epoch from st->epoch:
+ *       dp_loop_begin_epoch(&s, epoch);            the epoch's permutation
+ *       while (st->next_batch < s.n_batches)
+ *           dp_loop_train_step(&s);                one optimizer step
+ *       dp_loop_end_epoch(&s);                     evaluate, log, stop early?, checkpoint
+ *   dp_loop_finish(&s);                            best weights, final figures
+ *   dp_loop_free(&s);
+ *
+ * Every part but dp_loop_begin_epoch and dp_loop_free is collective, and returns the same
+ * status on every rank. A non-DP_OK status ends the run: call only dp_loop_free after it. */
+#ifndef DPTRAIN_TRAIN_LOOP_H
+#define DPTRAIN_TRAIN_LOOP_H
+
+#include "dptrain/train.h"
+
+/* Slots of the gradient arena's tail (dp_model_grads after n_params) that ride the
+ * allreduce: this rank's loss sum and correct count of the step, and its stop request. */
+enum { DP_TAIL_LOSS = 0, DP_TAIL_CORRECT = 1, DP_TAIL_STOP = 2, DP_TAIL_USED = 3 };
+
+/* The overlapped allreduce: buckets of whole layers over the gradient arena, the last
+ * layers' bucket holding the tail floats too; bucket start_at[i] starts when layer i is
+ * done (-1: none). */
+typedef struct {
+    dp_reducer *r;
+    int start_at[DP_MAX_LAYERS];
+    int n_started;
+    double t_first; /* when this step's first bucket started */
+} dp_loop_overlap;
+
+/* The loop's state: the run it belongs to, the shape of an epoch, buffers allocated once
+ * before the first step, and where the loop is. */
+typedef struct {
+    /* The run (not owned). */
+    const dp_train_cfg *cfg;
+    dp_model *m;
+    const dp_dataset *d;
+    const dp_split *tr;       /* &d->train */
+    const dp_comm *c;
+    dp_train_state *st;
+    dp_train_result *res;
+    const dp_test_hooks *hooks; /* cfg->hooks, or all zero: never NULL */
+    int rank, size;
+    int k;                    /* model outputs */
+    dp_sched_cfg sched;       /* cfg->sched with base_lr = cfg->opt.lr */
+    /* Shape of an epoch. */
+    size_t n_rows, n_val;     /* training rows, held-out rows */
+    size_t B;                 /* global batch */
+    size_t n_batches;         /* global batches per epoch */
+    size_t K;                 /* global batches per optimizer step (cfg->accumulate) */
+    long steps_per_epoch, total_steps;
+    /* Buffers (owned). */
+    size_t *rows, *val;       /* file rows used for training / validation */
+    size_t *perm, *order;     /* per-epoch permutation of [0, n_rows), and rows[perm[i]] */
+    float *x, *values;        /* this rank's slice of a batch */
+    int32_t *labels;
+    dp_loop_overlap ov;       /* DP_REDUCE_OVERLAP on more than one rank */
+    /* Where the loop is. */
+    int epoch;                /* the epoch in progress, from 0 */
+    double t0;                /* this rank's clock when the epoch's training time (still to
+                               * add to st->epoch_seconds) started */
+    bool ran_epoch;           /* an epoch was trained in this call (its evaluation stands) */
+} dp_loop;
+
+/* The global batch for n training rows: cfg->batch, or n if that is 0 or larger. Local. */
+size_t dp_loop_batch(const dp_train_cfg *cfg, size_t n_rows);
+
+/* Sets up s for training m on d from st (fresh or resumed): zeroes *res, allocates the
+ * buffers, checks that st fits this run, then writes st's history to the metrics log.
+ * *s can be freed with dp_loop_free whatever the outcome. Collective: the status is agreed. */
+int dp_loop_init(dp_loop *s, const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d,
+                 const dp_comm *c, dp_train_state *st, dp_train_result *res);
+void dp_loop_free(dp_loop *s); /* Local */
+
+/* Starts epoch `epoch` (from 0): its clock and its permutation of the training rows.
+ * Local. */
+void dp_loop_begin_epoch(dp_loop *s, int epoch);
+
+/* One optimizer step over the global batches [st->next_batch, + cfg->accumulate) of the
+ * epoch: for each, gather this rank's rows, forward and loss, backward (accumulating);
+ * then the gradient allreduce (blocking, or the overlapped buckets), the NaN and explosion
+ * checks, rmse rescale, clipping, the schedule and the optimizer update; the progress
+ * callback; then a stop (checkpoint, DP_ESTOPPED) or a --checkpoint-every checkpoint.
+ * Advances st->next_batch. Collective. */
+int dp_loop_train_step(dp_loop *s);
+
+/* Ends the epoch: training figures, validation and test evaluation, the epoch's record
+ * (history, log line, metrics), reduce-on-plateau, early stopping (keeping the best
+ * weights in st), and the epoch's or the final checkpoint. Collective. */
+int dp_loop_end_epoch(dp_loop *s);
+
+/* Ends the run: marks st finished if all epochs are done, fills *res, restores early
+ * stopping's best weights and evaluates them (or evaluates if no epoch ran in this
+ * call). Collective. */
+int dp_loop_finish(dp_loop *s);
+
+#endif
