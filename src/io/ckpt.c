@@ -399,6 +399,48 @@ done:
 
 /* --- load ------------------------------------------------------------------------------ */
 
+/* /state/optimizer's hyperparameters, switches and slot count, for optimizer `name`. */
+static int read_optim(hid_t og, const char *path, const char *name, dp_optim_cfg *opt, int *ns)
+{
+    int rc = DP_OK, n_hp = 0, kind = dp_optim_parse(name);
+    if (kind < 0) {
+        return dp_err(DP_EFORMAT, "%s: /state/optimizer name '%s' is unknown", path, name);
+    }
+    opt->kind = (dp_optim_kind)kind;
+    const dp_optim_field *hp = dp_optim_fields(&n_hp);
+    for (int i = 0; i < n_hp; i++) {
+        DP_TRY(dp_h5_get_f32_attr(og, path, hp[i].name, (float *)((char *)opt + hp[i].offset), 1));
+    }
+    DP_TRY(get_bool(og, path, "nesterov", &opt->nesterov));
+    DP_TRY(get_bool(og, path, "centered", &opt->centered));
+    DP_TRY(get_bool(og, path, "amsgrad", &opt->amsgrad));
+    DP_TRY(dp_h5_get_int_attr(og, path, "n_slots", ns, 1));
+done:
+    return rc;
+}
+
+/* The metrics history: n rows of DP_EPOCH_RECORD_FIELDS doubles into st->history. */
+static int history_from_rows(const double *hist, size_t n, const char *path, dp_train_state *st)
+{
+    for (size_t i = 0; i < n; i++) {
+        const double *row = hist + i * DP_EPOCH_RECORD_FIELDS;
+        /* epoch and step become integers: out of their range the conversion is undefined */
+        if (!(row[0] >= 0.0 && row[0] <= INT_MAX) ||
+            !(row[1] >= 0.0 && row[1] < (double)LONG_MAX)) {
+            return dp_err(DP_EFORMAT, "%s: /state/history row %zu has epoch %g and step %g: "
+                                      "not counts", path, i, row[0], row[1]);
+        }
+        st->history[i] = (dp_epoch_record){
+            .epoch = (int)row[0], .step = (long)row[1], .lr = row[2],
+            .train_loss = row[3], .train_accuracy = row[4],
+            .val_loss = row[5], .val_accuracy = row[6],
+            .test_loss = row[7], .test_accuracy = row[8],
+            .samples_per_s = row[9], .seconds = row[10]};
+    }
+    st->n_history = (int)n;
+    return DP_OK;
+}
+
 static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_state *st)
 {
     int rc = DP_OK;
@@ -414,21 +456,7 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
     DP_H5CHK(g = H5Gopen2(f, "state", H5P_DEFAULT), "opening group /state");
     DP_H5CHK(og = H5Gopen2(g, "optimizer", H5P_DEFAULT), "opening group /state/optimizer");
     DP_TRY(dp_h5_get_str_attr(og, path, "name", &name));
-    int kind = dp_optim_parse(name);
-    if (kind < 0) {
-        DP_FAIL(DP_EFORMAT, "%s: /state/optimizer name '%s' is unknown", path, name);
-    }
-    opt.kind = (dp_optim_kind)kind;
-    int n_hp = 0;
-    const dp_optim_field *hp = dp_optim_fields(&n_hp);
-    for (int i = 0; i < n_hp; i++) {
-        float *v = (float *)((char *)&opt + hp[i].offset);
-        DP_TRY(dp_h5_get_f32_attr(og, path, hp[i].name, v, 1));
-    }
-    DP_TRY(get_bool(og, path, "nesterov", &opt.nesterov));
-    DP_TRY(get_bool(og, path, "centered", &opt.centered));
-    DP_TRY(get_bool(og, path, "amsgrad", &opt.amsgrad));
-    DP_TRY(dp_h5_get_int_attr(og, path, "n_slots", &ns, 1));
+    DP_TRY(read_optim(og, path, name, &opt, &ns));
     for (size_t i = 0; i < N_STATE_FIELDS; i++) {
         DP_TRY(get_state_field(g, path, i, &sc));
     }
@@ -467,22 +495,7 @@ static int read_state(hid_t f, const char *path, const dp_model *m, dp_train_sta
         DP_H5CHK(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, hist),
                  "reading dataset /state/history");
     }
-    for (hsize_t i = 0; i < hd[0]; i++) {
-        const double *row = hist + i * DP_EPOCH_RECORD_FIELDS;
-        /* epoch and step become integers: out of their range the conversion is undefined */
-        if (!(row[0] >= 0.0 && row[0] <= INT_MAX) ||
-            !(row[1] >= 0.0 && row[1] < (double)LONG_MAX)) {
-            DP_FAIL(DP_EFORMAT, "%s: /state/history row %llu has epoch %g and step %g: not "
-                                "counts", path, (unsigned long long)i, row[0], row[1]);
-        }
-        st->history[i] = (dp_epoch_record){
-            .epoch = (int)row[0], .step = (long)row[1], .lr = row[2],
-            .train_loss = row[3], .train_accuracy = row[4],
-            .val_loss = row[5], .val_accuracy = row[6],
-            .test_loss = row[7], .test_accuracy = row[8],
-            .samples_per_s = row[9], .seconds = row[10]};
-    }
-    st->n_history = (int)hd[0];
+    DP_TRY(history_from_rows(hist, (size_t)hd[0], path, st));
     for (int s = 0; s < ns; s++) {
         const char *sn = dp_optim_slot_name(&opt, s);
         hsize_t d1 = np;

@@ -113,20 +113,13 @@ done:
     return rc;
 }
 
-int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
-                     char **config_json)
+/* The architecture a model file's attributes describe (formats 1 and 2; a checkpoint is a
+ * model file with training state added: its weights load the same). */
+static int read_model_cfg(hid_t f, const char *path, dp_model_cfg *mc)
 {
-    int rc = DP_OK;
-    char *format = NULL, *acts = NULL, *init = NULL, *cfgtext = NULL, name[64];
-    dp_model *m = NULL;
-    dp_model_cfg mc = {0};
-    int version = 0;
-    *out = NULL;
-    if (config_json) {
-        *config_json = NULL;
-    }
+    int rc = DP_OK, version = 0;
+    char *format = NULL, *acts = NULL, *init = NULL;
     DP_TRY(dp_h5_get_str_attr(f, path, "format", &format));
-    /* A checkpoint is a model file with training state added: its weights load the same. */
     if (strcmp(format, DP_MODEL_FORMAT) != 0 && strcmp(format, "dptrain-checkpoint") != 0) {
         DP_FAIL(DP_EFORMAT, "%s: format is '%s', not '%s' or 'dptrain-checkpoint'", path,
                 format, DP_MODEL_FORMAT);
@@ -136,51 +129,71 @@ int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
         DP_FAIL(DP_EFORMAT, "%s: format version %d; this dptrain reads version %d", path,
                 version, DP_MODEL_FORMAT_VERSION);
     }
-    DP_TRY(dp_h5_get_int_attr(f, path, "n_layers", &mc.n_layers, 1));
-    if (mc.n_layers < 1 || mc.n_layers > DP_MAX_LAYERS) {
-        DP_FAIL(DP_EFORMAT, "%s: n_layers is %d", path, mc.n_layers);
+    DP_TRY(dp_h5_get_int_attr(f, path, "n_layers", &mc->n_layers, 1));
+    if (mc->n_layers < 1 || mc->n_layers > DP_MAX_LAYERS) {
+        DP_FAIL(DP_EFORMAT, "%s: n_layers is %d", path, mc->n_layers);
     }
-    DP_TRY(dp_h5_get_int_attr(f, path, "sizes", mc.sizes, (hsize_t)mc.n_layers + 1));
+    DP_TRY(dp_h5_get_int_attr(f, path, "sizes", mc->sizes, (hsize_t)mc->n_layers + 1));
     DP_TRY(dp_h5_get_str_attr(f, path, "activations", &acts));
     char *save = NULL, *tok = strtok_r(acts, ",", &save);
-    for (int i = 0; i < mc.n_layers; i++, tok = strtok_r(NULL, ",", &save)) {
+    for (int i = 0; i < mc->n_layers; i++, tok = strtok_r(NULL, ",", &save)) {
         int a = tok ? dp_act_parse(tok) : -1;
         if (a < 0) {
             DP_FAIL(DP_EFORMAT, "%s: activation of layer %d is '%s'", path, i, tok ? tok : "");
         }
-        mc.act[i] = (dp_act)a;
+        mc->act[i] = (dp_act)a;
     }
     DP_TRY(dp_h5_get_str_attr(f, path, "init", &init));
-    mc.init = dp_init_parse(init) < 0 ? DP_INIT_ZERO : (dp_init)dp_init_parse(init);
+    mc->init = dp_init_parse(init) < 0 ? DP_INIT_ZERO : (dp_init)dp_init_parse(init);
     if (version >= 2) {
         int bn[DP_MAX_LAYERS];
-        DP_TRY(dp_h5_get_f32_attr(f, path, "dropout", mc.dropout, (hsize_t)mc.n_layers));
-        DP_TRY(dp_h5_get_int_attr(f, path, "batchnorm", bn, (hsize_t)mc.n_layers));
-        for (int i = 0; i < mc.n_layers; i++) {
-            mc.batchnorm[i] = bn[i] != 0;
+        DP_TRY(dp_h5_get_f32_attr(f, path, "dropout", mc->dropout, (hsize_t)mc->n_layers));
+        DP_TRY(dp_h5_get_int_attr(f, path, "batchnorm", bn, (hsize_t)mc->n_layers));
+        for (int i = 0; i < mc->n_layers; i++) {
+            mc->batchnorm[i] = bn[i] != 0;
         }
-        DP_TRY(dp_h5_get_f32_attr(f, path, "bn_momentum", &mc.bn_momentum, 1));
-        DP_TRY(dp_h5_get_f32_attr(f, path, "bn_eps", &mc.bn_eps, 1));
+        DP_TRY(dp_h5_get_f32_attr(f, path, "bn_momentum", &mc->bn_momentum, 1));
+        DP_TRY(dp_h5_get_f32_attr(f, path, "bn_eps", &mc->bn_eps, 1));
     }
-    /* The tensors the attributes promise, checked in the file before the model is built. */
+done:
+    free(format);
+    free(acts);
+    free(init);
+    return rc;
+}
+
+/* The tensors the attributes promise, checked in the file before the model is built. */
+static int check_tensors(hid_t f, const char *path, const dp_model_cfg *mc)
+{
+    int rc = DP_OK;
+    char name[64];
     double n_params = 0.0;
-    for (int i = 0; i < mc.n_layers; i++) {
-        if (mc.sizes[i] < 1 || mc.sizes[i + 1] < 1) {
-            DP_FAIL(DP_EFORMAT, "%s: layer sizes %d, %d", path, mc.sizes[i], mc.sizes[i + 1]);
+    for (int i = 0; i < mc->n_layers; i++) {
+        if (mc->sizes[i] < 1 || mc->sizes[i + 1] < 1) {
+            DP_FAIL(DP_EFORMAT, "%s: layer sizes %d, %d", path, mc->sizes[i], mc->sizes[i + 1]);
         }
-        hsize_t wd[2] = {(hsize_t)mc.sizes[i + 1], (hsize_t)mc.sizes[i]}, bd[1] = {wd[0]};
+        hsize_t wd[2] = {(hsize_t)mc->sizes[i + 1], (hsize_t)mc->sizes[i]}, bd[1] = {wd[0]};
         snprintf(name, sizeof name, "/layers/%d/weight", i);
         DP_TRY(dp_h5_read_f32(f, path, name, NULL, 2, wd)); /* checks only */
         snprintf(name, sizeof name, "/layers/%d/bias", i);
         DP_TRY(dp_h5_read_f32(f, path, name, NULL, 1, bd));
-        n_params += ((double)wd[1] + 1.0 + (mc.batchnorm[i] ? 2.0 : 0.0)) * (double)wd[0];
+        n_params += ((double)wd[1] + 1.0 + (mc->batchnorm[i] ? 2.0 : 0.0)) * (double)wd[0];
     }
     if (n_params > (double)(SIZE_MAX / 4 / sizeof(float))) {
         DP_FAIL(DP_EFORMAT, "%s: %g parameters: too many for memory", path, n_params);
     }
-    mc.max_batch = max_batch;
-    DP_TRY(dp_model_create(&mc, &m));
-    for (int i = 0; i < mc.n_layers; i++) {
+done:
+    return rc;
+}
+
+/* Every layer's weights, bias and batch-norm tensors into m. */
+static int read_tensors(hid_t f, const char *path, dp_model *m)
+{
+    int rc = DP_OK;
+    char name[64];
+    static const char *const bn_names[4] = {"bn_gamma", "bn_beta", "bn_running_mean",
+                                            "bn_running_var"};
+    for (int i = 0; i < dp_model_config(m)->n_layers; i++) {
         dp_dense *l = dp_model_layer(m, i);
         hsize_t wd[2] = {(hsize_t)l->out, (hsize_t)l->in}, bd[1] = {(hsize_t)l->out};
         snprintf(name, sizeof name, "/layers/%d/weight", i);
@@ -188,8 +201,6 @@ int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
         snprintf(name, sizeof name, "/layers/%d/bias", i);
         DP_TRY(dp_h5_read_f32(f, path, name, l->b, 1, bd));
         float *bnt[4];
-        static const char *const bn_names[4] = {"bn_gamma", "bn_beta", "bn_running_mean",
-                                                "bn_running_var"};
         if (dp_model_bn_layer(m, i, &bnt[0], &bnt[1], &bnt[2], &bnt[3])) {
             for (int t = 0; t < 4; t++) {
                 snprintf(name, sizeof name, "/layers/%d/%s", i, bn_names[t]);
@@ -197,6 +208,26 @@ int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
             }
         }
     }
+done:
+    return rc;
+}
+
+int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
+                     char **config_json)
+{
+    int rc = DP_OK;
+    char *cfgtext = NULL;
+    dp_model *m = NULL;
+    dp_model_cfg mc = {0};
+    *out = NULL;
+    if (config_json) {
+        *config_json = NULL;
+    }
+    DP_TRY(read_model_cfg(f, path, &mc));
+    DP_TRY(check_tensors(f, path, &mc));
+    mc.max_batch = max_batch;
+    DP_TRY(dp_model_create(&mc, &m));
+    DP_TRY(read_tensors(f, path, m));
     if (config_json) {
         bool has_config = false;
         DP_TRY(dp_h5_has_attr(f, path, "config", &has_config));
@@ -212,9 +243,6 @@ int dp_io_model_read(hid_t f, const char *path, int max_batch, dp_model **out,
     m = NULL;
 done:
     dp_model_free(&m);
-    free(format);
-    free(acts);
-    free(init);
     free(cfgtext);
     return rc;
 }

@@ -62,8 +62,8 @@ static size_t n_train_rows(const dp_train_cfg *cfg, const dp_dataset *d)
     return d->train.n - dp_val_count(d->train.n, cfg->val_fraction);
 }
 
-int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dataset *d,
-                   int n_ranks)
+/* The model fits the data and the loss: inputs, outputs, targets, activations. */
+static int check_model(const dp_loss l, const dp_model_cfg *mc, const dp_dataset *d)
 {
     const dp_split *tr = &d->train;
     int k = mc->sizes[mc->n_layers];
@@ -75,7 +75,6 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
                       "--layers: the model takes %d inputs but /train/x has %d features per row",
                       mc->sizes[0], tr->n_features);
     }
-    const dp_loss l = cfg->loss;
     if (l < 0 || l >= DP_LOSS_COUNT) {
         return dp_err(DP_EINVAL, "unknown loss");
     }
@@ -114,6 +113,14 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
         return dp_err(DP_EINVAL, "--loss %s needs a %s output layer", ln,
                       dp_act_name(dp_loss_output_act(l)));
     }
+    return DP_OK;
+}
+
+/* Epochs, the validation split and the batches: every rank gets rows, batch norm gets 2. */
+static int check_batches(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dataset *d,
+                         int n_ranks)
+{
+    const dp_split *tr = &d->train;
     if (cfg->epochs < 0) {
         return dp_err(DP_EINVAL, "--epochs %d: must be >= 0", cfg->epochs);
     }
@@ -145,6 +152,19 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
     if (dp_n_batches(n, B, cfg->drop_last) == 0) {
         return dp_err(DP_EINVAL, "--drop-last leaves no batch: %zu rows, batch %zu", n, B);
     }
+    return DP_OK;
+}
+
+int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dataset *d,
+                   int n_ranks)
+{
+    int rc = check_model(cfg->loss, mc, d);
+    if (rc == DP_OK) {
+        rc = check_batches(cfg, mc, d, n_ranks);
+    }
+    if (rc != DP_OK) {
+        return rc;
+    }
     if (cfg->plateau_factor < 0.0f || cfg->plateau_factor >= 1.0f || cfg->plateau_patience < 0) {
         return dp_err(DP_EINVAL, "--plateau-factor %g / --plateau-patience %d: the factor must "
                                  "be in [0, 1) (0 = off) and the patience >= 0",
@@ -159,7 +179,7 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
     if (!(cfg->clip_norm >= 0.0f) || !isfinite(cfg->clip_norm)) {
         return dp_err(DP_EINVAL, "--clip-norm %g: must be >= 0", cfg->clip_norm);
     }
-    int rc = dp_optim_check(&cfg->opt);
+    rc = dp_optim_check(&cfg->opt);
     if (rc == DP_OK) {
         dp_sched_cfg sc = cfg->sched;
         sc.base_lr = cfg->opt.lr;
