@@ -65,17 +65,18 @@ typedef struct {
     const char *(*name)(int); /* F_ENUM */
     int (*parse)(const char *);
     bool compared;       /* changes the trajectory: a resume must have the same */
+    const char *choices; /* F_ENUM: the names, for a message ("blocking or overlap"), or NULL */
 } field;
 
 #define AT(member) offsetof(dp_run_cfg, member)
-#define NUM(s, k, t, m, lo, hi, cmp) {s, k, t, AT(m), 0, lo, hi, NULL, NULL, cmp}
-#define STR(s, k, m, cmp) {s, k, F_STR, AT(m), sizeof(((dp_run_cfg *)0)->m), 0, 0, NULL, NULL, cmp}
-#define ENUM(s, k, m, nm, ps, cmp) {s, k, F_ENUM, AT(m), 0, 0, 0, nm, ps, cmp}
+#define NUM(s, k, t, m, lo, hi, cmp) {s, k, t, AT(m), 0, lo, hi, NULL, NULL, cmp, NULL}
+#define STR(s, k, m, cmp) {s, k, F_STR, AT(m), sizeof(((dp_run_cfg *)0)->m), 0, 0, NULL, NULL, cmp, NULL}
+#define ENUM(s, k, m, nm, ps, cmp, ch) {s, k, F_ENUM, AT(m), 0, 0, 0, nm, ps, cmp, ch}
 
 static const field fields[] = {
     STR("data", "path", data, false),
     NUM("data", "val_fraction", F_FLOAT, train.val_fraction, 0.0, 0.99, true),
-    ENUM("training", "loss", train.loss, loss_name, dp_loss_parse, true),
+    ENUM("training", "loss", train.loss, loss_name, dp_loss_parse, true, NULL),
     NUM("training", "epochs", F_INT, train.epochs, 0, DP_MAX_EPOCHS, true),
     NUM("training", "batch", F_SIZE, train.batch, 0, 1L << 30, true),
     NUM("training", "drop_last", F_BOOL, train.drop_last, 0, 1, true),
@@ -89,7 +90,7 @@ static const field fields[] = {
     NUM("optimizer", "nesterov", F_BOOL, train.opt.nesterov, 0, 1, true),
     NUM("optimizer", "centered", F_BOOL, train.opt.centered, 0, 1, true),
     NUM("optimizer", "amsgrad", F_BOOL, train.opt.amsgrad, 0, 1, true),
-    ENUM("schedule", "kind", train.sched.kind, sched_name, dp_sched_parse, true),
+    ENUM("schedule", "kind", train.sched.kind, sched_name, dp_sched_parse, true, NULL),
     NUM("schedule", "gamma", F_FLOAT, train.sched.gamma, 0.0, 1e6, true),
     NUM("schedule", "step_size", F_INT, train.sched.step_size, 1, 1000000, true),
     NUM("schedule", "warmup_steps", F_LONG, train.sched.warmup_steps, 0, 1L << 40, true),
@@ -103,7 +104,8 @@ static const field fields[] = {
     STR("output", "out", out, false),
     NUM("runtime", "threads", F_INT, threads, 0, 4096, false),
     NUM("runtime", "flush_subnormals", F_BOOL, flush_subnormals, 0, 1, true),
-    ENUM("runtime", "allreduce", train.reduce, reduce_name, reduce_parse, false),
+    ENUM("runtime", "allreduce", train.reduce, reduce_name, reduce_parse, false,
+         "blocking or overlap"),
     NUM("runtime", "bucket_kb", F_KB, train.bucket_bytes, 0, 1L << 30, false),
     NUM("runtime", "step_timeout", F_FLOAT, step_timeout, -1.0, 1e9, false),
 };
@@ -691,7 +693,8 @@ int dp_run_field_from_text(dp_run_cfg *cfg, const char *section, const char *key
     case F_ENUM:
         k = f->parse(text);
         if (k < 0) {
-            return dp_err(DP_EINVAL, "%s: unknown value '%s' (see dptrain train --help)", opt, text);
+            return dp_err(DP_EINVAL, "%s: unknown value '%s' (%s)", opt, text,
+                          f->choices ? f->choices : "see dptrain train --help");
         }
         *(int *)p = k;
         return DP_OK;
