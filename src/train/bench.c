@@ -1,0 +1,409 @@
+/* bench.c: dp_bench_run: the training step of a run measured phase by phase in each
+ * allreduce mode, with the sgemm-only ceiling of its GEMM shapes and the gradient allreduce
+ * alone, medians over repeats; what `dptrain bench` prints. Every part ends in an agreement
+ * over the ranks. */
+#define _GNU_SOURCE
+#include "dptrain/bench.h"
+
+#include "dptrain/blas.h"
+#include "dptrain/err.h"
+#include "dptrain/rng.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#define MEDIAN_MAX (DP_BENCH_MAX_REPEATS > DP_BENCH_N_ALONE ? DP_BENCH_MAX_REPEATS : DP_BENCH_N_ALONE)
+
+void dp_bench_defaults(dp_bench_cfg *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    dp_run_defaults(&cfg->run);
+    cfg->steps = 100;
+    cfg->warmup = 10;
+    cfg->repeats = 5;
+    cfg->modes[DP_REDUCE_BLOCKING] = cfg->modes[DP_REDUCE_OVERLAP] = true;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double dp_bench_median(const double *v, int n)
+{
+    double s[MEDIAN_MAX];
+    if (n < 1 || n > MEDIAN_MAX) {
+        return 0.0;
+    }
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+double dp_bench_busbw_gbps(double bytes, int ranks, double seconds)
+{
+    if (ranks < 2 || !(seconds > 0.0)) {
+        return 0.0;
+    }
+    return 2.0 * (ranks - 1) / ranks * bytes * 8.0 / seconds / 1e9;
+}
+
+/* Agrees on rc over the ranks; the lowest rank with an error of its own keeps its message,
+ * the others record which rank failed. Collective. */
+static int agree(const dp_comm *c, int rc, dp_bench_result *res)
+{
+    int all = dp_comm_agree(c, rc);
+    if (all == DP_OK) {
+        return DP_OK;
+    }
+    int first = dp_comm_first_failed(c, rc == DP_EPEER ? DP_OK : rc);
+    if (first != dp_comm_rank(c)) {
+        dp_err(DP_EPEER, "rank %d failed (its message is on its standard error)", first);
+    }
+    res->failed_rank = first;
+    return all;
+}
+
+/* Synthetic training rows for the model: uint8 pixels scaled by 1/255, integer labels in
+ * [0, outputs) for label losses, else targets in [0, 1). Deterministic in seed. Local. */
+static int synth_split(dp_split *s, size_t n, int features, int outputs, dp_loss loss,
+                       uint64_t seed)
+{
+    int rc = DP_OK;
+    dp_rng r = dp_rng_make(seed, 0x42454e4348ULL /* "BENCH" */);
+    *s = (dp_split){.n = n, .n_features = features, .x_scale = 1.0f / 255.0f};
+    DP_CALLOC(s->x_u8, n * (size_t)features);
+    for (size_t i = 0; i < n * (size_t)features; i++) {
+        s->x_u8[i] = (uint8_t)(dp_rng_uniform(&r) * 256.0);
+    }
+    if (dp_loss_needs_labels(loss)) {
+        DP_CALLOC(s->labels, n);
+        for (size_t i = 0; i < n; i++) {
+            s->labels[i] = (int32_t)(dp_rng_uniform(&r) * outputs) % outputs;
+        }
+    } else {
+        s->n_targets = outputs;
+        DP_CALLOC(s->values, n * (size_t)outputs);
+        for (size_t i = 0; i < n * (size_t)outputs; i++) {
+            s->values[i] = (float)dp_rng_uniform(&r);
+        }
+    }
+done:
+    return rc;
+}
+
+/* Seconds per step of the step's GEMMs alone, for B rows on this rank: per layer the
+ * forward product, the weight gradient and (above the first layer) the input gradient, with
+ * the trainer's shapes and transposes, from constant inputs into outputs of their own (so
+ * no value drifts towards overflow or subnormals). Median over repeats of `steps`
+ * iterations, the largest over the ranks (all ranks run at once, as in training).
+ * Collective. */
+static int gemm_ceiling(const dp_comm *c, const dp_model_cfg *mc, int B, long steps,
+                        int repeats, double *out)
+{
+    int rc = DP_OK, L = mc->n_layers, widest = 0;
+    size_t wmax = 0;
+    float *x = NULL, *dy = NULL, *y = NULL, *dx = NULL, *w = NULL, *dw = NULL;
+    double t[DP_BENCH_MAX_REPEATS];
+    for (int i = 0; i <= L; i++) {
+        widest = mc->sizes[i] > widest ? mc->sizes[i] : widest;
+        if (i < L && (size_t)mc->sizes[i] * mc->sizes[i + 1] > wmax) {
+            wmax = (size_t)mc->sizes[i] * mc->sizes[i + 1];
+        }
+    }
+    const size_t act = (size_t)(B > 0 ? B : 1) * widest;
+    DP_CALLOC(x, act);
+    DP_CALLOC(dy, act);
+    DP_CALLOC(y, act);
+    DP_CALLOC(dx, act);
+    DP_CALLOC(w, wmax);
+    DP_CALLOC(dw, wmax);
+    dp_rng r = dp_rng_make(7, 7);
+    for (size_t i = 0; i < act; i++) {
+        x[i] = (float)dp_rng_uniform(&r);
+        dy[i] = 1e-3f * ((float)dp_rng_uniform(&r) - 0.5f);
+    }
+    for (size_t i = 0; i < wmax; i++) {
+        w[i] = 0.05f * ((float)dp_rng_uniform(&r) - 0.5f);
+    }
+done:
+    rc = dp_comm_agree(c, rc);
+    for (int rep = -1; rc == DP_OK && rep < repeats; rep++) { /* rep -1 warms up */
+        dp_comm_barrier(c);
+        double t0 = dp_wtime();
+        for (long s = 0; s < steps && B > 0; s++) {
+            for (int i = 0; i < L; i++) {
+                int in = mc->sizes[i], o = mc->sizes[i + 1];
+                dp_sgemm(false, true, B, o, in, 1.0f, x, w, 0.0f, y);
+                dp_sgemm(true, false, o, in, B, 1.0f, dy, x, 0.0f, dw);
+                if (i > 0) {
+                    dp_sgemm(false, false, B, in, o, 1.0f, dy, w, 0.0f, dx);
+                }
+            }
+        }
+        if (rep >= 0) {
+            t[rep] = (dp_wtime() - t0) / (double)steps;
+        }
+    }
+    if (rc == DP_OK) {
+        *out = dp_comm_max_f64(c, dp_bench_median(t, repeats));
+    }
+    free(x);
+    free(dy);
+    free(y);
+    free(dx);
+    free(w);
+    free(dw);
+    return rc;
+}
+
+/* Median seconds of one blocking allreduce of n floats (the gradient arena), the largest
+ * over the ranks. Collective. */
+static int allreduce_alone(const dp_comm *c, float *buf, size_t n, double *out)
+{
+    double t[DP_BENCH_N_ALONE];
+    int rc = DP_OK;
+    for (int i = -3; i < DP_BENCH_N_ALONE && rc == DP_OK; i++) {
+        double t0 = dp_wtime();
+        rc = dp_comm_allreduce_sum_f32(c, buf, n);
+        if (i >= 0) {
+            t[i] = dp_wtime() - t0;
+        }
+    }
+    rc = dp_comm_agree(c, rc);
+    if (rc == DP_OK) {
+        *out = dp_comm_max_f64(c, dp_bench_median(t, DP_BENCH_N_ALONE));
+    }
+    return rc;
+}
+
+/* One timed pass: a fresh state, rows [0, n) of the training view, one epoch. Collective. */
+static int run_pass(const dp_train_cfg *tc0, dp_reduce_mode mode, dp_model *m,
+                    const dp_dataset *d, size_t n, const dp_comm *c, double *wall,
+                    dp_step_times *times)
+{
+    dp_train_cfg tc = *tc0;
+    dp_dataset view = *d;
+    dp_train_state st = {0};
+    dp_train_result res;
+    view.train.n = n;
+    tc.reduce = mode;
+    tc.times = times;
+    memset(times, 0, sizeof *times);
+    int rc = dp_train_state_fresh(&tc, m, &st);
+    rc = dp_comm_agree(c, rc);
+    if (rc == DP_OK) {
+        dp_comm_barrier(c);
+        double t0 = dp_wtime();
+        rc = dp_train_run(&tc, m, &view, c, &st, &res);
+        *wall = dp_comm_max_f64(c, dp_wtime() - t0);
+    }
+    dp_train_state_free(&st);
+    return rc;
+}
+
+/* One allreduce mode's repeats: wall seconds and this rank's phase sums, per repeat. */
+typedef struct {
+    double wall[DP_BENCH_MAX_REPEATS];
+    dp_step_times t[DP_BENCH_MAX_REPEATS];
+} mode_runs;
+
+static int check_cfg(const dp_bench_cfg *cfg)
+{
+    if (cfg->steps < 1) {
+        return dp_err(DP_EINVAL, "--steps: %ld: at least 1", cfg->steps);
+    }
+    if (cfg->warmup < 0) {
+        return dp_err(DP_EINVAL, "--warmup: %ld: at least 0", cfg->warmup);
+    }
+    if (cfg->repeats < 1 || cfg->repeats > DP_BENCH_MAX_REPEATS) {
+        return dp_err(DP_EINVAL, "--repeats: %d: from 1 to %d", cfg->repeats,
+                      DP_BENCH_MAX_REPEATS);
+    }
+    if (cfg->run.model.n_layers < 1) {
+        return dp_err(DP_EINVAL, "--layers: no layers");
+    }
+    return DP_OK;
+}
+
+int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res)
+{
+    const int rank = dp_comm_rank(c), size = dp_comm_size(c);
+    dp_dataset *loaded = NULL;
+    dp_dataset synth = {0};
+    dp_model *m = NULL;
+    dp_train_state st0 = {0};
+    mode_runs *runs = NULL;
+    bool modes[DP_REDUCE_COUNT];
+    bool flushed = false;
+
+    memset(res, 0, sizeof *res);
+    res->failed_rank = -1;
+    res->ranks = size;
+    int rc = check_cfg(cfg);
+    if ((rc = agree(c, rc, res)) != DP_OK) {
+        return rc;
+    }
+    memcpy(modes, cfg->modes, sizeof modes);
+    if (size == 1) {
+        modes[DP_REDUCE_OVERLAP] = false; /* nothing to overlap */
+        modes[DP_REDUCE_BLOCKING] = true;
+    }
+    if (cfg->run.flush_subnormals) {
+        flushed = dp_fp_flush_subnormals(true);
+    }
+    dp_train_cfg tc = cfg->run.train;
+    dp_model_cfg mc = cfg->run.model;
+    tc.epochs = 1;
+    tc.val_fraction = 0.0f;
+    tc.patience = 0;
+    tc.plateau_factor = 0.0f;
+    tc.log = tc.metrics = NULL;
+    tc.progress = NULL;
+    const int L = mc.n_layers, k = mc.sizes[L];
+    const size_t B = tc.batch > 0 ? tc.batch : DP_BENCH_BATCH_DEFAULT;
+    tc.batch = B;
+    const size_t rows_per_step = B * (size_t)tc.accumulate;
+    const size_t n_timed = rows_per_step * (size_t)cfg->steps;
+    const size_t n_warm = rows_per_step * (size_t)cfg->warmup;
+    const size_t n_need = n_timed > n_warm ? n_timed : n_warm;
+    res->batch = B;
+    res->batch_per_rank = (B + (size_t)size - 1) / (size_t)size;
+    res->rows_per_step = rows_per_step;
+
+    /* Data: the file's training rows, or synthetic rows; either way every rank holds all. */
+    const dp_dataset *d = &synth;
+    if (cfg->run.data[0]) {
+        rc = dp_dataset_load(cfg->run.data, &loaded);
+        if (rc == DP_OK && loaded->train.n < n_need) {
+            rc = dp_err(DP_EINVAL, "%s has %zu training rows; %ld steps of %zu rows need %zu "
+                                   "(use fewer --steps or --warmup)", cfg->run.data,
+                        loaded->train.n, cfg->steps > cfg->warmup ? cfg->steps : cfg->warmup,
+                        rows_per_step, n_need);
+        }
+        if (rc == DP_OK) {
+            loaded->test.n = 0;
+            d = loaded;
+        }
+    } else if (cfg->synth_rows > 0 && cfg->synth_rows < n_need) {
+        rc = dp_err(DP_EINVAL, "%zu synthetic rows; %ld steps of %zu rows need %zu",
+                    cfg->synth_rows, cfg->steps > cfg->warmup ? cfg->steps : cfg->warmup,
+                    rows_per_step, n_need);
+    } else {
+        rc = synth_split(&synth.train, cfg->synth_rows > 0 ? cfg->synth_rows : n_need,
+                         mc.sizes[0], k, tc.loss, tc.seed);
+        synth.n_classes = dp_loss_needs_labels(tc.loss) ? k : 0;
+    }
+    if ((rc = agree(c, rc, res)) != DP_OK) {
+        goto out;
+    }
+    dp_dataset view = *d;
+    view.train.n = n_need;
+    /* The model (rank 0's initial weights on every rank); each pass makes its own state. */
+    rc = dp_run_prepare(&tc, &mc, &view, c, &m, &st0);
+    dp_train_state_free(&st0);
+    if (rc == DP_OK && !(runs = calloc(DP_REDUCE_COUNT, sizeof *runs))) {
+        rc = dp_err(DP_ENOMEM, "out of memory (bench timings)");
+    }
+    if ((rc = agree(c, rc, res)) != DP_OK) {
+        goto out;
+    }
+    const size_t n_params = dp_model_n_params(m);
+    res->n_params = n_params;
+    if (cfg->ready) {
+        cfg->ready(res, cfg->ready_ctx);
+    }
+
+    /* Warm-up, then the repeats, modes interleaved so that they see the same machine. */
+    for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
+        double w;
+        dp_step_times t;
+        if (modes[mode] && cfg->warmup > 0) {
+            rc = run_pass(&tc, (dp_reduce_mode)mode, m, d, n_warm, c, &w, &t);
+        }
+    }
+    for (int rep = 0; rep < cfg->repeats && rc == DP_OK; rep++) {
+        for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
+            if (modes[mode]) {
+                rc = run_pass(&tc, (dp_reduce_mode)mode, m, d, n_timed, c,
+                              &runs[mode].wall[rep], &runs[mode].t[rep]);
+            }
+        }
+    }
+    /* Peak RSS of the training (before the measurement buffers below). */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    res->peak_rss_mb = dp_comm_max_f64(c, (double)ru.ru_maxrss / 1024.0);
+    size_t lo = 0, hi = 0;
+    dp_shard_rows(B, rank, size, &lo, &hi);
+    double t_gemm = 0.0, t_alone = 0.0;
+    if (rc == DP_OK) {
+        rc = gemm_ceiling(c, &mc, (int)(hi - lo), cfg->steps, cfg->repeats, &t_gemm);
+    }
+    if (rc == DP_OK) {
+        rc = allreduce_alone(c, dp_model_grads(m), n_params + DP_GRAD_TAIL, &t_alone);
+    }
+    if ((rc = agree(c, rc, res)) != DP_OK) {
+        goto out;
+    }
+
+    /* What the run holds: the data, the model (parameters, gradients, activation buffers)
+     * and the optimizer's slots. */
+    const dp_split *s = &view.train;
+    res->data_mb = ((double)s->n * s->n_features * (s->x_u8 ? 1.0 : 4.0) +
+                    (s->labels ? 4.0 * s->n : 4.0 * s->n * s->n_targets)) / 1048576.0;
+    const double slots_bytes = (double)n_params * sizeof(float) * dp_optim_n_slots(&tc.opt);
+    res->state_mb = ((double)dp_model_bytes(m) + slots_bytes) / 1048576.0;
+    res->rss_bound_mb = 1.5 * (res->data_mb + res->state_mb) + 30.0;
+    res->allreduce_bytes = (double)(n_params + DP_GRAD_TAIL) * sizeof(float);
+    res->allreduce_ms_alone = t_alone * 1e3;
+    res->allreduce_busbw_gbps = dp_bench_busbw_gbps(res->allreduce_bytes, size, t_alone);
+    res->gemm_ms = t_gemm * 1e3;
+    res->ceiling_samples_per_s = (double)B / t_gemm;
+
+    /* Phases: per step, mean over the ranks, median over the repeats. */
+    for (int mode = 0; mode < DP_REDUCE_COUNT; mode++) {
+        if (!modes[mode]) {
+            continue;
+        }
+        double v[7][DP_BENCH_MAX_REPEATS];
+        for (int rep = 0; rep < cfg->repeats; rep++) {
+            const dp_step_times *t = &runs[mode].t[rep];
+            double p[6] = {t->data, t->forward, t->backward, t->reduce, t->reduce_wait, t->optim};
+            dp_comm_allreduce_sum_f64(c, p, 6);
+            for (int j = 0; j < 6; j++) {
+                v[j][rep] = p[j] / size / (double)cfg->steps * 1e3;
+            }
+            v[6][rep] = (double)n_timed / runs[mode].wall[rep];
+        }
+        const int R = cfg->repeats;
+        dp_bench_row *r = &res->rows[res->n_rows++];
+        *r = (dp_bench_row){
+            .mode = (dp_reduce_mode)mode,
+            .mode_name = mode == DP_REDUCE_OVERLAP ? "overlap" : "blocking",
+            .data_ms = dp_bench_median(v[0], R), .forward_ms = dp_bench_median(v[1], R),
+            .backward_ms = dp_bench_median(v[2], R), .allreduce_ms = dp_bench_median(v[3], R),
+            .allreduce_wait_ms = dp_bench_median(v[4], R), .optim_ms = dp_bench_median(v[5], R),
+            .samples_per_s = dp_bench_median(v[6], R)};
+        r->step_ms = (double)rows_per_step / r->samples_per_s * 1e3;
+        r->gflops = 6.0 * (double)n_params * r->samples_per_s / 1e9;
+        /* the ceiling is per row: accumulation does not change it */
+        r->ceiling_ratio = r->samples_per_s / res->ceiling_samples_per_s;
+        int first[DP_MAX_LAYERS];
+        r->n_buckets = mode == DP_REDUCE_OVERLAP ? dp_train_buckets(m, tc.bucket_bytes, first) : 1;
+    }
+out:
+    if (flushed) {
+        dp_fp_flush_subnormals(false);
+    }
+    free(runs);
+    dp_model_free(&m);
+    dp_dataset_free(&loaded);
+    free(synth.train.x_u8);
+    free(synth.train.labels);
+    free(synth.train.values);
+    return rc;
+}
