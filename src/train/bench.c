@@ -229,16 +229,123 @@ static int check_cfg(const dp_bench_cfg *cfg)
     return DP_OK;
 }
 
+/* The rows a bench runs on: the file's training rows, or synthetic rows (every rank holds
+ * all of them); *d points at whichever it is. Local. */
+static int bench_data(const dp_bench_cfg *cfg, size_t n_need, size_t rows_per_step,
+                      dp_dataset **loaded, dp_dataset *synth, const dp_dataset **d)
+{
+    const dp_train_cfg *tc = &cfg->run.train;
+    const dp_model_cfg *mc = &cfg->run.model;
+    const int k = mc->sizes[mc->n_layers];
+    const long passes = cfg->steps > cfg->warmup ? cfg->steps : cfg->warmup;
+    int rc = DP_OK;
+    *d = synth;
+    if (cfg->run.data[0]) {
+        rc = dp_dataset_load(cfg->run.data, loaded);
+        if (rc == DP_OK && (*loaded)->train.n < n_need) {
+            rc = dp_err(DP_EINVAL, "%s has %zu training rows; %ld steps of %zu rows need %zu "
+                                   "(use fewer --steps or --warmup)", cfg->run.data,
+                        (*loaded)->train.n, passes, rows_per_step, n_need);
+        }
+        if (rc == DP_OK) {
+            (*loaded)->test.n = 0;
+            *d = *loaded;
+        }
+    } else if (cfg->synth_rows > 0 && cfg->synth_rows < n_need) {
+        rc = dp_err(DP_EINVAL, "%zu synthetic rows; %ld steps of %zu rows need %zu",
+                    cfg->synth_rows, passes, rows_per_step, n_need);
+    } else {
+        rc = synth_split(&synth->train, cfg->synth_rows > 0 ? cfg->synth_rows : n_need,
+                         mc->sizes[0], k, tc->loss, tc->seed);
+        synth->n_classes = dp_loss_needs_labels(tc->loss) ? k : 0;
+    }
+    return rc;
+}
+
+/* Warm-up, then the repeats, modes interleaved so that they see the same machine. */
+static int time_passes(const dp_bench_cfg *cfg, const dp_train_cfg *tc, const bool *modes,
+                       dp_model *m, const dp_dataset *d, size_t n_warm, size_t n_timed,
+                       const dp_comm *c, mode_runs *runs)
+{
+    int rc = DP_OK;
+    for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
+        double w;
+        dp_step_times t;
+        if (modes[mode] && cfg->warmup > 0) {
+            rc = run_pass(tc, (dp_reduce_mode)mode, m, d, n_warm, c, &w, &t);
+        }
+    }
+    for (int rep = 0; rep < cfg->repeats && rc == DP_OK; rep++) {
+        for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
+            if (modes[mode]) {
+                rc = run_pass(tc, (dp_reduce_mode)mode, m, d, n_timed, c,
+                              &runs[mode].wall[rep], &runs[mode].t[rep]);
+            }
+        }
+    }
+    return rc;
+}
+
+/* A mode's row: phases per step, mean over the ranks, median over the repeats. Collective. */
+static void summarize_mode(const dp_bench_cfg *cfg, int mode, const mode_runs *run,
+                           size_t n_timed, const dp_model *m, size_t bucket_bytes,
+                           const dp_comm *c, dp_bench_result *res)
+{
+    const int size = dp_comm_size(c), R = cfg->repeats;
+    const size_t n_params = dp_model_n_params(m);
+    double v[7][DP_BENCH_MAX_REPEATS];
+    for (int rep = 0; rep < R; rep++) {
+        const dp_step_times *t = &run->t[rep];
+        double p[6] = {t->data, t->forward, t->backward, t->reduce, t->reduce_wait, t->optim};
+        dp_comm_allreduce_sum_f64(c, p, 6);
+        for (int j = 0; j < 6; j++) {
+            v[j][rep] = p[j] / size / (double)cfg->steps * 1e3;
+        }
+        v[6][rep] = (double)n_timed / run->wall[rep];
+    }
+    dp_bench_row *r = &res->rows[res->n_rows++];
+    *r = (dp_bench_row){
+        .mode = (dp_reduce_mode)mode,
+        .mode_name = mode == DP_REDUCE_OVERLAP ? "overlap" : "blocking",
+        .data_ms = dp_bench_median(v[0], R), .forward_ms = dp_bench_median(v[1], R),
+        .backward_ms = dp_bench_median(v[2], R), .allreduce_ms = dp_bench_median(v[3], R),
+        .allreduce_wait_ms = dp_bench_median(v[4], R), .optim_ms = dp_bench_median(v[5], R),
+        .samples_per_s = dp_bench_median(v[6], R)};
+    r->step_ms = (double)res->rows_per_step / r->samples_per_s * 1e3;
+    r->gflops = 6.0 * (double)n_params * r->samples_per_s / 1e9;
+    /* the ceiling is per row: accumulation does not change it */
+    r->ceiling_ratio = r->samples_per_s / res->ceiling_samples_per_s;
+    int first[DP_MAX_LAYERS];
+    r->n_buckets = mode == DP_REDUCE_OVERLAP ? dp_train_buckets(m, bucket_bytes, first) : 1;
+}
+
+/* What the run holds (the data, the model's parameters, gradients and activation buffers,
+ * the optimizer's slots) and the ceilings measured. Local. */
+static void footprint(const dp_split *s, const dp_model *m, const dp_optim_cfg *opt, int size,
+                      double t_gemm, double t_alone, dp_bench_result *res)
+{
+    const size_t n_params = dp_model_n_params(m);
+    res->data_mb = ((double)s->n * s->n_features * (s->x_u8 ? 1.0 : 4.0) +
+                    (s->labels ? 4.0 * s->n : 4.0 * s->n * s->n_targets)) / 1048576.0;
+    const double slots_bytes = (double)n_params * sizeof(float) * dp_optim_n_slots(opt);
+    res->state_mb = ((double)dp_model_bytes(m) + slots_bytes) / 1048576.0;
+    res->rss_bound_mb = 1.5 * (res->data_mb + res->state_mb) + 30.0;
+    res->allreduce_bytes = (double)(n_params + DP_GRAD_TAIL) * sizeof(float);
+    res->allreduce_ms_alone = t_alone * 1e3;
+    res->allreduce_busbw_gbps = dp_bench_busbw_gbps(res->allreduce_bytes, size, t_alone);
+    res->gemm_ms = t_gemm * 1e3;
+    res->ceiling_samples_per_s = (double)res->batch / t_gemm;
+}
+
 int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res)
 {
     const int rank = dp_comm_rank(c), size = dp_comm_size(c);
-    dp_dataset *loaded = NULL;
-    dp_dataset synth = {0};
+    dp_dataset *loaded = NULL, synth = {0};
+    const dp_dataset *d = NULL;
     dp_model *m = NULL;
     dp_train_state st0 = {0};
     mode_runs *runs = NULL;
-    bool modes[DP_REDUCE_COUNT];
-    bool flushed = false;
+    bool modes[DP_REDUCE_COUNT], flushed = false;
 
     memset(res, 0, sizeof *res);
     res->failed_rank = -1;
@@ -256,14 +363,12 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
         flushed = dp_fp_flush_subnormals(true);
     }
     dp_train_cfg tc = cfg->run.train;
-    dp_model_cfg mc = cfg->run.model;
     tc.epochs = 1;
     tc.val_fraction = 0.0f;
     tc.patience = 0;
     tc.plateau_factor = 0.0f;
     tc.log = tc.metrics = NULL;
     tc.progress = NULL;
-    const int L = mc.n_layers, k = mc.sizes[L];
     const size_t B = tc.batch > 0 ? tc.batch : DP_BENCH_BATCH_DEFAULT;
     tc.batch = B;
     const size_t rows_per_step = B * (size_t)tc.accumulate;
@@ -274,36 +379,14 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
     res->batch_per_rank = (B + (size_t)size - 1) / (size_t)size;
     res->rows_per_step = rows_per_step;
 
-    /* Data: the file's training rows, or synthetic rows; either way every rank holds all. */
-    const dp_dataset *d = &synth;
-    if (cfg->run.data[0]) {
-        rc = dp_dataset_load(cfg->run.data, &loaded);
-        if (rc == DP_OK && loaded->train.n < n_need) {
-            rc = dp_err(DP_EINVAL, "%s has %zu training rows; %ld steps of %zu rows need %zu "
-                                   "(use fewer --steps or --warmup)", cfg->run.data,
-                        loaded->train.n, cfg->steps > cfg->warmup ? cfg->steps : cfg->warmup,
-                        rows_per_step, n_need);
-        }
-        if (rc == DP_OK) {
-            loaded->test.n = 0;
-            d = loaded;
-        }
-    } else if (cfg->synth_rows > 0 && cfg->synth_rows < n_need) {
-        rc = dp_err(DP_EINVAL, "%zu synthetic rows; %ld steps of %zu rows need %zu",
-                    cfg->synth_rows, cfg->steps > cfg->warmup ? cfg->steps : cfg->warmup,
-                    rows_per_step, n_need);
-    } else {
-        rc = synth_split(&synth.train, cfg->synth_rows > 0 ? cfg->synth_rows : n_need,
-                         mc.sizes[0], k, tc.loss, tc.seed);
-        synth.n_classes = dp_loss_needs_labels(tc.loss) ? k : 0;
-    }
+    rc = bench_data(cfg, n_need, rows_per_step, &loaded, &synth, &d);
     if ((rc = agree(c, rc, res)) != DP_OK) {
         goto out;
     }
     dp_dataset view = *d;
     view.train.n = n_need;
     /* The model (rank 0's initial weights on every rank); each pass makes its own state. */
-    rc = dp_run_prepare(&tc, &mc, &view, c, &m, &st0);
+    rc = dp_run_prepare(&tc, &cfg->run.model, &view, c, &m, &st0);
     dp_train_state_free(&st0);
     if (rc == DP_OK && !(runs = calloc(DP_REDUCE_COUNT, sizeof *runs))) {
         rc = dp_err(DP_ENOMEM, "out of memory (bench timings)");
@@ -311,28 +394,11 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
     if ((rc = agree(c, rc, res)) != DP_OK) {
         goto out;
     }
-    const size_t n_params = dp_model_n_params(m);
-    res->n_params = n_params;
+    res->n_params = dp_model_n_params(m);
     if (cfg->ready) {
         cfg->ready(res, cfg->ready_ctx);
     }
-
-    /* Warm-up, then the repeats, modes interleaved so that they see the same machine. */
-    for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
-        double w;
-        dp_step_times t;
-        if (modes[mode] && cfg->warmup > 0) {
-            rc = run_pass(&tc, (dp_reduce_mode)mode, m, d, n_warm, c, &w, &t);
-        }
-    }
-    for (int rep = 0; rep < cfg->repeats && rc == DP_OK; rep++) {
-        for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
-            if (modes[mode]) {
-                rc = run_pass(&tc, (dp_reduce_mode)mode, m, d, n_timed, c,
-                              &runs[mode].wall[rep], &runs[mode].t[rep]);
-            }
-        }
-    }
+    rc = time_passes(cfg, &tc, modes, m, d, n_warm, n_timed, c, runs);
     /* Peak RSS of the training (before the measurement buffers below). */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -341,59 +407,19 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
     dp_shard_rows(B, rank, size, &lo, &hi);
     double t_gemm = 0.0, t_alone = 0.0;
     if (rc == DP_OK) {
-        rc = gemm_ceiling(c, &mc, (int)(hi - lo), cfg->steps, cfg->repeats, &t_gemm);
+        rc = gemm_ceiling(c, &cfg->run.model, (int)(hi - lo), cfg->steps, cfg->repeats, &t_gemm);
     }
     if (rc == DP_OK) {
-        rc = allreduce_alone(c, dp_model_grads(m), n_params + DP_GRAD_TAIL, &t_alone);
+        rc = allreduce_alone(c, dp_model_grads(m), res->n_params + DP_GRAD_TAIL, &t_alone);
     }
     if ((rc = agree(c, rc, res)) != DP_OK) {
         goto out;
     }
-
-    /* What the run holds: the data, the model (parameters, gradients, activation buffers)
-     * and the optimizer's slots. */
-    const dp_split *s = &view.train;
-    res->data_mb = ((double)s->n * s->n_features * (s->x_u8 ? 1.0 : 4.0) +
-                    (s->labels ? 4.0 * s->n : 4.0 * s->n * s->n_targets)) / 1048576.0;
-    const double slots_bytes = (double)n_params * sizeof(float) * dp_optim_n_slots(&tc.opt);
-    res->state_mb = ((double)dp_model_bytes(m) + slots_bytes) / 1048576.0;
-    res->rss_bound_mb = 1.5 * (res->data_mb + res->state_mb) + 30.0;
-    res->allreduce_bytes = (double)(n_params + DP_GRAD_TAIL) * sizeof(float);
-    res->allreduce_ms_alone = t_alone * 1e3;
-    res->allreduce_busbw_gbps = dp_bench_busbw_gbps(res->allreduce_bytes, size, t_alone);
-    res->gemm_ms = t_gemm * 1e3;
-    res->ceiling_samples_per_s = (double)B / t_gemm;
-
-    /* Phases: per step, mean over the ranks, median over the repeats. */
+    footprint(&view.train, m, &tc.opt, size, t_gemm, t_alone, res);
     for (int mode = 0; mode < DP_REDUCE_COUNT; mode++) {
-        if (!modes[mode]) {
-            continue;
+        if (modes[mode]) {
+            summarize_mode(cfg, mode, &runs[mode], n_timed, m, tc.bucket_bytes, c, res);
         }
-        double v[7][DP_BENCH_MAX_REPEATS];
-        for (int rep = 0; rep < cfg->repeats; rep++) {
-            const dp_step_times *t = &runs[mode].t[rep];
-            double p[6] = {t->data, t->forward, t->backward, t->reduce, t->reduce_wait, t->optim};
-            dp_comm_allreduce_sum_f64(c, p, 6);
-            for (int j = 0; j < 6; j++) {
-                v[j][rep] = p[j] / size / (double)cfg->steps * 1e3;
-            }
-            v[6][rep] = (double)n_timed / runs[mode].wall[rep];
-        }
-        const int R = cfg->repeats;
-        dp_bench_row *r = &res->rows[res->n_rows++];
-        *r = (dp_bench_row){
-            .mode = (dp_reduce_mode)mode,
-            .mode_name = mode == DP_REDUCE_OVERLAP ? "overlap" : "blocking",
-            .data_ms = dp_bench_median(v[0], R), .forward_ms = dp_bench_median(v[1], R),
-            .backward_ms = dp_bench_median(v[2], R), .allreduce_ms = dp_bench_median(v[3], R),
-            .allreduce_wait_ms = dp_bench_median(v[4], R), .optim_ms = dp_bench_median(v[5], R),
-            .samples_per_s = dp_bench_median(v[6], R)};
-        r->step_ms = (double)rows_per_step / r->samples_per_s * 1e3;
-        r->gflops = 6.0 * (double)n_params * r->samples_per_s / 1e9;
-        /* the ceiling is per row: accumulation does not change it */
-        r->ceiling_ratio = r->samples_per_s / res->ceiling_samples_per_s;
-        int first[DP_MAX_LAYERS];
-        r->n_buckets = mode == DP_REDUCE_OVERLAP ? dp_train_buckets(m, tc.bucket_bytes, first) : 1;
     }
 out:
     if (flushed) {
