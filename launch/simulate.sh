@@ -65,14 +65,15 @@ fi
 CFLAGS=(-O3 -DNDEBUG -std=gnu11 -Wall -Wextra -I"$ROOT/include" -I"$ROOT/src" -I"$ROOT/src/core" -I"$ROOT/sim")
 mapfile -t CORE < <(ls "$ROOT"/src/core/*.c | grep -v '/blas\.c$')
 log "building $BUILD/dptrain-sim (smpicc)"
-# Of src/train, the loop (train.c, loop.c) and the model's preparation (prepare.c: the simulation
-# makes its model with dp_run_prepare, as dp_run_job does); not the parts of a job that read
-# and write files or JSON.
-TRAIN=("$ROOT/src/train/train.c" "$ROOT/src/train/loop.c" "$ROOT/src/train/prepare.c")
+# Of src/train, the loop (train.c, loop.c, and metrics.c: its metrics lines, through jansson)
+# and the model's preparation (prepare.c: the simulation makes its model with dp_run_prepare,
+# as dp_run_job does); not the parts of a job that read and write files.
+TRAIN=("$ROOT/src/train/train.c" "$ROOT/src/train/loop.c" "$ROOT/src/train/metrics.c"
+       "$ROOT/src/train/prepare.c")
 smpicc "${CFLAGS[@]}" "${CORE[@]}" "$ROOT"/src/dist/*.c "${TRAIN[@]}" \
     "$ROOT/src/data/shard.c" "$ROOT/src/data/split.c" "$ROOT/sim/blas_sim.c" \
     "$ROOT/sim/sim_mpi.c" "$ROOT/sim/sim_main.c" -o "$BUILD/dptrain-sim" -lm \
-    -Wl,--wrap=MPI_Allreduce
+    $(pkg-config --cflags --libs jansson) -Wl,--wrap=MPI_Allreduce
 gcc "${CFLAGS[@]}" "$ROOT/sim/gemm_bench.c" "$ROOT/src/core/blas.c" -o "$BUILD/gemm_bench" -lopenblas
 SIMARGS=(--layers "$LAYERS" --batch-per-rank "$BATCH" --steps "$STEPS")
 # smpirun settings common to every run. Host speed 1 Gflop/s in the platform and here: CPU

@@ -26,15 +26,6 @@ static int bn_sum_fn(void *p, double *buf, size_t n)
     return s->rc = dp_comm_allreduce_sum_f64(s->c, buf, n);
 }
 
-static void print_json_number(FILE *f, const char *key, double v)
-{
-    if (isfinite(v)) {
-        fprintf(f, ",\"%s\":%.9g", key, v);
-    } else {
-        fprintf(f, ",\"%s\":null", key);
-    }
-}
-
 static void print_record(FILE *f, const char *name, double loss, double acc)
 {
     fprintf(f, "  %s loss %.4f", name, loss);
@@ -61,29 +52,6 @@ static void log_epoch(const dp_train_cfg *cfg, const dp_epoch_record *r)
     fflush(f);
 }
 
-/* One JSON object per epoch; the fields a run has (no val_* without a validation split). */
-static void metrics_epoch(FILE *f, const dp_epoch_record *r)
-{
-    if (!f) {
-        return;
-    }
-    fprintf(f, "{\"epoch\":%d,\"step\":%ld", r->epoch, r->step);
-    print_json_number(f, "lr", r->lr);
-    print_json_number(f, "train_loss", r->train_loss);
-    print_json_number(f, "train_accuracy", r->train_accuracy);
-    if (!isnan(r->val_loss)) {
-        print_json_number(f, "val_loss", r->val_loss);
-        print_json_number(f, "val_accuracy", r->val_accuracy);
-    }
-    if (!isnan(r->test_loss)) {
-        print_json_number(f, "test_loss", r->test_loss);
-        print_json_number(f, "test_accuracy", r->test_accuracy);
-    }
-    print_json_number(f, "samples_per_s", r->samples_per_s);
-    print_json_number(f, "seconds", r->seconds);
-    fprintf(f, "}\n");
-    fflush(f);
-}
 
 /* dp_train_ctx.layer_done: starts the bucket that layer i completes, then lets MPI progress
  * the open ones. Collective (non-blocking) when it starts a bucket. */
@@ -352,7 +320,7 @@ int dp_loop_init(dp_loop *s, const dp_train_cfg *cfg, dp_model *m, const dp_data
     if ((rc = dp_comm_agree(c, rc)) == DP_OK) {
         /* The log of the epochs before a resume, as they were written. */
         for (int i = 0; i < st->n_history; i++) {
-            metrics_epoch(cfg->metrics, &st->history[i]);
+            dp_metrics_write(cfg->metrics, &st->history[i]);
         }
     }
     return rc;
@@ -609,7 +577,7 @@ static int record_epoch(dp_loop *s, double seconds)
                                .seconds = seconds};
     st->history[st->n_history++] = r;
     log_epoch(cfg, &r);
-    metrics_epoch(cfg->metrics, &r);
+    dp_metrics_write(cfg->metrics, &r);
     st->epoch = s->epoch + 1;
     st->next_batch = 0;
     st->loss_sum = st->correct_sum = st->epoch_seconds = 0.0;

@@ -97,4 +97,9 @@ int dp_loop_end_epoch(dp_loop *s);
  * call). Collective. */
 int dp_loop_finish(dp_loop *s);
 
+/* One JSON object for epoch record r as a line of f (metrics.jsonl), or nothing if f is
+ * NULL: epoch, step, lr, train_loss, train_accuracy, val_* (with a validation split), test_*
+ * (with a test split), samples_per_s, seconds; NaN or infinite figures as null. Local. */
+void dp_metrics_write(FILE *f, const dp_epoch_record *r);
+
 #endif
