@@ -90,8 +90,6 @@ typedef struct {
     const volatile sig_atomic_t *stop; /* a stop request (a signal handler sets it), or NULL */
     dp_test_hooks test;
     const char *version;     /* the program's version, recorded in outputs */
-    const dp_dataset *dataset; /* not NULL: train on this dataset (borrowed) instead of
-                                * loading cfg->data */
 } dp_run_hooks;
 
 typedef struct {

@@ -207,7 +207,8 @@ static void help(FILE *f)
 }
 
 /* The options only the program has (not part of a run's configuration): --quiet,
- * --progress. True if key is one; false to pass it on. */
+ * --progress. *taken says whether key was one (else the caller passes it on); returns the
+ * status of its value. */
 static int program_option(const char *key, const char *value, train_opts *o, bool *taken)
 {
     *taken = true;

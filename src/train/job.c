@@ -23,7 +23,7 @@ typedef struct {
     bool root;
     FILE *log;               /* rank 0's lines, or NULL */
     FILE *notice;            /* rank 0's lines shown even when quiet, or NULL */
-    dp_dataset *owned;       /* the dataset loaded here (NULL if the driver gave one) */
+    dp_dataset *owned;       /* the dataset, loaded here */
     const dp_dataset *d;
     dp_train_cfg tc;         /* cfg->train with the scaled rate and the loop's hooks */
     dp_model *m;
@@ -101,13 +101,8 @@ static int mkdir_p(const char *dir)
 static int load_data(job *j)
 {
     const dp_run_cfg *cfg = j->cfg;
-    int rc = DP_OK;
-    if (j->hooks->dataset) {
-        j->d = j->hooks->dataset;
-    } else {
-        rc = dp_dataset_load(cfg->data, &j->owned);
-        j->d = j->owned;
-    }
+    int rc = dp_dataset_load(cfg->data, &j->owned);
+    j->d = j->owned;
     if ((rc = agree(j, rc, "")) != DP_OK) {
         return rc;
     }
@@ -127,10 +122,8 @@ static int load_data(job *j)
 /* The model, initialised from the seed (every rank gets rank 0's), and a fresh state. */
 static int build_model(job *j)
 {
-    char ctx[DP_PATH_MAX + 8] = "";
-    if (!j->hooks->dataset) {
-        snprintf(ctx, sizeof ctx, "%s: ", j->cfg->data);
-    }
+    char ctx[DP_PATH_MAX + 8];
+    snprintf(ctx, sizeof ctx, "%s: ", j->cfg->data);
     dp_model_cfg mc = j->cfg->model;
     mc.seed = j->tc.seed;
     int rc = dp_train_check(&j->tc, &mc, j->d, j->size);
@@ -282,7 +275,7 @@ static void banner(const job *j)
     const dp_dataset *d = j->d;
     const size_t B = j->tc.batch ? j->tc.batch : d->train.n;
     say(j, "config: %s\n", j->cfgjson);
-    say(j, "data: %s: train %zu x %d, test %zu, %s\n", j->hooks->dataset ? "(given)" : j->cfg->data,
+    say(j, "data: %s: train %zu x %d, test %zu, %s\n", j->cfg->data,
         d->train.n, d->train.n_features, d->test.n,
         d->n_classes > 0 ? "classification" : "regression");
     say(j, "model: %zu parameters; global batch %zu (%zu rows per rank at most)\n",

@@ -530,9 +530,10 @@ int dp_run_opts_set(dp_run_opts *o, const char *key, const char *value)
         }
         free(o->value[slot]);
         o->value[slot] = NULL;
-        if (!value || strcmp(value, "true") == 0) {
-            o->value[slot] = strdup("true");
+        if (value && strcmp(value, "false") == 0) {
+            return DP_OK; /* a switch set false is not given */
         }
+        value = "true";
     } else {
         if (!value) {
             return dp_err(DP_EINVAL, "option '%s' needs a value", flag);
@@ -544,12 +545,9 @@ int dp_run_opts_set(dp_run_opts *o, const char *key, const char *value)
             return rc;
         }
         free(o->value[slot]);
-        o->value[slot] = strdup(value);
     }
-    if (o->value[slot] == NULL && (!option_at(slot)->is_switch || !value || strcmp(value, "false"))) {
-        return dp_err(DP_ENOMEM, "out of memory (options)");
-    }
-    return DP_OK;
+    o->value[slot] = strdup(value);
+    return o->value[slot] ? DP_OK : dp_err(DP_ENOMEM, "out of memory (options)");
 }
 
 int dp_run_opts_apply(const dp_run_opts *o, dp_run_cfg *cfg)
