@@ -5,6 +5,7 @@
 #define DPTRAIN_DIST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct dp_comm dp_comm;
 typedef struct dp_watchdog dp_watchdog;
@@ -30,6 +31,12 @@ int dp_comm_local_size(const dp_comm *c);
 /* In-place sums over every rank. Collective. */
 int dp_comm_allreduce_sum_f32(const dp_comm *c, float *buf, size_t n);
 int dp_comm_allreduce_sum_f64(const dp_comm *c, double *buf, size_t n);
+/* In-place integer sum: exact and associative, so the result does not depend on the number
+ * of ranks or the reduction order (deterministic mode; also a gather: each slot written by
+ * one rank, zero on the others, ends with that rank's bits everywhere). Collective. */
+int dp_comm_allreduce_sum_i64(const dp_comm *c, int64_t *buf, size_t n);
+/* In-place element-wise maximum (exact: the same whatever the order). Collective. */
+int dp_comm_allreduce_max_f32(const dp_comm *c, float *buf, size_t n);
 /* Broadcasts n floats from root. Collective. */
 int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root);
 /* Agrees on a status: returns the largest status over the ranks (DP_OK if all are).

@@ -250,6 +250,38 @@ const float *dp_model_forward(dp_model *m, const float *x, int B);
  * a dp status (having recorded a dp_err message). */
 typedef int (*dp_sum_fn)(void *ctx, double *buf, size_t n);
 
+/* Deterministic mode: the rows of a training forward are this rank's virtual shards of the
+ * global batch, in order. Every row-wise product runs shard by shard (the same GEMM shapes
+ * whichever rank holds a shard), every sum over rows is taken per shard and the shards are
+ * combined exactly: batch-norm sums by gathering every shard's sums and adding them in shard
+ * order; the dense gradients (w and b) as fixed-point integers (exact.h) in acc, with
+ * exponents from bounds agreed over the ranks (max). The caller sums acc over the ranks
+ * (int64) and turns it back into floats with exp; batch-norm gamma and beta gradients come
+ * out of the backward already summed over every shard of every rank. */
+typedef struct {
+    int n_shards;             /* V: virtual shards of the global batch */
+    int first, count;         /* this rank's shards [first, first + count) */
+    const int *rows;          /* (count): rows of each of this rank's shards, summing to B */
+    int max_rows;             /* the most rows in any shard of the global batch */
+    /* Exact gather over the ranks: buf holds n_shards blocks, this rank's filled and the
+     * others zero; afterwards every block is filled. NULL: one process holds every shard. */
+    int (*gather)(void *ctx, double *buf, size_t n);
+    /* Element-wise maximum over the ranks, in place. NULL: one process. */
+    int (*max)(void *ctx, float *buf, size_t n);
+    void *fn_ctx;
+    double *scratch;          /* n_shards * dp_model_shard_scratch(m) doubles */
+    int64_t *acc;             /* (n_params): written by dp_model_backward: the fixed-point
+                               * dense gradients of this rank's shards (gamma and beta slots
+                               * are left 0) */
+    int exp[2 * DP_MAX_LAYERS]; /* written by dp_model_backward: the exponents of layer i's
+                                 * w (2i) and b (2i + 1) in acc */
+    bool nonfinite;           /* written by dp_model_backward: a gradient was NaN or
+                               * infinite (acc is then meaningless) */
+} dp_shards;
+
+/* Doubles per shard that dp_shards.scratch needs for model m. */
+size_t dp_model_shard_scratch(const dp_model *m);
+
 typedef struct {
     uint64_t seed;            /* dropout masks */
     long step;                /* dropout masks: the optimizer step (plus micro-batch index if
@@ -264,6 +296,8 @@ typedef struct {
      * A non-zero return stops the backward with that status. */
     int (*layer_done)(void *ctx, int layer);
     void *layer_ctx;
+    dp_shards *shards;        /* NULL: the default mode (sum is used); else deterministic mode
+                               * (sum and layer_done are not used) */
 } dp_train_ctx;
 
 /* Tag of the dropout masks. Row r, unit j of layer i is kept iff

@@ -48,6 +48,9 @@ typedef enum {
     DP_REDUCE_COUNT
 } dp_reduce_mode;
 
+/* Default --shards of deterministic mode: the most ranks its guarantee covers. */
+#define DP_SHARDS_DEFAULT 16
+
 /* Default --bucket-kb: see README "Speed" for the measurement behind it. */
 #define DP_BUCKET_KB_DEFAULT 256
 /* A step whose mean training loss exceeds this many times the run's reference loss (the
@@ -118,6 +121,12 @@ typedef struct {
      * rides the gradient allreduce), writes a checkpoint and returns DP_ESTOPPED. A signal
      * handler sets it. NULL: never. */
     const volatile sig_atomic_t *stop;
+    bool deterministic;     /* the same bits for any number of ranks from 1 to shards: every
+                             * global batch is cut into `shards` virtual shards, each computed
+                             * on its own and summed exactly (README "Deterministic mode");
+                             * blocking allreduce only */
+    int shards;             /* deterministic: virtual shards per global batch, 1 to
+                             * DP_FIXED_MAX_TERMS (exact.h); the run's ranks must not exceed it */
     dp_reduce_mode reduce;  /* blocking (default) or overlapped with the backward pass */
     size_t bucket_bytes;    /* overlap: close a bucket once its layers hold this many bytes
                              * of gradient (0 = one bucket per layer) */

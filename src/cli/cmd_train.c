@@ -166,7 +166,17 @@ static void help(FILE *f)
 "output and runtime:\n"
 "  --out DIR           writes DIR/model.h5, DIR/metrics.jsonl, DIR/config.json [%s]\n"
 "  --eval-batch N      rows per forward pass when evaluating, per rank          [%d]\n"
-"  --threads N         OpenBLAS threads per rank; 0 = cores / ranks on the node [auto]\n"
+"  --threads N         OpenBLAS threads per rank; 0 = cores / ranks on the node,\n"
+"                      1 with --deterministic                             [auto]\n"
+"  --deterministic     the same bits for any number of ranks from 1 to --shards:\n"
+"                      parameters, optimizer state, batch-norm statistics and\n"
+"                      every metric; a checkpoint resumes bit-identically at any\n"
+"                      such N. Each global batch is cut into --shards virtual\n"
+"                      shards computed one by one and summed exactly. Costs\n"
+"                      speed at small batches (README \"Deterministic mode\");\n"
+"                      one BLAS thread per rank, blocking allreduce       [off]\n"
+"  --shards V          deterministic: virtual shards per global batch, the most\n"
+"                      ranks the run can use; the bits depend on V        [%d]\n"
 "  --allreduce MODE    blocking: one allreduce of all gradients after the\n"
 "                      backward pass; overlap: buckets of layers (last first),\n"
 "                      each summed with a non-blocking allreduce while the\n"
@@ -202,7 +212,8 @@ static void help(FILE *f)
             dp_sched_name(d.run.train.sched.kind), d.run.train.sched.gamma, d.run.train.sched.step_size,
             d.run.train.sched.warmup_start_factor, d.run.train.plateau_patience, d.run.train.batch, d.run.train.epochs, (unsigned long long)d.run.train.seed,
             d.run.train.accumulate, d.run.train.clip_norm, d.run.train.val_fraction, d.run.train.patience, d.run.train.min_delta,
-            d.run.train.checkpoint_epochs, d.run.keep_last, d.run.out, d.run.train.eval_batch, DP_BUCKET_KB_DEFAULT,
+            d.run.train.checkpoint_epochs, d.run.keep_last, d.run.out, d.run.train.eval_batch, d.run.train.shards,
+            DP_BUCKET_KB_DEFAULT,
             progress_names[d.progress]);
 }
 
@@ -682,7 +693,9 @@ int dp_cmd_train(int argc, char **argv)
         }
         goto out;
     }
-    int threads = o.run.threads > 0 ? o.run.threads : dp_cli_auto_threads(dp_comm_local_size(c));
+    int threads = o.run.threads > 0          ? o.run.threads
+                  : o.run.train.deterministic ? 1
+                                              : dp_cli_auto_threads(dp_comm_local_size(c));
     dp_blas_set_threads(threads);
     if (root && !o.quiet) {
         const char *fallback = getenv("DPTRAIN_BLAS_REEXEC");

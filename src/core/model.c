@@ -5,6 +5,7 @@
 #include "model_impl.h"
 
 #include "dptrain/err.h"
+#include "dptrain/exact.h"
 #include "dptrain/rng.h"
 
 #include <math.h>
@@ -200,6 +201,15 @@ size_t dp_model_bytes(const dp_model *m)
     floats += 2 * mb * widest + mb * (size_t)c->sizes[c->n_layers]; /* scratch, dout */
     return floats * sizeof(float) + (2 * widest + 1) * sizeof(double); /* + red */
 }
+size_t dp_model_shard_scratch(const dp_model *m)
+{
+    int widest = 1;
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        widest = m->layers[i].out > widest ? m->layers[i].out : widest;
+    }
+    return 2 * (size_t)widest + 1;
+}
+
 float *dp_model_params(dp_model *m) { return m->params; }
 float *dp_model_grads(dp_model *m) { return m->grads; }
 dp_dense *dp_model_layer(dp_model *m, int i) { return &m->layers[i]; }
@@ -273,22 +283,56 @@ static int sum_failed(int rc, const char *what, int layer)
                   prev[0] ? prev : dp_strstatus(rc));
 }
 
+/* s (2n + 1) = per-feature sums of z and z^2 over rows [0, B) of z (B,n), and B. */
+static void bn_row_sums(double *s, const float *z, const float *unused, int B, int n)
+{
+    (void)unused;
+    memset(s, 0, (2 * (size_t)n + 1) * sizeof *s);
+    for (int r = 0; r < B; r++) {
+        for (int j = 0; j < n; j++) {
+            double v = z[(size_t)r * n + j];
+            s[j] += v;
+            s[n + j] += v * v;
+        }
+    }
+    s[2 * n] = (double)B;
+}
+
+/* Per-feature sums s over B rows of a and b (both (B,n)). */
+typedef void (*row_sums_fn)(double *s, const float *a, const float *b, int B, int n);
+
+/* Deterministic mode: the sums of each of this rank's shards (fill on the shard's rows of a
+ * and b, (B,n)), gathered over the ranks and added in shard order into out (len). */
+static int shard_sums(dp_shards *sh, size_t len, row_sums_fn fill, const float *a,
+                      const float *b, int n, double *out)
+{
+    int rc = DP_OK;
+    size_t row0 = 0;
+    memset(sh->scratch, 0, (size_t)sh->n_shards * len * sizeof *sh->scratch);
+    for (int k = 0; k < sh->count; k++) {
+        fill(sh->scratch + (size_t)(sh->first + k) * len, a + row0 * (size_t)n,
+             b ? b + row0 * (size_t)n : NULL, sh->rows[k], n);
+        row0 += (size_t)sh->rows[k];
+    }
+    if (sh->gather && (rc = sh->gather(sh->fn_ctx, sh->scratch, (size_t)sh->n_shards * len))) {
+        return rc;
+    }
+    dp_sum_blocks(out, sh->scratch, sh->n_shards, len);
+    return DP_OK;
+}
+
 /* Training-mode batch norm of layer i over the global batch; updates the running stats. */
 static int bn_forward_train(dp_model *m, int i, int B, const dp_train_ctx *ctx)
 {
     int rc = DP_OK, n = m->layers[i].out;
-    const float *z = m->z[i];
     double *s1 = m->red, *s2 = m->red + n;
-    memset(m->red, 0, (2 * (size_t)n + 1) * sizeof *m->red);
-    for (int r = 0; r < B; r++) {
-        for (int j = 0; j < n; j++) {
-            double v = z[(size_t)r * n + j];
-            s1[j] += v;
-            s2[j] += v * v;
-        }
+    if (ctx->shards) {
+        rc = shard_sums(ctx->shards, 2 * (size_t)n + 1, bn_row_sums, m->z[i], NULL, n, m->red);
+    } else {
+        bn_row_sums(m->red, m->z[i], NULL, B, n);
+        rc = ctx->sum ? ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n + 1) : DP_OK;
     }
-    m->red[2 * n] = (double)B;
-    if (ctx->sum && (rc = ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n + 1)) != DP_OK) {
+    if (rc != DP_OK) {
         return sum_failed(rc, "batch-norm statistics", i);
     }
     double N = m->red[2 * n];
@@ -348,6 +392,38 @@ const float *dp_model_forward(dp_model *m, const float *x, int B)
     return in;
 }
 
+/* Layer i's dense product of B rows of in into z[i]: in one product, or (deterministic mode)
+ * one product per shard, so that a shard's rows see the same GEMM shape on any rank. */
+static void dense_forward_rows(dp_model *m, int i, const float *in, int B, const dp_shards *sh)
+{
+    dp_dense *l = &m->layers[i];
+    if (!sh) {
+        dp_dense_forward(l, m->z[i], in, B);
+        return;
+    }
+    size_t r0 = 0;
+    for (int k = 0; k < sh->count; k++) {
+        dp_dense_forward(l, m->z[i] + r0 * (size_t)l->out, in + r0 * (size_t)l->in, sh->rows[k]);
+        r0 += (size_t)sh->rows[k];
+    }
+}
+
+/* The shard layout of a deterministic training forward of B rows: caller bugs. */
+static int check_shards(const dp_shards *sh, int B)
+{
+    long rows = 0;
+    for (int k = 0; k < sh->count; k++) {
+        rows += sh->rows[k] >= 0 && sh->rows[k] <= sh->max_rows ? sh->rows[k] : -(1L << 40);
+    }
+    if (sh->n_shards < 1 || sh->first < 0 || sh->count < 0 ||
+        sh->first + sh->count > sh->n_shards || rows != B || !sh->scratch || !sh->acc) {
+        return dp_err(DP_EINVAL, "model: the shards of a deterministic training forward (%d "
+                                 "of %d from %d, %ld rows) do not fit its %d rows", sh->count,
+                      sh->n_shards, sh->first, rows, B);
+    }
+    return DP_OK;
+}
+
 const float *dp_model_forward_train(dp_model *m, const float *x, int B, const dp_train_ctx *ctx)
 {
     m->training = false; /* until this forward completes, backward has nothing to use */
@@ -368,11 +444,14 @@ const float *dp_model_forward_train(dp_model *m, const float *x, int B, const dp
             return NULL;
         }
     }
+    if (ctx->shards && check_shards(ctx->shards, B) != DP_OK) {
+        return NULL;
+    }
     m->training = true;
     const float *in = x;
     for (int i = 0; i < m->cfg.n_layers; i++) {
         dp_dense *l = &m->layers[i];
-        dp_dense_forward(l, m->z[i], in, B);
+        dense_forward_rows(m, i, in, B, ctx->shards);
         if (m->gamma[i] && bn_forward_train(m, i, B, ctx) != DP_OK) {
             m->training = false;
             return NULL;
@@ -387,20 +466,35 @@ const float *dp_model_forward_train(dp_model *m, const float *x, int B, const dp
     return in;
 }
 
+/* s (2n) = per-feature sums of dz and dz * xhat over rows [0, B) (dz, xhat (B,n)). */
+static void bn_grad_sums(double *s, const float *dz, const float *xh, int B, int n)
+{
+    memset(s, 0, 2 * (size_t)n * sizeof *s);
+    for (int r = 0; r < B; r++) {
+        for (int j = 0; j < n; j++) {
+            size_t k = (size_t)r * n + j;
+            s[j] += dz[k];
+            s[n + j] += (double)dz[k] * xh[k];
+        }
+    }
+}
+
 /* Batch-norm backward of layer i, in place: dz (B,n) = dL/dz on entry, dL/du on return.
- * Writes or adds dgamma = sum dz xhat and dbeta = sum dz (this process's rows). */
+ * Writes or adds dgamma = sum dz xhat and dbeta = sum dz (this process's rows; in
+ * deterministic mode, every shard of every rank, added in shard order). */
 static int bn_backward(dp_model *m, int i, float *dz, int B, bool accumulate)
 {
     int rc = DP_OK, n = m->layers[i].out;
     const float *xh = m->xhat[i], *g = m->gamma[i], *is = m->invstd[i];
     double *sdy = m->red, *sdyx = m->red + n;
-    memset(m->red, 0, 2 * (size_t)n * sizeof *m->red);
-    for (int r = 0; r < B; r++) {
-        for (int j = 0; j < n; j++) {
-            size_t k = (size_t)r * n + j;
-            sdy[j] += dz[k];
-            sdyx[j] += (double)dz[k] * xh[k];
+    dp_shards *sh = m->training ? m->ctx->shards : NULL;
+    if (sh) {
+        rc = shard_sums(sh, 2 * (size_t)n, bn_grad_sums, dz, xh, n, m->red);
+        if (rc != DP_OK) {
+            return sum_failed(rc, "batch-norm backward sums", i);
         }
+    } else {
+        bn_grad_sums(m->red, dz, xh, B, n);
     }
     for (int j = 0; j < n; j++) {
         m->dgamma[i][j] = (float)(accumulate ? m->dgamma[i][j] + sdyx[j] : sdyx[j]);
@@ -416,7 +510,7 @@ static int bn_backward(dp_model *m, int i, float *dz, int B, bool accumulate)
         return DP_OK;
     }
     const dp_train_ctx *ctx = m->ctx;
-    if (ctx->sum && (rc = ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n)) != DP_OK) {
+    if (!sh && ctx->sum && (rc = ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n)) != DP_OK) {
         return sum_failed(rc, "batch-norm backward sums", i);
     }
     /* dxhat = dz gamma; du = invstd (dxhat - mean_N(dxhat) - xhat mean_N(dxhat xhat)). */
@@ -435,8 +529,61 @@ static int bn_backward(dp_model *m, int i, float *dz, int B, bool accumulate)
     return DP_OK;
 }
 
+/* Deterministic mode: layer i's weight and bias gradients of every shard of this rank,
+ * each product on the shard's rows alone, rounded to fixed point and added into sh->acc,
+ * with exponents from bounds agreed over the ranks: |dw| <= rows * max|dz| * max|x| and
+ * |db| <= rows * max|dz| for any shard. Writes l->dw and l->db as scratch. Collective. */
+static int dense_grads_shards(dp_model *m, int i, const float *dz, const float *x, int B,
+                              dp_shards *sh)
+{
+    dp_dense *l = &m->layers[i];
+    const size_t in = (size_t)l->in, out = (size_t)l->out, off = (size_t)(l->w - m->params);
+    int64_t *acc_w = sh->acc + off, *acc_b = acc_w + out * in;
+    float bound[2] = {dp_absmax(dz, (size_t)B * out), dp_absmax(x, (size_t)B * in)};
+    int rc = sh->max ? sh->max(sh->fn_ctx, bound, 2) : DP_OK;
+    if (rc != DP_OK) {
+        return sum_failed(rc, "gradient bounds", i);
+    }
+    const double bb = (double)sh->max_rows * bound[0], bw = bb * bound[1];
+    memset(acc_w, 0, (dp_model_layer_offset(m, i + 1) - off) * sizeof *acc_w);
+    if (!isfinite(bw) || !isfinite(bb)) {
+        sh->nonfinite = true;
+        return DP_OK;
+    }
+    sh->exp[2 * i] = dp_fixed_exp(bw);
+    sh->exp[2 * i + 1] = dp_fixed_exp(bb);
+    size_t r0 = 0;
+    for (int k = 0; k < sh->count; k++) {
+        dp_dense_backward(l, NULL, dz + r0 * out, x + r0 * in, sh->rows[k], false);
+        dp_fixed_add(acc_w, l->dw, out * in, sh->exp[2 * i]);
+        dp_fixed_add(acc_b, l->db, out, sh->exp[2 * i + 1]);
+        r0 += (size_t)sh->rows[k];
+    }
+    return DP_OK;
+}
+
+/* The input gradient dx (B,in) = dz (B,out) w, shard by shard in deterministic mode. */
+static void dense_dx_rows(const dp_dense *l, float *dx, const float *dz, int B,
+                          const dp_shards *sh)
+{
+    if (!sh) {
+        dp_dense_backward_dx(l, dx, dz, B);
+        return;
+    }
+    size_t r0 = 0;
+    for (int k = 0; k < sh->count; k++) {
+        dp_dense_backward_dx(l, dx + r0 * (size_t)l->in, dz + r0 * (size_t)l->out, sh->rows[k]);
+        r0 += (size_t)sh->rows[k];
+    }
+}
+
 int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, bool accumulate)
 {
+    dp_shards *sh = m->training ? m->ctx->shards : NULL;
+    if (sh) {
+        sh->nonfinite = false;
+        accumulate = false; /* the caller adds the fixed-point sums */
+    }
     const float *g = dout; /* dL/d(output of layer i, after its dropout if any) */
     int which = 0, rc = DP_OK;
     for (int i = m->cfg.n_layers - 1; i >= 0; i--) {
@@ -454,13 +601,21 @@ int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, boo
             return rc;
         }
         float *dx = (i > 0) ? m->scratch[which ^ 1] : NULL;
-        /* The weight gradients first: their allreduce may start while dx is computed. */
-        dp_dense_backward(l, NULL, dz, i > 0 ? layer_output(m, i - 1) : x, B, accumulate);
-        if (m->training && m->ctx->layer_done && (rc = m->ctx->layer_done(m->ctx->layer_ctx, i))) {
-            return rc;
+        const float *in = i > 0 ? layer_output(m, i - 1) : x;
+        if (sh) {
+            if ((rc = dense_grads_shards(m, i, dz, in, B, sh)) != DP_OK) {
+                return rc;
+            }
+        } else {
+            /* The weight gradients first: their allreduce may start while dx is computed. */
+            dp_dense_backward(l, NULL, dz, in, B, accumulate);
+            if (m->training && m->ctx->layer_done &&
+                (rc = m->ctx->layer_done(m->ctx->layer_ctx, i))) {
+                return rc;
+            }
         }
         if (dx) {
-            dp_dense_backward_dx(l, dx, dz, B);
+            dense_dx_rows(l, dx, dz, B, sh);
         }
         g = dx;
         which ^= 1;

@@ -125,8 +125,8 @@ int dp_comm_local_size(const dp_comm *c) { return c->local_size; }
 
 /* In-place sum (root < 0) or broadcast from root of n elements of type t, elem_bytes each,
  * in pieces that fit MPI's int counts. Collective. */
-static int chunked(const dp_comm *c, void *buf, size_t n, MPI_Datatype t, size_t elem_bytes,
-                   int root)
+static int chunked_op(const dp_comm *c, void *buf, size_t n, MPI_Datatype t,
+                      size_t elem_bytes, int root, MPI_Op op)
 {
     int rc = DP_OK;
     dp_wd_enter(c, root < 0 ? WD_ALLREDUCE : WD_BCAST);
@@ -134,7 +134,7 @@ static int chunked(const dp_comm *c, void *buf, size_t n, MPI_Datatype t, size_t
         int cnt = (int)(n - off < DP_MPI_CHUNK ? n - off : DP_MPI_CHUNK);
         char *p = (char *)buf + off * elem_bytes;
         if (root < 0) {
-            DP_MPI(MPI_Allreduce(MPI_IN_PLACE, p, cnt, t, MPI_SUM, c->comm));
+            DP_MPI(MPI_Allreduce(MPI_IN_PLACE, p, cnt, t, op, c->comm));
         } else {
             DP_MPI(MPI_Bcast(p, cnt, t, root, c->comm));
         }
@@ -142,6 +142,22 @@ static int chunked(const dp_comm *c, void *buf, size_t n, MPI_Datatype t, size_t
 done:
     dp_wd_leave(c);
     return rc;
+}
+
+static int chunked(const dp_comm *c, void *buf, size_t n, MPI_Datatype t, size_t elem_bytes,
+                   int root)
+{
+    return chunked_op(c, buf, n, t, elem_bytes, root, MPI_SUM);
+}
+
+int dp_comm_allreduce_sum_i64(const dp_comm *c, int64_t *buf, size_t n)
+{
+    return chunked(c, buf, n, MPI_INT64_T, sizeof *buf, -1);
+}
+
+int dp_comm_allreduce_max_f32(const dp_comm *c, float *buf, size_t n)
+{
+    return chunked_op(c, buf, n, MPI_FLOAT, sizeof *buf, -1, MPI_MAX);
 }
 
 int dp_comm_allreduce_sum_f32(const dp_comm *c, float *buf, size_t n)

@@ -127,6 +127,11 @@ static int build_model(job *j)
     dp_model_cfg mc = j->cfg->model;
     mc.seed = j->tc.seed;
     int rc = dp_train_check(&j->tc, &mc, j->d, j->size);
+    if (rc == DP_OK && j->tc.deterministic && j->cfg->threads > 1) {
+        rc = dp_err(DP_EINVAL, "--deterministic runs one BLAS thread per rank (its guarantee "
+                               "is stated for one), not --threads %d: use more ranks instead",
+                    j->cfg->threads);
+    }
     if ((rc = agree(j, rc, ctx)) != DP_OK) {
         return rc;
     }

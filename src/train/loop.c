@@ -137,8 +137,7 @@ static int evaluate_held_out(const dp_loop *s)
     return rc;
 }
 
-/* Rows in global batch b of an epoch of n rows. */
-static size_t batch_rows(size_t b, size_t B, size_t n)
+size_t dp_loop_batch_rows(size_t b, size_t B, size_t n)
 {
     size_t g0 = b * B;
     return g0 + B <= n ? B : n - g0;
@@ -150,7 +149,7 @@ static const size_t *rank_slice(const size_t *order, size_t b, size_t B, size_t 
                                 int size, int *count)
 {
     size_t lo = 0, hi = 0;
-    dp_shard_rows(batch_rows(b, B, n), rank, size, &lo, &hi);
+    dp_shard_rows(dp_loop_batch_rows(b, B, n), rank, size, &lo, &hi);
     *count = (int)(hi - lo);
     return order + b * B + lo;
 }
@@ -234,21 +233,11 @@ static void test_hold(const volatile sig_atomic_t *stop, int rank, long step)
 
 /* Phase timing of a step: each lap adds the seconds since the previous lap (or the start)
  * to one field of dp_step_times and starts the next phase. Local. */
-typedef struct {
-    double t;
-} phase_clock;
-
-static phase_clock phase_start(void)
-{
-    return (phase_clock){dp_wtime()};
-}
-
-/* Adds the time since the last lap to *field; returns the time now. */
-static double phase_lap(phase_clock *clk, double *field)
+double dp_loop_lap(dp_step_ctx *sc, double *field)
 {
     const double now = dp_wtime();
-    *field += now - clk->t;
-    clk->t = now;
+    *field += now - sc->t;
+    sc->t = now;
     return now;
 }
 
@@ -257,6 +246,16 @@ static double phase_lap(phase_clock *clk, double *field)
 size_t dp_loop_batch(const dp_train_cfg *cfg, size_t n)
 {
     return (cfg->batch == 0 || cfg->batch > n) ? n : cfg->batch;
+}
+
+size_t dp_loop_max_local(const dp_train_cfg *cfg, size_t B, int size)
+{
+    const size_t N = (size_t)size;
+    if (!cfg->deterministic) {
+        return (B + N - 1) / N;
+    }
+    const size_t V = (size_t)cfg->shards;
+    return (V + N - 1) / N * ((B + V - 1) / V);
 }
 
 void dp_loop_free(dp_loop *s)
@@ -269,6 +268,7 @@ void dp_loop_free(dp_loop *s)
     free(s->x);
     free(s->values);
     free(s->labels);
+    dp_loop_det_free(s);
 }
 
 static int loop_alloc(dp_loop *s)
@@ -276,7 +276,7 @@ static int loop_alloc(dp_loop *s)
     int rc = DP_OK;
     const dp_train_cfg *cfg = s->cfg;
     const size_t n = s->tr->n;
-    const size_t max_local = (s->B + (size_t)s->size - 1) / (size_t)s->size;
+    const size_t max_local = dp_loop_max_local(cfg, s->B, s->size);
     DP_CALLOC(s->rows, n);
     DP_CALLOC(s->val, s->n_val);
     dp_val_split(n, cfg->val_fraction, cfg->seed, s->rows, s->val);
@@ -290,6 +290,9 @@ static int loop_alloc(dp_loop *s)
     }
     if (cfg->reduce == DP_REDUCE_OVERLAP && s->size > 1) {
         DP_TRY(overlap_create(&s->ov, s->m, cfg->bucket_bytes, DP_TAIL_USED, s->c));
+    }
+    if (cfg->deterministic) {
+        DP_TRY(dp_loop_det_alloc(s));
     }
 done:
     return rc;
@@ -339,18 +342,8 @@ void dp_loop_begin_epoch(dp_loop *s, int epoch)
 
 /* --- one optimizer step ---------------------------------------------------------------- */
 
-/* What one step carries from part to part. */
-typedef struct {
-    size_t b0, b1;      /* the step's global batches [b0, b1) */
-    size_t group;       /* rows in them, over all ranks */
-    double loss;        /* this rank's sum of its rows' losses (unscaled) */
-    long correct;       /* this rank's correct rows */
-    phase_clock clk;
-    dp_step_times tm;   /* this step's phase times */
-} step_ctx;
 
-/* This rank asks to stop in this step: a signal (cfg->stop) or the stop_at test hook. */
-static bool stop_requested(const dp_loop *s)
+bool dp_loop_stop_requested(const dp_loop *s)
 {
     const long stop_at = s->hooks->stop_at > 0 ? s->hooks->stop_at : -1;
     return (s->cfg->stop && *s->cfg->stop) ||
@@ -361,7 +354,7 @@ static bool stop_requested(const dp_loop *s)
  * loss (into sc->loss, sc->correct), then the backward, which adds into the gradients after
  * the step's first batch. The last batch fills the tail that rides the allreduce, and its
  * backward starts the overlapped allreduce, if any. Collective with batch norm or overlap. */
-static int micro_batch(dp_loop *s, step_ctx *sc, size_t b)
+static int micro_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
 {
     const dp_train_cfg *cfg = s->cfg;
     float *tail = dp_model_grads(s->m) + dp_model_n_params(s->m), *dout = dp_model_dout(s->m);
@@ -369,7 +362,7 @@ static int micro_batch(dp_loop *s, step_ctx *sc, size_t b)
     int nl = 0;
     const size_t *ids = rank_slice(s->order, b, s->B, s->n_rows, s->rank, s->size, &nl);
     dp_split_gather(s->tr, ids, nl, s->x, s->labels, s->values);
-    phase_lap(&sc->clk, &sc->tm.data);
+    dp_loop_lap(sc, &sc->tm.data);
     /* Dropout masks are keyed by (seed, step, layer, file row): any N gives the same masks.
      * Batch-norm statistics are summed over the ranks. */
     bn_sum bs = {s->c, DP_OK};
@@ -390,7 +383,7 @@ static int micro_batch(dp_loop *s, step_ctx *sc, size_t b)
     if (last) {
         tail[DP_TAIL_LOSS] = (float)sc->loss;
         tail[DP_TAIL_CORRECT] = (float)sc->correct;
-        tail[DP_TAIL_STOP] = stop_requested(s) ? 1.0f : 0.0f;
+        tail[DP_TAIL_STOP] = dp_loop_stop_requested(s) ? 1.0f : 0.0f;
     }
     if (b + 1 < s->n_batches) {
         /* The next batch's rows start moving into the cache during the backward. */
@@ -398,32 +391,47 @@ static int micro_batch(dp_loop *s, step_ctx *sc, size_t b)
         const size_t *next = rank_slice(s->order, b + 1, s->B, s->n_rows, s->rank, s->size, &n1);
         dp_split_prefetch(s->tr, next, n1);
     }
-    phase_lap(&sc->clk, &sc->tm.forward);
+    dp_loop_lap(sc, &sc->tm.forward);
     const int rc = dp_model_backward(s->m, s->x, dout, nl, b > sc->b0);
-    phase_lap(&sc->clk, &sc->tm.backward);
+    dp_loop_lap(sc, &sc->tm.backward);
     return rc;
 }
 
 /* Sums the gradients and the tail over the ranks: one blocking allreduce, or the wait for
  * the buckets the backward started. Collective. */
-static int reduce_grads(dp_loop *s, step_ctx *sc)
+static int reduce_grads(dp_loop *s, dp_step_ctx *sc)
 {
     int rc = DP_OK;
     if (s->hooks->skip_allreduce || s->size == 1) {
         /* One rank's sum is its own; the test hook leaves gradients unsummed. */
     } else if (s->ov.r) {
         if ((rc = dp_reducer_wait(s->ov.r)) == DP_OK) {
-            sc->tm.reduce = phase_lap(&sc->clk, &sc->tm.reduce_wait) - s->ov.t_first;
+            sc->tm.reduce = dp_loop_lap(sc, &sc->tm.reduce_wait) - s->ov.t_first;
         }
     } else {
         rc = dp_comm_allreduce_sum_f32(s->c, dp_model_grads(s->m),
                                        dp_model_n_params(s->m) + DP_TAIL_USED);
         if (rc == DP_OK) {
-            phase_lap(&sc->clk, &sc->tm.reduce);
+            dp_loop_lap(sc, &sc->tm.reduce);
             sc->tm.reduce_wait = sc->tm.reduce;
         }
     }
     return rc;
+}
+
+/* Deterministic mode, after the step's batches: the step's gradient in the arena, and its
+ * loss, correct rows and stop request in the tail, as reduce_grads leaves them. Local. */
+static int det_step_sums(dp_loop *s, const dp_step_ctx *sc)
+{
+    const size_t n_params = dp_model_n_params(s->m);
+    float *g = dp_model_grads(s->m);
+    if (s->det.sum) {
+        memcpy(g, s->det.sum, n_params * sizeof *g);
+    }
+    g[n_params + DP_TAIL_LOSS] = (float)sc->loss;
+    g[n_params + DP_TAIL_CORRECT] = (float)sc->correct;
+    g[n_params + DP_TAIL_STOP] = sc->stop ? 1.0f : 0.0f;
+    return DP_OK;
 }
 
 /* The step's summed loss must be finite and must not explode. The same on every rank. */
@@ -441,7 +449,7 @@ static int check_loss(dp_loop *s, float group_loss, size_t group)
 
 /* Counts the step into the epoch's sums, then updates the parameters from the summed
  * gradient: rmse rescale, clipping, the scheduled rate, the optimizer. Local. */
-static void update(dp_loop *s, const step_ctx *sc)
+static void update(dp_loop *s, const dp_step_ctx *sc)
 {
     const dp_train_cfg *cfg = s->cfg;
     dp_train_state *st = s->st;
@@ -513,22 +521,22 @@ int dp_loop_train_step(dp_loop *s)
 {
     dp_train_state *st = s->st;
     const float *tail = dp_model_grads(s->m) + dp_model_n_params(s->m);
-    step_ctx sc = {.b0 = st->next_batch, .tm = {.steps = 1}};
+    dp_step_ctx sc = {.b0 = st->next_batch, .tm = {.steps = 1}};
     sc.b1 = sc.b0 + s->K < s->n_batches ? sc.b0 + s->K : s->n_batches;
     for (size_t b = sc.b0; b < sc.b1; b++) {
-        sc.group += batch_rows(b, s->B, s->n_rows);
+        sc.group += dp_loop_batch_rows(b, s->B, s->n_rows);
     }
     if (s->hooks->hold_at > 0 && st->step + 1 == s->hooks->hold_at && s->cfg->stop) {
         test_hold(s->cfg->stop, s->rank, s->hooks->hold_at);
     }
-    sc.clk = phase_start();
+    sc.t = dp_wtime();
     s->ov.n_started = 0;
     int rc = DP_OK;
     for (size_t b = sc.b0; b < sc.b1 && rc == DP_OK; b++) {
-        rc = micro_batch(s, &sc, b);
+        rc = s->cfg->deterministic ? dp_loop_det_batch(s, &sc, b) : micro_batch(s, &sc, b);
     }
     if (rc == DP_OK) {
-        rc = reduce_grads(s, &sc);
+        rc = s->cfg->deterministic ? det_step_sums(s, &sc) : reduce_grads(s, &sc);
     }
     if (rc == DP_OK) {
         rc = check_loss(s, tail[DP_TAIL_LOSS], sc.group);
@@ -537,7 +545,7 @@ int dp_loop_train_step(dp_loop *s)
         return rc;
     }
     update(s, &sc);
-    phase_lap(&sc.clk, &sc.tm.optim);
+    dp_loop_lap(&sc, &sc.tm.optim);
     dp_comm_step_done(s->c, st->step);
     if (s->cfg->times) {
         add_times(s->cfg->times, &sc.tm);

@@ -31,6 +31,19 @@ typedef struct {
     double t_first; /* when this step's first bucket started */
 } dp_loop_overlap;
 
+/* Deterministic mode's buffers (cfg->deterministic): the shard layout of the current
+ * global batch and the fixed-point gradient, whose tail after n_params holds, for the int64
+ * allreduce, the stop requests, the correct rows and each shard's loss sum (as bits). */
+enum { DP_DET_STOP = 0, DP_DET_CORRECT = 1, DP_DET_LOSS = 2 };
+
+typedef struct {
+    dp_shards sh;
+    int *rows;                /* (shards): rows of this rank's shards */
+    int64_t *acc;             /* (n_params + DP_DET_LOSS + shards) */
+    float *sum;               /* (n_params): the step's gradient over its micro-batches, or NULL
+                               * without accumulation */
+} dp_loop_det;
+
 /* The loop's state: the run it belongs to, the shape of an epoch, buffers allocated once
  * before the first step, and where the loop is. */
 typedef struct {
@@ -58,6 +71,7 @@ typedef struct {
     float *x, *values;        /* this rank's slice of a batch */
     int32_t *labels;
     dp_loop_overlap ov;       /* DP_REDUCE_OVERLAP on more than one rank */
+    dp_loop_det det;          /* deterministic mode */
     /* Where the loop is. */
     int epoch;                /* the epoch in progress, from 0 */
     double t0;                /* this rank's clock when the epoch's training time (still to
@@ -65,8 +79,42 @@ typedef struct {
     bool ran_epoch;           /* an epoch was trained in this call (its evaluation stands) */
 } dp_loop;
 
+/* What one optimizer step carries from part to part. */
+typedef struct {
+    size_t b0, b1;      /* the step's global batches [b0, b1) */
+    size_t group;       /* rows in them, over all ranks */
+    double loss;        /* default mode: this rank's sum of its rows' losses (unscaled);
+                         * deterministic: the global sum, added in shard and batch order */
+    long correct;       /* this rank's correct rows (deterministic: all ranks') */
+    bool stop;          /* deterministic: some rank asked to stop */
+    double t;           /* the phase clock: when the current phase started */
+    dp_step_times tm;   /* this step's phase times */
+} dp_step_ctx;
+
+/* Rows in global batch b of an epoch of n rows in batches of B. Local. */
+size_t dp_loop_batch_rows(size_t b, size_t B, size_t n);
+
+/* Adds the seconds since sc->t to *field and restarts the clock; returns the time now. */
+double dp_loop_lap(dp_step_ctx *sc, double *field);
+
+/* The rank's stop request in this step (a signal, or the stop_at test hook). Local. */
+bool dp_loop_stop_requested(const dp_loop *s);
+
+/* Deterministic mode (shards.c): dp_loop_det_alloc sizes s->det for the run (Local);
+ * dp_loop_det_batch does global batch b of the step sc, all of it: this rank's shards'
+ * rows, forward, loss, backward into fixed point, the int64 allreduce and the gradient back
+ * in floats (added over the step's batches in order), with sc->loss, correct and stop
+ * summed over the ranks. Collective. */
+int dp_loop_det_alloc(dp_loop *s);
+void dp_loop_det_free(dp_loop *s);
+int dp_loop_det_batch(dp_loop *s, dp_step_ctx *sc, size_t b);
+
 /* The global batch for n training rows: cfg->batch, or n if that is 0 or larger. Local. */
 size_t dp_loop_batch(const dp_train_cfg *cfg, size_t n_rows);
+
+/* The most rows of a global batch of B that one of `size` ranks holds: its slice, or in
+ * deterministic mode its whole shards. Local. */
+size_t dp_loop_max_local(const dp_train_cfg *cfg, size_t B, int size);
 
 /* Sets up s for training m on d from st (fresh or resumed): zeroes *res, allocates the
  * buffers, checks that st fits this run, then writes st's history to the metrics log.

@@ -6,6 +6,7 @@
 #include "run_internal.h"
 
 #include "dptrain/err.h"
+#include "dptrain/exact.h"
 #include "dptrain/state.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ void dp_run_defaults(dp_run_cfg *cfg)
     t->accumulate = 1;
     t->plateau_patience = 10;
     t->checkpoint_epochs = 1;
+    t->shards = DP_SHARDS_DEFAULT;
     t->reduce = DP_REDUCE_BLOCKING;
     t->bucket_bytes = DP_BUCKET_KB_DEFAULT * 1024;
     cfg->keep_last = 3;
@@ -87,6 +89,8 @@ static const field fields[] = {
     NUM("training", "min_delta", F_FLOAT, train.min_delta, 0.0, 1e30, true),
     NUM("training", "lr_scaling", F_INT, lr_scaling, 0, 1L << 30, true),
     NUM("training", "eval_batch", F_INT, train.eval_batch, 1, 1 << 24, false),
+    NUM("training", "deterministic", F_BOOL, train.deterministic, 0, 1, true),
+    NUM("training", "shards", F_INT, train.shards, 1, DP_FIXED_MAX_TERMS, true),
     NUM("optimizer", "nesterov", F_BOOL, train.opt.nesterov, 0, 1, true),
     NUM("optimizer", "centered", F_BOOL, train.opt.centered, 0, 1, true),
     NUM("optimizer", "amsgrad", F_BOOL, train.opt.amsgrad, 0, 1, true),

@@ -62,6 +62,8 @@ static const option options[] = {
     {"patience", O_FIELD, "training", "patience", false},
     {"min-delta", O_FIELD, "training", "min_delta", false},
     {"eval-batch", O_FIELD, "training", "eval_batch", false},
+    {"deterministic", O_FIELD, "training", "deterministic", true},
+    {"shards", O_FIELD, "training", "shards", false},
     {"checkpoint-every", O_FIELD, "checkpoints", "every", false},
     {"checkpoint-epochs", O_FIELD, "checkpoints", "epochs", false},
     {"keep-last", O_FIELD, "checkpoints", "keep_last", false},

@@ -6,6 +6,7 @@
 #include "loop.h"
 
 #include "dptrain/err.h"
+#include "dptrain/exact.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -170,6 +171,20 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
                                  "be in [0, 1) (0 = off) and the patience >= 0",
                       cfg->plateau_factor, cfg->plateau_patience);
     }
+    if (cfg->deterministic && (cfg->shards < 1 || cfg->shards > DP_FIXED_MAX_TERMS)) {
+        return dp_err(DP_EINVAL, "--shards %d: must be 1 to %d", cfg->shards,
+                      DP_FIXED_MAX_TERMS);
+    }
+    if (cfg->deterministic && n_ranks > cfg->shards) {
+        return dp_err(DP_EINVAL, "--deterministic with %d shards runs on at most %d ranks, not "
+                                 "%d: every rank needs whole shards (give --shards %d or more; "
+                                 "the run's bits depend on --shards, not on the ranks)",
+                      cfg->shards, cfg->shards, n_ranks, n_ranks);
+    }
+    if (cfg->deterministic && cfg->reduce == DP_REDUCE_OVERLAP) {
+        return dp_err(DP_EINVAL, "--deterministic sums the gradient once, after the backward "
+                                 "pass: it does not combine with --allreduce overlap");
+    }
     if (cfg->accumulate < 1) {
         return dp_err(DP_EINVAL, "--accumulate %d: must be >= 1", cfg->accumulate);
     }
@@ -191,7 +206,7 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
 int dp_train_max_rows(const dp_train_cfg *cfg, const dp_dataset *d, int n_ranks)
 {
     size_t B = dp_loop_batch(cfg, n_train_rows(cfg, d));
-    size_t per_rank = (B + (size_t)n_ranks - 1) / (size_t)n_ranks;
+    size_t per_rank = dp_loop_max_local(cfg, B, n_ranks);
     size_t rows = per_rank > (size_t)cfg->eval_batch ? per_rank : (size_t)cfg->eval_batch;
     return rows > (size_t)1 << 30 ? 1 << 30 : (int)rows;
 }
@@ -210,22 +225,30 @@ int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows
 {
     int rc = DP_OK;
     const dp_model_cfg *mc = dp_model_config(m);
-    int k = mc->sizes[mc->n_layers];
-    size_t lo = 0, hi = 0, n = rows ? n_rows : s->n;
+    const int k = mc->sizes[mc->n_layers];
+    const size_t n = rows ? n_rows : s->n, E = (size_t)eval_batch;
+    /* Chunks of eval_batch rows from the first row, whole chunks to each rank: every chunk
+     * is the same forward on any number of ranks, and its loss sum is gathered (the bits
+     * through an int64 sum) and added in chunk order, so the figures do not depend on the
+     * ranks. The last slot counts the correct rows. */
+    const size_t n_chunks = (n + E - 1) / E;
+    size_t c0 = 0, c1 = 0;
     size_t *idx = NULL;
     float *x = NULL, *values = NULL;
     int32_t *labels = NULL;
-    double sums[2] = {0.0, 0.0}; /* loss, correct */
-    dp_shard_rows(n, dp_comm_rank(c), dp_comm_size(c), &lo, &hi);
+    int64_t *sums = NULL;
+    dp_shard_rows(n_chunks, dp_comm_rank(c), dp_comm_size(c), &c0, &c1);
+    DP_CALLOC(sums, n_chunks + 1);
     DP_CALLOC(idx, eval_batch);
-    DP_CALLOC(x, (size_t)eval_batch * s->n_features);
+    DP_CALLOC(x, E * s->n_features);
     if (s->labels) {
         DP_CALLOC(labels, eval_batch);
     } else {
-        DP_CALLOC(values, (size_t)eval_batch * k);
+        DP_CALLOC(values, E * k);
     }
-    for (size_t r0 = lo; r0 < hi; r0 += (size_t)eval_batch) {
-        int nb = (int)(hi - r0 < (size_t)eval_batch ? hi - r0 : (size_t)eval_batch);
+    for (size_t ch = c0; ch < c1; ch++) {
+        const size_t r0 = ch * E;
+        const int nb = (int)(n - r0 < E ? n - r0 : E);
         for (int i = 0; i < nb; i++) {
             idx[i] = rows ? rows[r0 + (size_t)i] : r0 + (size_t)i;
         }
@@ -233,20 +256,26 @@ int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows
         const float *o = dp_model_forward(m, x, nb);
         dp_targets t = {labels, values};
         long correct = 0;
-        sums[0] += dp_loss_eval(loss, o, &t, nb, k, 1.0f, NULL, &correct);
-        sums[1] += (double)correct;
+        sums[ch] = dp_f64_bits(dp_loss_eval(loss, o, &t, nb, k, 1.0f, NULL, &correct));
+        sums[n_chunks] += correct;
     }
 done:
     /* Every rank reaches the reduction, failed or not, so none is left waiting. */
     rc = dp_comm_agree(c, rc);
-    if (rc == DP_OK) {
-        rc = dp_comm_allreduce_sum_f64(c, sums, 2);
+    if (rc == DP_OK && dp_comm_size(c) > 1) {
+        rc = dp_comm_allreduce_sum_i64(c, sums, n_chunks + 1);
     }
     if (rc == DP_OK) {
+        double loss_sum = 0.0;
+        for (size_t ch = 0; ch < n_chunks; ch++) {
+            loss_sum += dp_bits_f64(sums[ch]);
+        }
         out->n = n;
-        out->loss = dp_loss_report(loss, sums[0], n);
-        out->accuracy = (n && dp_loss_has_accuracy(loss)) ? sums[1] / (double)n : NAN;
+        out->loss = dp_loss_report(loss, loss_sum, n);
+        out->accuracy = (n && dp_loss_has_accuracy(loss)) ? (double)sums[n_chunks] / (double)n
+                                                          : NAN;
     }
+    free(sums);
     free(idx);
     free(x);
     free(labels);
