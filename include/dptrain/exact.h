@@ -25,6 +25,9 @@ int dp_fixed_exp(double bound);
  * the bound of dp_fixed_exp, with a factor 2 to spare for rounding in the terms). */
 void dp_fixed_add(int64_t *acc, const float *x, size_t n, int e);
 
+/* acc[i] = round(x[i] * 2^e): the same, for a first term. */
+void dp_fixed_set(int64_t *acc, const float *x, size_t n, int e);
+
 /* out[i] = acc[i] * 2^-e, rounded to float (through double: the same bits everywhere). */
 void dp_fixed_get(float *out, const int64_t *acc, size_t n, int e);
 

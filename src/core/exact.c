@@ -20,20 +20,55 @@ int dp_fixed_exp(double bound)
  * bits reads it back. One add and one subtract: the loop vectorizes. */
 #define MAGIC 6755399441055744.0
 
-void dp_fixed_add(int64_t *acc, const float *x, size_t n, int e)
+/* The loops below run in every deterministic step over the whole gradient, once per shard:
+ * wider vectors where the CPU has them, chosen at load time. Every variant does the same
+ * IEEE operations (exact float-to-double, an exact power-of-two scaling, one rounding add;
+ * a fused multiply-add gives the same, the product being exact), so the bits do not depend
+ * on which one runs. */
+#if defined(__has_attribute)
+#if __has_attribute(target_clones) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define DP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef DP_VECTOR_CLONES
+#define DP_VECTOR_CLONES
+#endif
+
+DP_VECTOR_CLONES
+static void fixed_round(int64_t *acc, const float *x, size_t n, int e, bool add)
 {
     const double s = ldexp(1.0, e);
     int64_t magic_bits;
     const double magic = MAGIC;
     memcpy(&magic_bits, &magic, sizeof magic_bits);
-    for (size_t i = 0; i < n; i++) {
-        double t = (double)x[i] * s + magic;
-        int64_t b;
-        memcpy(&b, &t, sizeof b);
-        acc[i] += b - magic_bits;
+    if (add) {
+        for (size_t i = 0; i < n; i++) {
+            double t = (double)x[i] * s + magic;
+            int64_t b;
+            memcpy(&b, &t, sizeof b);
+            acc[i] += b - magic_bits;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            double t = (double)x[i] * s + magic;
+            int64_t b;
+            memcpy(&b, &t, sizeof b);
+            acc[i] = b - magic_bits;
+        }
     }
 }
 
+void dp_fixed_add(int64_t *acc, const float *x, size_t n, int e)
+{
+    fixed_round(acc, x, n, e, true);
+}
+
+void dp_fixed_set(int64_t *acc, const float *x, size_t n, int e)
+{
+    fixed_round(acc, x, n, e, false);
+}
+
+DP_VECTOR_CLONES
 void dp_fixed_get(float *out, const int64_t *acc, size_t n, int e)
 {
     const double s = ldexp(1.0, -e);
@@ -42,16 +77,21 @@ void dp_fixed_get(float *out, const int64_t *acc, size_t n, int e)
     }
 }
 
+DP_VECTOR_CLONES
 float dp_absmax(const float *x, size_t n)
 {
-    float m = 0.0f;
-    bool bad = false;
+    /* On the bits of |x|: integer order is float order for non-negative floats, and every
+     * NaN lies above infinity. An integer maximum vectorizes. */
+    uint32_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        m = a > m ? a : m;
-        bad |= !(a <= INFINITY) || a == INFINITY; /* NaN compares false */
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof b);
+        b &= 0x7fffffffu;
+        m = b > m ? b : m;
     }
-    return bad ? INFINITY : m;
+    float f;
+    memcpy(&f, &m, sizeof f);
+    return m >= 0x7f800000u ? INFINITY : f;
 }
 
 void dp_sum_blocks(double *out, const double *blocks, int n_blocks, size_t len)

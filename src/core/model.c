@@ -545,7 +545,9 @@ static int dense_grads_shards(dp_model *m, int i, const float *dz, const float *
         return sum_failed(rc, "gradient bounds", i);
     }
     const double bb = (double)sh->max_rows * bound[0], bw = bb * bound[1];
-    memset(acc_w, 0, (dp_model_layer_offset(m, i + 1) - off) * sizeof *acc_w);
+    /* gamma and beta (after b, if any) get their sums from bn_backward, not from acc. */
+    memset(acc_b + out, 0, (dp_model_layer_offset(m, i + 1) - off - out * in - out) *
+                               sizeof *acc_b);
     if (!isfinite(bw) || !isfinite(bb)) {
         sh->nonfinite = true;
         return DP_OK;
@@ -554,10 +556,14 @@ static int dense_grads_shards(dp_model *m, int i, const float *dz, const float *
     sh->exp[2 * i + 1] = dp_fixed_exp(bb);
     size_t r0 = 0;
     for (int k = 0; k < sh->count; k++) {
+        void (*put)(int64_t *, const float *, size_t, int) = k ? dp_fixed_add : dp_fixed_set;
         dp_dense_backward(l, NULL, dz + r0 * out, x + r0 * in, sh->rows[k], false);
-        dp_fixed_add(acc_w, l->dw, out * in, sh->exp[2 * i]);
-        dp_fixed_add(acc_b, l->db, out, sh->exp[2 * i + 1]);
+        put(acc_w, l->dw, out * in, sh->exp[2 * i]);
+        put(acc_b, l->db, out, sh->exp[2 * i + 1]);
         r0 += (size_t)sh->rows[k];
+    }
+    if (sh->count == 0) {
+        memset(acc_w, 0, (out * in + out) * sizeof *acc_w);
     }
     return DP_OK;
 }
