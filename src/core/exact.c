@@ -11,8 +11,8 @@ int dp_fixed_exp(double bound)
         return 0;
     }
     int k = 0;
-    (void)frexp(bound, &k); /* bound = f 2^k, f in [0.5, 1): bound <= 2^k */
-    return DP_FIXED_BITS - k;
+    const double f = frexp(bound, &k); /* bound = f 2^k, f in [0.5, 1): bound <= 2^k */
+    return DP_FIXED_BITS - k + (f == 0.5); /* a power of two: bound = 2^(k-1) */
 }
 
 /* 1.5 * 2^52: adding it to a double of magnitude below 2^51 leaves the value rounded to an
