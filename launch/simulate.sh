@@ -68,7 +68,7 @@ log "building $BUILD/dptrain-sim (smpicc)"
 # Of src/train, the loop (train.c, loop.c, and metrics.c: its metrics lines, through jansson)
 # and the model's preparation (prepare.c: the simulation makes its model with dp_run_prepare,
 # as dp_run_job does); not the parts of a job that read and write files.
-TRAIN=("$ROOT/src/train/train.c" "$ROOT/src/train/loop.c" "$ROOT/src/train/metrics.c"
+TRAIN=("$ROOT/src/train/train.c" "$ROOT/src/train/loop.c" "$ROOT/src/train/shards.c" "$ROOT/src/train/metrics.c"
        "$ROOT/src/train/prepare.c")
 smpicc "${CFLAGS[@]}" "${CORE[@]}" "$ROOT"/src/dist/*.c "${TRAIN[@]}" \
     "$ROOT/src/data/shard.c" "$ROOT/src/data/split.c" "$ROOT/sim/blas_sim.c" \
