@@ -8,9 +8,9 @@ rc=0
 timeout -k 5 300 "${MPIRUN[@]}" -np 4 "$BIN" "$WORK" >"$WORK/out.log" 2>&1 || rc=$?
 cat "$WORK/out.log"
 n_ok=$(grep -c '^ok:' "$WORK/out.log" || true)
-if [ "$rc" = 0 ] && [ "$n_ok" = 11 ] && grep -q '^split_ranks: all passed$' "$WORK/out.log"; then
+if [ "$rc" = 0 ] && [ "$n_ok" = 14 ] && grep -q '^split_ranks: all passed$' "$WORK/out.log"; then
     pass "split_ranks under mpirun -np 4: $n_ok checks"
 else
-    fail "split_ranks: exit $rc, $n_ok of 11 checks passed"
+    fail "split_ranks: exit $rc, $n_ok of 14 checks passed"
 fi
 finish

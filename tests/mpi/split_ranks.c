@@ -1,6 +1,7 @@
 /* split_ranks.c: one MPI job of 4 ranks trains the same run at 1, 2, 3 and 4 ranks, each on
  * a communicator made with dp_comm_split, through the library's one call (dp_run_job), and
- * compares: the weights do not depend on the number of ranks (up to float summation order).
+ * compares: the weights do not depend on the number of ranks (up to float summation order;
+ * in deterministic mode, bit for bit).
  * Then a run stopped at step 7 on 2 ranks (the test hook a signal would trip) is resumed on
  * 3 ranks: it ends at the uninterrupted run's weights. Run under mpirun -np 4 (split.sh);
  * argv[1] is a scratch directory. Prints ok:/FAIL: lines; exits 1 on any failure. */
@@ -94,6 +95,22 @@ static double model_gap(const char *a, const char *b)
     return worst;
 }
 
+/* The two model files hold the same bits: parameters and batch-norm statistics. */
+static bool model_same(const char *a, const char *b)
+{
+    dp_model *ma = NULL, *mb = NULL;
+    bool same = dp_model_load(a, 1, &ma, NULL) == DP_OK && dp_model_load(b, 1, &mb, NULL) == DP_OK &&
+                dp_model_n_params(ma) == dp_model_n_params(mb) &&
+                dp_model_n_buffers(ma) == dp_model_n_buffers(mb) &&
+                memcmp(dp_model_params(ma), dp_model_params(mb),
+                       dp_model_n_params(ma) * sizeof(float)) == 0 &&
+                memcmp(dp_model_buffers(ma), dp_model_buffers(mb),
+                       dp_model_n_buffers(ma) * sizeof(float)) == 0;
+    dp_model_free(&ma);
+    dp_model_free(&mb);
+    return same;
+}
+
 int main(int argc, char **argv)
 {
     if (dp_dist_init(&argc, &argv) != DP_OK || argc != 2) {
@@ -151,6 +168,27 @@ int main(int argc, char **argv)
                      "the tolerance); val loss %.6f vs %.6f", n, g, res[n].train.val.loss,
                      res[1].train.val.loss);
             check(g <= 1.0 && fabs(res[n].train.val.loss - res[1].train.val.loss) < 1e-4, msg);
+        }
+    }
+
+    /* Deterministic mode through the library: 2, 3 and 4 ranks give the 1-rank bits. */
+    dp_run_result det[5];
+    for (int n = 1; n <= 4; n++) {
+        dp_run_cfg cfg;
+        snprintf(name, sizeof name, "det%d", n);
+        run_cfg(&cfg, work, name);
+        cfg.train.deterministic = true;
+        rc = run_on(world, n, &cfg, NULL, &det[n]);
+        if (rank == 0 && n > 1) {
+            snprintf(a, sizeof a, "%s/det%d/model.h5", work, n);
+            snprintf(b, sizeof b, "%s/det1/model.h5", work);
+            char msg[256];
+            snprintf(msg, sizeof msg, "deterministic: %d ranks = 1 rank bit for bit (status %d; "
+                     "val loss %.17g vs %.17g)", n, rc, det[n].train.val.loss,
+                     det[1].train.val.loss);
+            check(rc == DP_OK && model_same(a, b) &&
+                      det[n].train.val.loss == det[1].train.val.loss &&
+                      det[n].train.train.loss == det[1].train.train.loss, msg);
         }
     }
 
