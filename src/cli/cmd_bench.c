@@ -1,5 +1,5 @@
 /* cmd_bench.c: `dptrain bench`: reads the bench options and the run's options, calls
- * dp_bench_run (dptrain/bench.h: the real training step in each allreduce mode, the sgemm-only
+ * dp_bench_run (dptrain/bench.h: the real training step in each mode, the sgemm-only
  * ceiling and the allreduce alone), prints a table and appends CSV / JSON lines. */
 #define _GNU_SOURCE
 #include "cli.h"
@@ -19,6 +19,7 @@
 typedef struct {
     dp_bench_cfg cfg;
     const char *csv, *json, *label;
+    const char *allreduce;   /* --allreduce as given, or NULL */
     bool help;
     char layers[1024];
     int threads, local;
@@ -44,18 +45,63 @@ static void help(FILE *f)
 "  --steps N          timed optimizer steps per repeat                      [100]\n"
 "  --warmup N         untimed steps first, per mode                          [10]\n"
 "  --repeats R        repeats (1 to %d)                                      [5]\n"
-"  --allreduce MODE   blocking, overlap or both (one rank: blocking only)   [both]\n"
+"  --allreduce LIST   the modes, comma-separated: blocking, overlap,       [both]\n"
+"                     deterministic (dptrain train --deterministic with\n"
+"                     --shards V, default %d: needs ranks <= V); both =\n"
+"                     blocking,overlap; all = the three. One rank: overlap\n"
+"                     measures blocking (nothing to overlap)\n"
+"  --deterministic    without --allreduce: --allreduce deterministic; with it,\n"
+"                     LIST must name deterministic\n"
 "  --csv FILE         append one CSV row per mode (header if FILE is new)\n"
 "  --json FILE        append one JSON object per mode and line (JSON Lines)\n"
 "  --label TEXT       a label for the rows (e.g. strong-128)\n"
 "  -h, --help         this text\n"
 "train options that matter here: --layers (default %s), --batch (128),\n"
 "  --optimizer and its hyperparameters, --loss, --dropout, --batchnorm, --accumulate,\n"
-"  --bucket-kb, --threads, --data, --seed; see dptrain train --help. --val-fraction and\n"
-"  --patience are ignored (no evaluation is timed).\n"
+"  --bucket-kb, --shards, --threads, --data, --seed; see dptrain train --help.\n"
+"  --val-fraction and --patience are ignored (no evaluation is timed). Every mode runs\n"
+"  with the same BLAS threads: --threads, else 1 when deterministic is measured (as\n"
+"  dptrain train --deterministic), else cores / ranks on the node.\n"
 "environment: OPENBLAS_CORETYPE / DPTRAIN_BLAS_CORETYPE choose the kernels (see\n"
 "  dptrain --help); the table names the kernels in use.\n",
-            DP_BENCH_MAX_REPEATS, DEFAULT_LAYERS);
+            DP_BENCH_MAX_REPEATS, DP_SHARDS_DEFAULT, DEFAULT_LAYERS);
+}
+
+/* --allreduce LIST: comma-separated blocking, overlap, deterministic, both (blocking and
+ * overlap) or all, into modes (which it sets whole). Local. */
+static int parse_modes(const char *val, bool *modes)
+{
+    static const struct {
+        const char *name;
+        bool on[DP_BENCH_MODES];
+    } words[] = {
+        {"blocking", {[DP_BENCH_BLOCKING] = true}},
+        {"overlap", {[DP_BENCH_OVERLAP] = true}},
+        {"deterministic", {[DP_BENCH_DETERMINISTIC] = true}},
+        {"both", {[DP_BENCH_BLOCKING] = true, [DP_BENCH_OVERLAP] = true}},
+        {"all", {true, true, true}},
+    };
+    const int n_words = (int)(sizeof words / sizeof words[0]);
+    memset(modes, 0, DP_BENCH_MODES * sizeof *modes);
+    for (const char *p = val;; p++) {
+        const size_t n = strcspn(p, ",");
+        int hit = -1;
+        for (int j = 0; j < n_words && hit < 0; j++) {
+            hit = strlen(words[j].name) == n && strncmp(p, words[j].name, n) == 0 ? j : -1;
+        }
+        if (hit < 0) {
+            return dp_err(DP_EINVAL, "--allreduce: unknown mode '%.*s' in '%s' (a comma-separated "
+                                     "list of blocking, overlap, deterministic, both or all)",
+                          (int)n, p, val);
+        }
+        for (int k = 0; k < DP_BENCH_MODES; k++) {
+            modes[k] = modes[k] || words[hit].on[k];
+        }
+        p += n;
+        if (*p == '\0') {
+            return DP_OK;
+        }
+    }
 }
 
 /* Takes the bench's own options out of argv (compacting it) so that the rest can go to
@@ -84,7 +130,6 @@ static int take_bench_opts(int *argc, char **argv, bench_cli *o)
                 }
             }
         }
-        bool *modes = o->cfg.modes;
         switch (which) {
         case -1:
             o->help = o->help || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
@@ -97,12 +142,8 @@ static int take_bench_opts(int *argc, char **argv, bench_cli *o)
             o->cfg.repeats = (int)l;
             break;
         case 3:
-            modes[DP_REDUCE_BLOCKING] = strcmp(val, "blocking") == 0 || strcmp(val, "both") == 0;
-            modes[DP_REDUCE_OVERLAP] = strcmp(val, "overlap") == 0 || strcmp(val, "both") == 0;
-            if (!modes[DP_REDUCE_BLOCKING] && !modes[DP_REDUCE_OVERLAP]) {
-                DP_FAIL(DP_EINVAL, "--allreduce: unknown value '%s' (blocking, overlap or both)",
-                        val);
-            }
+            DP_TRY(parse_modes(val, o->cfg.modes));
+            o->allreduce = val;
             break;
         case 4: o->csv = val; break;
         case 5: o->json = val; break;
@@ -119,6 +160,26 @@ static int take_bench_opts(int *argc, char **argv, bench_cli *o)
     argv[k] = NULL;
 done:
     return rc;
+}
+
+/* The run's --deterministic (in run.train): alone, it asks for the deterministic mode only;
+ * with --allreduce, whose list must then name deterministic. Local. */
+static int apply_deterministic(bench_cli *o)
+{
+    if (!o->cfg.run.train.deterministic) {
+        return DP_OK;
+    }
+    if (!o->allreduce) {
+        memset(o->cfg.modes, 0, sizeof o->cfg.modes);
+        o->cfg.modes[DP_BENCH_DETERMINISTIC] = true;
+        return DP_OK;
+    }
+    if (!o->cfg.modes[DP_BENCH_DETERMINISTIC]) {
+        return dp_err(DP_EINVAL, "--deterministic with --allreduce %s: name it in the list "
+                                 "(--allreduce %s,deterministic) or drop --deterministic",
+                      o->allreduce, o->allreduce);
+    }
+    return DP_OK;
 }
 
 /* The first line: what is measured (rank 0, once the model is built). */
@@ -138,23 +199,39 @@ static void print_header(const dp_bench_result *r, void *ctx)
     fflush(stdout);
 }
 
+/* Each mode against blocking, measured in the same run. */
+static void print_ratios(const bench_cli *o, const dp_bench_result *res)
+{
+    const dp_bench_row *by[DP_BENCH_MODES] = {NULL};
+    for (int i = 0; i < res->n_rows; i++) {
+        by[res->rows[i].mode] = &res->rows[i];
+    }
+    const dp_bench_row *b = by[DP_BENCH_BLOCKING], *ov = by[DP_BENCH_OVERLAP],
+                       *det = by[DP_BENCH_DETERMINISTIC];
+    if (b && ov) {
+        printf("overlap / blocking: %.3f (%d buckets of >= %zu KiB)\n",
+               ov->samples_per_s / b->samples_per_s, ov->n_buckets,
+               o->cfg.run.train.bucket_bytes / 1024);
+    }
+    if (b && det) {
+        printf("deterministic / blocking: %.2f of the samples/s (same run, medians; %d shards)\n",
+               det->samples_per_s / b->samples_per_s, o->cfg.run.train.shards);
+    }
+}
+
 static void print_table(const bench_cli *o, const dp_bench_result *res)
 {
-    printf("%-9s %10s %9s %8s %6s %6s %6s %13s %6s %7s %6s\n", "allreduce", "samples/s",
+    printf("%-13s %10s %9s %8s %6s %6s %6s %13s %6s %7s %6s\n", "allreduce", "samples/s",
            "per rank", "step ms", "data", "fwd", "bwd", "allred wait/all", "optim", "GFLOP/s",
            "ceil%");
     for (int i = 0; i < res->n_rows; i++) {
         const dp_bench_row *r = &res->rows[i];
-        printf("%-9s %10.0f %9.0f %8.3f %6.3f %6.3f %6.3f %6.3f/%6.3f %6.3f %7.1f %5.1f%%\n",
+        printf("%-13s %10.0f %9.0f %8.3f %6.3f %6.3f %6.3f %6.3f/%6.3f %6.3f %7.1f %5.1f%%\n",
                r->mode_name, r->samples_per_s, r->samples_per_s / res->ranks, r->step_ms,
                r->data_ms, r->forward_ms, r->backward_ms, r->allreduce_wait_ms, r->allreduce_ms,
                r->optim_ms, r->gflops, 100.0 * r->ceiling_ratio);
     }
-    if (res->n_rows == 2) {
-        printf("overlap / blocking: %.3f (%d buckets of >= %zu KiB)\n",
-               res->rows[1].samples_per_s / res->rows[0].samples_per_s, res->rows[1].n_buckets,
-               o->cfg.run.train.bucket_bytes / 1024);
-    }
+    print_ratios(o, res);
     printf("sgemm-only ceiling: %.0f samples/s (%.3f ms of GEMMs per step, largest rank)\n",
            res->ceiling_samples_per_s, res->gemm_ms);
     if (res->ranks > 1) {
@@ -255,6 +332,10 @@ int dp_cmd_bench(int argc, char **argv)
     int rc = take_bench_opts(&argc, argv, &o);
     if (rc == DP_OK && !o.help) {
         rc = dp_cli_parse_run(argc, argv, DEFAULT_LAYERS, &ro);
+        if (rc == DP_OK) {
+            o.cfg.run = ro.run;
+            rc = apply_deterministic(&o);
+        }
     }
     if (rc != DP_OK || o.help) {
         if (rank == 0) {
@@ -266,10 +347,12 @@ int dp_cmd_bench(int argc, char **argv)
         }
         goto out;
     }
-    o.cfg.run = ro.run;
     snprintf(o.layers, sizeof o.layers, "%s", ro.layers);
     o.local = dp_comm_local_size(c);
-    o.threads = ro.run.threads > 0 ? ro.run.threads : dp_cli_auto_threads(o.local);
+    /* One thread count for every mode; deterministic mode's own default is 1 (cmd_train). */
+    o.threads = ro.run.threads > 0                        ? ro.run.threads
+                : o.cfg.modes[DP_BENCH_DETERMINISTIC] ? 1
+                                                      : dp_cli_auto_threads(o.local);
     dp_blas_set_threads(o.threads);
     o.cfg.ready = rank == 0 ? print_header : NULL;
     o.cfg.ready_ctx = &o;

@@ -1,7 +1,7 @@
-/* bench.c: dp_bench_run: the training step of a run measured phase by phase in each
- * allreduce mode, with the sgemm-only ceiling of its GEMM shapes and the gradient allreduce
- * alone, medians over repeats; what `dptrain bench` prints. Every part ends in an agreement
- * over the ranks. */
+/* bench.c: dp_bench_run: the training step of a run measured phase by phase in each mode
+ * (blocking, overlap, deterministic), with the sgemm-only ceiling of its GEMM shapes and the
+ * gradient allreduce alone, medians over repeats; what `dptrain bench` prints. Every part
+ * ends in an agreement over the ranks. */
 #define _GNU_SOURCE
 #include "dptrain/bench.h"
 
@@ -23,7 +23,22 @@ void dp_bench_defaults(dp_bench_cfg *cfg)
     cfg->steps = 100;
     cfg->warmup = 10;
     cfg->repeats = 5;
-    cfg->modes[DP_REDUCE_BLOCKING] = cfg->modes[DP_REDUCE_OVERLAP] = true;
+    cfg->modes[DP_BENCH_BLOCKING] = cfg->modes[DP_BENCH_OVERLAP] = true;
+}
+
+const char *dp_bench_mode_name(dp_bench_mode mode)
+{
+    static const char *const names[DP_BENCH_MODES] = {"blocking", "overlap", "deterministic"};
+    return (unsigned)mode < DP_BENCH_MODES ? names[mode] : NULL;
+}
+
+/* The training configuration of one mode's passes: the allreduce mode, and deterministic
+ * mode on or off. Local. */
+static void mode_cfg(const dp_train_cfg *tc, dp_bench_mode mode, dp_train_cfg *out)
+{
+    *out = *tc;
+    out->reduce = mode == DP_BENCH_OVERLAP ? DP_REDUCE_OVERLAP : DP_REDUCE_BLOCKING;
+    out->deterministic = mode == DP_BENCH_DETERMINISTIC;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -181,16 +196,16 @@ static int allreduce_alone(const dp_comm *c, float *buf, size_t n, double *out)
 }
 
 /* One timed pass: a fresh state, rows [0, n) of the training view, one epoch. Collective. */
-static int run_pass(const dp_train_cfg *tc0, dp_reduce_mode mode, dp_model *m,
+static int run_pass(const dp_train_cfg *tc0, dp_bench_mode mode, dp_model *m,
                     const dp_dataset *d, size_t n, const dp_comm *c, double *wall,
                     dp_step_times *times)
 {
-    dp_train_cfg tc = *tc0;
+    dp_train_cfg tc;
     dp_dataset view = *d;
     dp_train_state st = {0};
     dp_train_result res;
     view.train.n = n;
-    tc.reduce = mode;
+    mode_cfg(tc0, mode, &tc);
     tc.times = times;
     memset(times, 0, sizeof *times);
     int rc = dp_train_state_fresh(&tc, m, &st);
@@ -205,7 +220,7 @@ static int run_pass(const dp_train_cfg *tc0, dp_reduce_mode mode, dp_model *m,
     return rc;
 }
 
-/* One allreduce mode's repeats: wall seconds and this rank's phase sums, per repeat. */
+/* One mode's repeats: wall seconds and this rank's phase sums, per repeat. */
 typedef struct {
     double wall[DP_BENCH_MAX_REPEATS];
     dp_step_times t[DP_BENCH_MAX_REPEATS];
@@ -225,6 +240,13 @@ static int check_cfg(const dp_bench_cfg *cfg)
     }
     if (cfg->run.model.n_layers < 1) {
         return dp_err(DP_EINVAL, "--layers: no layers");
+    }
+    bool any = false;
+    for (int mode = 0; mode < DP_BENCH_MODES; mode++) {
+        any = any || cfg->modes[mode];
+    }
+    if (!any) {
+        return dp_err(DP_EINVAL, "--allreduce: no mode to measure");
     }
     return DP_OK;
 }
@@ -268,17 +290,17 @@ static int time_passes(const dp_bench_cfg *cfg, const dp_train_cfg *tc, const bo
                        const dp_comm *c, mode_runs *runs)
 {
     int rc = DP_OK;
-    for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
+    for (int mode = 0; mode < DP_BENCH_MODES && rc == DP_OK; mode++) {
         double w;
         dp_step_times t;
         if (modes[mode] && cfg->warmup > 0) {
-            rc = run_pass(tc, (dp_reduce_mode)mode, m, d, n_warm, c, &w, &t);
+            rc = run_pass(tc, (dp_bench_mode)mode, m, d, n_warm, c, &w, &t);
         }
     }
     for (int rep = 0; rep < cfg->repeats && rc == DP_OK; rep++) {
-        for (int mode = 0; mode < DP_REDUCE_COUNT && rc == DP_OK; mode++) {
+        for (int mode = 0; mode < DP_BENCH_MODES && rc == DP_OK; mode++) {
             if (modes[mode]) {
-                rc = run_pass(tc, (dp_reduce_mode)mode, m, d, n_timed, c,
+                rc = run_pass(tc, (dp_bench_mode)mode, m, d, n_timed, c,
                               &runs[mode].wall[rep], &runs[mode].t[rep]);
             }
         }
@@ -305,8 +327,8 @@ static void summarize_mode(const dp_bench_cfg *cfg, int mode, const mode_runs *r
     }
     dp_bench_row *r = &res->rows[res->n_rows++];
     *r = (dp_bench_row){
-        .mode = (dp_reduce_mode)mode,
-        .mode_name = mode == DP_REDUCE_OVERLAP ? "overlap" : "blocking",
+        .mode = (dp_bench_mode)mode,
+        .mode_name = dp_bench_mode_name((dp_bench_mode)mode),
         .data_ms = dp_bench_median(v[0], R), .forward_ms = dp_bench_median(v[1], R),
         .backward_ms = dp_bench_median(v[2], R), .allreduce_ms = dp_bench_median(v[3], R),
         .allreduce_wait_ms = dp_bench_median(v[4], R), .optim_ms = dp_bench_median(v[5], R),
@@ -316,7 +338,38 @@ static void summarize_mode(const dp_bench_cfg *cfg, int mode, const mode_runs *r
     /* the ceiling is per row: accumulation does not change it */
     r->ceiling_ratio = r->samples_per_s / res->ceiling_samples_per_s;
     int first[DP_MAX_LAYERS];
-    r->n_buckets = mode == DP_REDUCE_OVERLAP ? dp_train_buckets(m, bucket_bytes, first) : 1;
+    r->n_buckets = mode == DP_BENCH_OVERLAP ? dp_train_buckets(m, bucket_bytes, first) : 1;
+}
+
+/* Checks every mode's training configuration against the model and the rows (deterministic
+ * mode: its shards against the ranks), then builds the model (rank 0's initial weights on
+ * every rank) with buffers for the mode whose passes give a rank the most rows. Returns the
+ * same status on every rank (dp_train_check is deterministic, dp_run_prepare agrees).
+ * Collective. */
+static int bench_model(const dp_train_cfg *tc, const bool *modes, const dp_model_cfg *mc,
+                       const dp_dataset *view, const dp_comm *c, dp_model **m)
+{
+    const int size = dp_comm_size(c);
+    int rc = DP_OK, most = -1;
+    dp_train_cfg t, widest = *tc;
+    dp_train_state st0 = {0};
+    for (int mode = 0; mode < DP_BENCH_MODES && rc == DP_OK; mode++) {
+        if (!modes[mode]) {
+            continue;
+        }
+        mode_cfg(tc, (dp_bench_mode)mode, &t);
+        rc = dp_train_check(&t, mc, view, size);
+        const int rows = rc == DP_OK ? dp_train_max_rows(&t, view, size) : -1;
+        if (rows > most) {
+            most = rows;
+            widest = t;
+        }
+    }
+    if (rc == DP_OK) {
+        rc = dp_run_prepare(&widest, mc, view, c, m, &st0);
+        dp_train_state_free(&st0);
+    }
+    return rc;
 }
 
 /* What the run holds (the data, the model's parameters, gradients and activation buffers,
@@ -343,9 +396,8 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
     dp_dataset *loaded = NULL, synth = {0};
     const dp_dataset *d = NULL;
     dp_model *m = NULL;
-    dp_train_state st0 = {0};
     mode_runs *runs = NULL;
-    bool modes[DP_REDUCE_COUNT], flushed = false;
+    bool modes[DP_BENCH_MODES], flushed = false;
 
     memset(res, 0, sizeof *res);
     res->failed_rank = -1;
@@ -355,9 +407,9 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
         return rc;
     }
     memcpy(modes, cfg->modes, sizeof modes);
-    if (size == 1) {
-        modes[DP_REDUCE_OVERLAP] = false; /* nothing to overlap */
-        modes[DP_REDUCE_BLOCKING] = true;
+    if (size == 1 && modes[DP_BENCH_OVERLAP]) {
+        modes[DP_BENCH_OVERLAP] = false; /* nothing to overlap */
+        modes[DP_BENCH_BLOCKING] = true;
     }
     if (cfg->run.flush_subnormals) {
         flushed = dp_fp_flush_subnormals(true);
@@ -385,10 +437,9 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
     }
     dp_dataset view = *d;
     view.train.n = n_need;
-    /* The model (rank 0's initial weights on every rank); each pass makes its own state. */
-    rc = dp_run_prepare(&tc, &cfg->run.model, &view, c, &m, &st0);
-    dp_train_state_free(&st0);
-    if (rc == DP_OK && !(runs = calloc(DP_REDUCE_COUNT, sizeof *runs))) {
+    /* The model, for every mode; each pass makes its own state. */
+    rc = bench_model(&tc, modes, &cfg->run.model, &view, c, &m);
+    if (rc == DP_OK && !(runs = calloc(DP_BENCH_MODES, sizeof *runs))) {
         rc = dp_err(DP_ENOMEM, "out of memory (bench timings)");
     }
     if ((rc = agree(c, rc, res)) != DP_OK) {
@@ -416,7 +467,7 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
         goto out;
     }
     footprint(&view.train, m, &tc.opt, size, t_gemm, t_alone, res);
-    for (int mode = 0; mode < DP_REDUCE_COUNT; mode++) {
+    for (int mode = 0; mode < DP_BENCH_MODES; mode++) {
         if (modes[mode]) {
             summarize_mode(cfg, mode, &runs[mode], n_timed, m, tc.bucket_bytes, c, res);
         }

@@ -1,7 +1,9 @@
 /* test_bench.c: the bench library (dptrain/bench.h): the median of repeats and the bus
- * bandwidth against values worked out by hand, and a 1-rank dp_bench_run on a tiny
+ * bandwidth against values worked out by hand, and 1-rank dp_bench_runs on a tiny
  * synthetic model (MPI as a singleton, in the test's own process): finite positive figures
- * for the mode measured, none for the others, and refusals that name the option. */
+ * for the modes measured (deterministic mode beside blocking), none for the others, and
+ * refusals that name the option. (Deterministic mode's shards against the ranks needs more
+ * than one rank: tests/mpi/bench.sh.) */
 #include <criterion/criterion.h>
 
 #include "dptrain/bench.h"
@@ -92,7 +94,7 @@ Test(bench, one_rank_tiny_model)
     cr_assert_eq(res.rows_per_step, 16);
     cr_assert_eq(res.n_rows, 1);
     const dp_bench_row *r = &res.rows[0];
-    cr_assert_eq(r->mode, DP_REDUCE_BLOCKING);
+    cr_assert_eq(r->mode, DP_BENCH_BLOCKING);
     cr_assert_str_eq(r->mode_name, "blocking");
     cr_assert(finite_pos(r->samples_per_s) && finite_pos(r->step_ms) &&
               finite_pos(r->forward_ms) && finite_pos(r->backward_ms) &&
@@ -129,6 +131,81 @@ Test(bench, one_rank_tiny_model)
     cr_assert_neq(dp_bench_run(&cfg, c, &res), DP_OK);
     cr_assert_eq(res.failed_rank, 0);
     cr_assert(strstr(dp_errmsg(), "bench-nothere.h5"), "%s", dp_errmsg());
+    dp_comm_free(&c);
+    dp_dist_finalize();
+}
+
+Test(bench, mode_names)
+{
+    cr_assert_str_eq(dp_bench_mode_name(DP_BENCH_BLOCKING), "blocking");
+    cr_assert_str_eq(dp_bench_mode_name(DP_BENCH_OVERLAP), "overlap");
+    cr_assert_str_eq(dp_bench_mode_name(DP_BENCH_DETERMINISTIC), "deterministic");
+    cr_assert_null(dp_bench_mode_name(DP_BENCH_MODES));
+}
+
+/* Runs cfg with exactly the modes in `ask`; the rows must be the modes in `want`, in that
+ * order, with finite positive figures (DP_BENCH_MODES ends each list). */
+static void expect_rows(dp_bench_cfg *cfg, const dp_comm *c, const dp_bench_mode *ask,
+                        const dp_bench_mode *want)
+{
+    dp_bench_result res;
+    memset(cfg->modes, 0, sizeof cfg->modes);
+    for (int i = 0; ask[i] != DP_BENCH_MODES; i++) {
+        cfg->modes[ask[i]] = true;
+    }
+    cr_assert_eq(dp_bench_run(cfg, c, &res), DP_OK, "%s", dp_errmsg());
+    int n = 0;
+    while (want[n] != DP_BENCH_MODES) {
+        n++;
+    }
+    cr_assert_eq(res.n_rows, n);
+    for (int i = 0; i < n; i++) {
+        const dp_bench_row *r = &res.rows[i];
+        cr_assert_eq(r->mode, want[i]);
+        cr_assert_str_eq(r->mode_name, dp_bench_mode_name(want[i]));
+        cr_assert(finite_pos(r->samples_per_s) && finite_pos(r->forward_ms) &&
+                  finite_pos(r->backward_ms) && finite_pos(r->ceiling_ratio));
+        cr_assert_float_eq(r->step_ms, 16.0 / r->samples_per_s * 1e3, 1e-9 * r->step_ms);
+        cr_assert_eq(r->n_buckets, 1);
+    }
+    cr_assert_null(res.rows[n].mode_name);
+}
+
+Test(bench, one_rank_deterministic_beside_blocking)
+{
+    const dp_bench_mode B = DP_BENCH_BLOCKING, O = DP_BENCH_OVERLAP,
+                        D = DP_BENCH_DETERMINISTIC, END = DP_BENCH_MODES;
+    dp_comm *c = NULL;
+    dp_bench_cfg cfg;
+    dp_bench_result res;
+    cr_assert_eq(dp_dist_init(NULL, NULL), DP_OK);
+    cr_assert_eq(dp_comm_world(&c), DP_OK);
+    tiny(&cfg);
+    cfg.run.train.shards = 3; /* shards of 5, 5 and 6 rows */
+    expect_rows(&cfg, c, (dp_bench_mode[]){B, D, END}, (dp_bench_mode[]){B, D, END});
+    /* one rank: overlap measures blocking */
+    expect_rows(&cfg, c, (dp_bench_mode[]){O, D, END}, (dp_bench_mode[]){B, D, END});
+    expect_rows(&cfg, c, (dp_bench_mode[]){D, END}, (dp_bench_mode[]){D, END});
+    /* the run's own reduce and deterministic switches do not choose the rows */
+    cfg.run.train.deterministic = true;
+    cfg.run.train.reduce = DP_REDUCE_OVERLAP;
+    expect_rows(&cfg, c, (dp_bench_mode[]){B, END}, (dp_bench_mode[]){B, END});
+    expect_rows(&cfg, c, (dp_bench_mode[]){B, O, D, END}, (dp_bench_mode[]){B, D, END});
+
+    /* refusals: no mode; deterministic mode's --shards out of range */
+    tiny(&cfg);
+    memset(cfg.modes, 0, sizeof cfg.modes);
+    cr_assert_eq(dp_bench_run(&cfg, c, &res), DP_EINVAL);
+    cr_assert(strstr(dp_errmsg(), "--allreduce"), "%s", dp_errmsg());
+    tiny(&cfg);
+    cfg.modes[DP_BENCH_DETERMINISTIC] = true;
+    cfg.run.train.shards = 0;
+    cr_assert_eq(dp_bench_run(&cfg, c, &res), DP_EINVAL);
+    cr_assert_eq(res.failed_rank, 0);
+    cr_assert(strstr(dp_errmsg(), "--shards 0"), "%s", dp_errmsg());
+    /* ... which the other modes do not use */
+    cfg.modes[DP_BENCH_DETERMINISTIC] = false;
+    cr_assert_eq(dp_bench_run(&cfg, c, &res), DP_OK, "%s", dp_errmsg());
     dp_comm_free(&c);
     dp_dist_finalize();
 }
