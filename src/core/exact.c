@@ -24,8 +24,9 @@ int dp_fixed_exp(double bound)
  * wider vectors where the CPU has them, chosen at load time. Every variant does the same
  * IEEE operations (exact float-to-double, an exact power-of-two scaling, one rounding add;
  * a fused multiply-add gives the same, the product being exact), so the bits do not depend
- * on which one runs. */
-#if defined(__has_attribute)
+ * on which one runs. GCC only: clang 14 (Debian 12, the fuzz build) exports an external
+ * cloned function as "name.ifunc" and never as "name", so callers in other files do not link. */
+#if defined(__has_attribute) && !defined(__clang__)
 #if __has_attribute(target_clones) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
 #define DP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
