@@ -66,6 +66,18 @@ int dp_reducer_test(dp_reducer *r);
 /* Waits for every started bucket to complete (all must have been started). Local. */
 int dp_reducer_wait(dp_reducer *r);
 
+/* Shared counters: a work queue's next index, kept on rank 0 of the communicator and taken
+ * with an atomic fetch-and-add (MPI one-sided, passive target), so a rank takes work
+ * whenever it is free, without the others' help. n_slots counters, each from 0. */
+typedef struct dp_counter dp_counter;
+/* Collective. */
+int dp_counter_create(const dp_comm *c, int n_slots, dp_counter **out);
+/* Collective; NULL-safe; sets *k = NULL. */
+void dp_counter_free(dp_counter **k);
+/* Adds 1 to counter `slot` and returns its value before the add in *value: every value is
+ * taken by exactly one caller. Local (rank 0 need not take part). */
+int dp_counter_next(dp_counter *k, int slot, int64_t *value);
+
 /* The stuck-rank watchdog. A thread per rank times every wait inside a collective of c; when
  * one lasts longer than the limit (a peer stopped, swapping, stuck in a hung file system or
  * NIC), it prints which ranks it waits for (those on this node that have not reached the

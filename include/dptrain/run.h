@@ -138,6 +138,8 @@ typedef struct dp_run_opts dp_run_opts;
 
 int dp_run_opts_create(dp_run_opts **out);
 void dp_run_opts_free(dp_run_opts **o); /* NULL-safe; sets *o = NULL */
+/* A copy of src's options (a sweep's trial: the base options, then the trial's own). */
+int dp_run_opts_copy(const dp_run_opts *src, dp_run_opts **out);
 /* 1 if key (without dashes; '_' and '-' alike) is a switch, 0 if it takes a value, -1 if it
  * is not an option of a run. */
 int dp_run_option_kind(const char *key);

@@ -121,6 +121,11 @@ typedef struct {
      * rides the gradient allreduce), writes a checkpoint and returns DP_ESTOPPED. A signal
      * handler sets it. NULL: never. */
     const volatile sig_atomic_t *stop;
+    int stop_epoch;         /* > 0: stop at the end of this epoch (if the run is not finished
+                             * there) with a checkpoint, as a stop request does (DP_ESTOPPED;
+                             * at once if the state is already there), so a driver can run a
+                             * job in pieces (a sweep's rungs); the trajectory is the same as
+                             * a run without it. 0: off */
     bool deterministic;     /* the same bits for any number of ranks from 1 to shards: every
                              * global batch is cut into `shards` virtual shards, each computed
                              * on its own and summed exactly (README "Deterministic mode");

@@ -51,6 +51,15 @@ typedef struct {
  * must be removed first. Local. */
 int dp_cli_parse_run(int argc, char **argv, const char *default_layers, dp_cli_run *out);
 
+/* An INI section that dptrain train does not read ([sweep], [space]): one key. */
+typedef int (*dp_cli_ini_fn)(void *ctx, const char *section, const char *key, const char *value);
+/* argv's run options as dptrain train reads them, not yet applied: *base is the defaults or
+ * a --config config.json, *opts the options (an INI file's, then the command line's; free it
+ * with dp_run_opts_free); extra takes the INI sections [sweep] and [space]. Local. */
+int dp_cli_parse_run_opts(int argc, char **argv, dp_cli_ini_fn extra, void *extra_ctx,
+                          dp_run_cfg *base, dp_run_opts **opts, bool *help);
+
+int dp_cmd_sweep(int argc, char **argv);
 int dp_cmd_train(int argc, char **argv);
 int dp_cmd_bench(int argc, char **argv);
 int dp_cmd_convert(int argc, char **argv);

@@ -38,6 +38,8 @@ typedef struct {
     bool quiet;
     int progress; /* PROGRESS_AUTO, PROGRESS_ON or PROGRESS_OFF */
     bool help;
+    dp_cli_ini_fn extra; /* the INI sections [sweep] and [space] (dptrain sweep), or NULL */
+    void *extra_ctx;
 } train_opts;
 
 static void defaults(train_opts *o)
@@ -257,6 +259,17 @@ static int ini_key(void *user, const char *section, const char *name, const char
     ini_ctx *cx = user;
     static const char *const sections[] = {"", "data", "model", "optimizer", "training", "output"};
     bool known = false, taken = false;
+    if (strcmp(section, "sweep") == 0 || strcmp(section, "space") == 0) {
+        if (!cx->o->extra) {
+            snprintf(cx->msg, sizeof cx->msg, "section [%s] is for dptrain sweep", section);
+            return 0;
+        }
+        if (cx->o->extra(cx->o->extra_ctx, section, name, value) != DP_OK) {
+            snprintf(cx->msg, sizeof cx->msg, "%s", dp_errmsg());
+            return 0;
+        }
+        return 1;
+    }
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
         known = known || strcmp(sections[i], section) == 0;
     }
@@ -407,6 +420,22 @@ static int parse_all(int argc, char **argv, const char *default_layers, train_op
     }
 done:
     dp_run_opts_free(&ro);
+    return rc;
+}
+
+int dp_cli_parse_run_opts(int argc, char **argv, dp_cli_ini_fn extra, void *extra_ctx,
+                          dp_run_cfg *base, dp_run_opts **opts, bool *help)
+{
+    train_opts o;
+    defaults(&o);
+    o.extra = extra;
+    o.extra_ctx = extra_ctx;
+    int rc = dp_run_opts_create(opts);
+    if (rc == DP_OK) {
+        rc = parse_argv(argc, argv, &o, *opts);
+    }
+    *base = o.run;
+    *help = o.help;
     return rc;
 }
 

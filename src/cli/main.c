@@ -33,6 +33,7 @@ static void usage(FILE *f)
             "  info      what a model file or checkpoint holds\n"
             "  bench     time the training step (samples/s, phases, ceiling, allreduce)\n"
             "  plot      draw runs' training curves (metrics.jsonl) into a PNG with gnuplot\n"
+            "  sweep     train many configurations in groups of ranks; rank by validation\n"
             "\n"
             "'dptrain <command> --help' lists a command's options with their defaults.\n"
             "\n"
@@ -138,6 +139,7 @@ int main(int argc, char **argv)
         {"info", dp_cmd_info},
         {"bench", dp_cmd_bench},
         {"plot", dp_cmd_plot},
+        {"sweep", dp_cmd_sweep},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name) == 0) {
@@ -145,6 +147,6 @@ int main(int argc, char **argv)
         }
     }
     fprintf(stderr, "dptrain: error: unknown command '%s' (commands: train, convert, synth, "
-                    "compare, eval, predict, info, bench, plot; see dptrain --help)\n", argv[1]);
+                    "compare, eval, predict, info, bench, plot, sweep; see dptrain --help)\n", argv[1]);
     return DP_EXIT_USAGE;
 }

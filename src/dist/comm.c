@@ -9,19 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Records a failed MPI call as DP_EMPI with the MPI error string and goes to done. */
-#define DP_MPI(call)                                                                        \
-    do {                                                                                    \
-        int mpi_rc_ = (call);                                                               \
-        if (mpi_rc_ != MPI_SUCCESS) {                                                       \
-            char es_[MPI_MAX_ERROR_STRING];                                                 \
-            int el_ = 0;                                                                    \
-            MPI_Error_string(mpi_rc_, es_, &el_);                                           \
-            rc = dp_err(DP_EMPI, "%s failed: %s (%s:%d)", #call, es_, __FILE__, __LINE__); \
-            goto done;                                                                      \
-        }                                                                                   \
-    } while (0)
-
 int dp_dist_init(int *argc, char ***argv)
 {
     int rc = DP_OK, provided = 0;

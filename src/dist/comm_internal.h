@@ -5,7 +5,22 @@
 
 #include "dptrain/dist.h"
 
+#include "dptrain/err.h"
+
 #include <mpi.h>
+
+/* Records a failed MPI call as DP_EMPI with the MPI error string and goes to done. */
+#define DP_MPI(call)                                                                        \
+    do {                                                                                    \
+        int mpi_rc_ = (call);                                                               \
+        if (mpi_rc_ != MPI_SUCCESS) {                                                       \
+            char es_[MPI_MAX_ERROR_STRING];                                                 \
+            int el_ = 0;                                                                    \
+            MPI_Error_string(mpi_rc_, es_, &el_);                                           \
+            rc = dp_err(DP_EMPI, "%s failed: %s (%s:%d)", #call, es_, __FILE__, __LINE__); \
+            goto done;                                                                      \
+        }                                                                                   \
+    } while (0)
 
 /* What a rank waits in, for the watchdog's report (an index into wd_kind_names). */
 typedef enum {

@@ -72,7 +72,7 @@ static void say(const job *j, const char *fmt, ...)
     }
 }
 
-static int mkdir_p(const char *dir)
+int dp_job_mkdir_p(const char *dir)
 {
     char buf[DP_PATH_MAX];
     if ((size_t)snprintf(buf, sizeof buf, "%s", dir) >= sizeof buf) {
@@ -253,9 +253,9 @@ static int open_outputs(job *j)
     int rc = DP_OK;
     if (j->root) {
         char path[DP_PATH_MAX + 32];
-        rc = mkdir_p(cfg->out);
+        rc = dp_job_mkdir_p(cfg->out);
         if (rc == DP_OK) {
-            rc = mkdir_p(j->ckw.dir);
+            rc = dp_job_mkdir_p(j->ckw.dir);
         }
         if (rc == DP_OK) {
             snprintf(path, sizeof path, "%s/config.json", cfg->out);

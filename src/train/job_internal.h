@@ -23,6 +23,9 @@ typedef struct {
  * keeps its message, prefixed with ctx (may be "" or NULL), and every rank's *failed_rank
  * says which rank that is (-1: none); the others' message names it. Returns the agreed
  * status. Collective. */
+/* Creates dir and its parents (mode 0777 before the umask); an existing one is fine. */
+int dp_job_mkdir_p(const char *dir);
+
 int dp_job_agree(const dp_comm *c, int rc, const char *ctx, int *failed_rank);
 
 /* A dp_checkpoint_fn: rank 0 writes <dir>/ckpt-<step>.h5 and prunes to keep_last; the

@@ -656,6 +656,9 @@ int dp_loop_end_epoch(dp_loop *s)
     st->finished = st->finished || st->epoch == cfg->epochs;
     if (st->finished) {
         rc = checkpoint(cfg, s->m, st, DP_CKPT_FINAL);
+    } else if (cfg->stop_epoch > 0 && st->epoch >= cfg->stop_epoch) {
+        rc = checkpoint(cfg, s->m, st, DP_CKPT_STOP);
+        rc = rc == DP_OK ? DP_ESTOPPED : rc;
     } else if (cfg->checkpoint_epochs > 0 && st->epoch % cfg->checkpoint_epochs == 0) {
         rc = checkpoint(cfg, s->m, st, DP_CKPT_EPOCH);
     }

@@ -148,6 +148,18 @@ void dp_run_opts_free(dp_run_opts **o)
     }
 }
 
+int dp_run_opts_copy(const dp_run_opts *src, dp_run_opts **out)
+{
+    int rc = dp_run_opts_create(out);
+    for (size_t i = 0; rc == DP_OK && i < N_SLOTS; i++) {
+        if (src->value[i] && !((*out)->value[i] = strdup(src->value[i]))) {
+            dp_run_opts_free(out);
+            rc = dp_err(DP_ENOMEM, "out of memory (options)");
+        }
+    }
+    return rc;
+}
+
 const char *dp_run_opts_get(const dp_run_opts *o, const char *key)
 {
     int s = slot_of(key);

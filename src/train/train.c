@@ -308,6 +308,10 @@ int dp_train_run(const dp_train_cfg *cfg, dp_model *m, const dp_dataset *d, cons
 {
     dp_loop s;
     int rc = dp_loop_init(&s, cfg, m, d, c, st, res);
+    if (rc == DP_OK && cfg->stop_epoch > 0 && st->epoch >= cfg->stop_epoch && !st->finished &&
+        st->epoch < cfg->epochs) {
+        rc = DP_ESTOPPED; /* already where the driver asked to stop: nothing to train */
+    }
     for (int epoch = st->epoch; rc == DP_OK && epoch < cfg->epochs && !st->finished; epoch++) {
         dp_loop_begin_epoch(&s, epoch);
         while (rc == DP_OK && st->next_batch < s.n_batches) {
