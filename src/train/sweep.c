@@ -814,6 +814,30 @@ static int check_sweep(const dp_sweep_cfg *cfg, const dp_sweep_plan *plan, int w
     return DP_OK;
 }
 
+/* The leader of each group names its ranks (world ranks, gathered over the group). */
+static int say_group(const sweep *s)
+{
+    int rc = DP_OK;
+    const int k = dp_comm_size(s->g);
+    int64_t *ranks = NULL;
+    DP_CALLOC(ranks, (size_t)k);
+    ranks[dp_comm_rank(s->g)] = dp_comm_rank(s->world);
+    DP_TRY(dp_comm_allreduce_sum_i64(s->g, ranks, (size_t)k));
+    if (s->log) {
+        char buf[512];
+        size_t len = 0;
+        for (int i = 0; i < k && len < sizeof buf - 24; i++) {
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%lld", i ? "," : "",
+                                    (long long)ranks[i]);
+        }
+        fprintf(s->log, "sweep: group %d: world ranks %s\n", s->group_id, buf);
+        fflush(s->log);
+    }
+done:
+    free(ranks);
+    return rc;
+}
+
 static int sweep_rungs(sweep *s, int *alive)
 {
     int rc = DP_OK, n = s->plan->n_trials;
@@ -872,6 +896,7 @@ int dp_sweep_run(const dp_sweep_cfg *cfg, const dp_comm *c, const dp_run_hooks *
                .n_groups = size / cfg->group, .leader = dp_comm_rank(g) == 0, .hooks = hooks,
                .res = res};
     s.log = s.leader ? hooks->notice : NULL;
+    DP_TRY(say_group(&s));
     if (hooks->log && rank == 0) {
         fprintf(hooks->log, "sweep: %d trials (%s search), %d group%s of %d rank%s, rungs at "
                             "epoch", plan.n_trials, cfg->search == DP_SEARCH_GRID ? "grid" : "random",
