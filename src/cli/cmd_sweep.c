@@ -9,6 +9,7 @@
 #include "dptrain/sweep.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -73,7 +74,8 @@ static void help(FILE *f)
 "\n"
 "writes: OUT/sweep.json (the plan), OUT/trials/NNN/ (each trial's run; rung-E.json when it\n"
 "reached epoch E), OUT/results.csv and OUT/results.md (sorted: trials that went further\n"
-"first, then by the metric), OUT/curves.png (every trial's curves, the best %d; needs\n"
+"first, then by the metric), OUT/curves.png (the curves of every trial that finished an\n"
+"epoch, the best %d; needs "
 "gnuplot), OUT/model.h5 (the best finished trial's model).\n"
 "\n"
 "exit status: 0 done, 1 run-time error, 2 usage error, 3 stopped by a signal (run again).\n",
@@ -267,10 +269,16 @@ static void plot(const dp_sweep_cfg *cfg, const dp_sweep_result *res, const int 
     char *args[3 * SWEEP_PLOT_MAX + 8];
     int n = 0, k = 0;
     args[n++] = "plot";
-    for (int i = 0; i < res->n_trials && k < SWEEP_PLOT_MAX; i++, k++) {
+    for (int i = 0; i < res->n_trials && k < SWEEP_PLOT_MAX; i++) {
+        if (res->trial[order[i]].epochs < 1) {
+            continue; /* diverged or failed in its first epoch: no curve */
+        }
         dp_sweep_trial_dir(cfg->out, order[i], dirs[k], sizeof dirs[k]);
         snprintf(labels[k], sizeof labels[k], "trial %d", order[i]);
-        args[n++] = dirs[k];
+        args[n++] = dirs[k++];
+    }
+    if (k == 0) {
+        return;
     }
     for (int i = 0; i < k; i++) {
         args[n++] = "--label";
@@ -318,6 +326,28 @@ static void report(const dp_sweep_cfg *cfg, const dp_sweep_result *res)
     dp_sweep_trial_dir(cfg->out, res->best, dir, sizeof dir);
     printf("best: trial %d, val loss %.4f, val accuracy %.4f after %d epochs; model: %s/model.h5\n",
            res->best, b->val_loss, b->val_accuracy, b->epochs, cfg->out);
+    /* The test split's figure of the chosen model, for the record: the choice did not read
+     * it. */
+    char mpath[DP_PATH_MAX + 32], mline[8192], last[8192] = "";
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", dir);
+    FILE *mf = fopen(mpath, "r");
+    while (mf && fgets(mline, sizeof mline, mf)) {
+        snprintf(last, sizeof last, "%s", mline);
+    }
+    if (mf) {
+        fclose(mf);
+    }
+    json_t *rec = json_loads(last, 0, NULL);
+    const json_t *ta = json_object_get(rec, "test_accuracy"), *tl = json_object_get(rec, "test_loss");
+    if (json_is_number(tl)) {
+        printf("best trial on the test split (reported, not used to choose): loss %.4f",
+               json_number_value(tl));
+        if (json_is_number(ta)) {
+            printf(", accuracy %.4f", json_number_value(ta));
+        }
+        printf("\n");
+    }
+    json_decref(rec);
     printf("reproduce it alone: mpirun -np %d dptrain train --config %s/config.json --out "
            "runs/trial-%d\n", cfg->group, dir, res->best);
 }

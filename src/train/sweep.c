@@ -697,8 +697,15 @@ static void table_row(FILE *f, bool md, int rank, int t, const dp_sweep_result *
     const dp_trial_result *r = &res->trial[t];
     const char *sep = md ? " | " : ",";
     fprintf(f, md ? "| %d | %d | %s" : "%d,%d,%s", rank, t, status_names[r->status]);
-    fprintf(f, "%s%d%s%.6g%s%.6g%s%.2f", sep, r->epochs, sep, r->val_loss, sep,
-            r->val_accuracy, sep, r->seconds);
+    char loss[32] = "", acc[32] = "";
+    if (isfinite(r->val_loss)) {
+        snprintf(loss, sizeof loss, "%.6g", r->val_loss);
+    }
+    if (isfinite(r->val_accuracy)) {
+        snprintf(acc, sizeof acc, "%.6g", r->val_accuracy);
+    }
+    fprintf(f, "%s%d%s%s%s%s%s%.2f", sep, r->epochs, sep, md && !loss[0] ? "-" : loss, sep,
+            md && !acc[0] ? "-" : acc, sep, r->seconds);
     for (int p = 0; p < plan->n_params; p++) {
         const char *v = plan->value[t * plan->n_params + p];
         fprintf(f, md ? " | `%s`" : ",\"%s\"", v);
@@ -904,8 +911,13 @@ int dp_sweep_run(const dp_sweep_cfg *cfg, const dp_comm *c, const dp_run_hooks *
         for (int r = 0; r < plan.n_rungs; r++) {
             fprintf(hooks->log, "%s %d", r ? "," : "", plan.rung_epochs[r]);
         }
-        fprintf(hooks->log, " (keep the best 1/%d by %s at each)\n", cfg->eta,
-                cfg->maximize ? "validation accuracy" : "validation loss");
+        if (cfg->eta > 0) {
+            fprintf(hooks->log, " (keep the best 1/%d by %s at each)\n", cfg->eta,
+                    cfg->maximize ? "validation accuracy" : "validation loss");
+        } else {
+            fprintf(hooks->log, " (no early stopping; ranked by %s)\n",
+                    cfg->maximize ? "validation accuracy" : "validation loss");
+        }
         fflush(hooks->log);
     }
     DP_CALLOC(alive, (size_t)plan.n_trials);
