@@ -39,7 +39,8 @@ for cfg in "$OUT"/sweep/trials/*/config.json; do
     rc=0
     "${MPI[@]}" "$DPTRAIN" train --config "$cfg" --threads 0 --out "$OUT/alone/$t" --quiet \
         >"$OUT/alone-$t.log" 2>&1 || rc=$?
-    echo "alone: trial $t: exit $rc (4: diverged, as in the sweep)"
+    case $rc in 0) what=finished ;; 4) what=diverged ;; *) what=failed ;; esac
+    echo "alone: trial $t: exit $rc ($what)"
 done
 t2=$(date +%s.%N)
 "${MPI[@]}" "$DPTRAIN" sweep "${BASE[@]}" "${SPACE[@]}" --group "$GROUP" --eta 3 \
