@@ -59,6 +59,13 @@ typedef int (*dp_cli_ini_fn)(void *ctx, const char *section, const char *key, co
 int dp_cli_parse_run_opts(int argc, char **argv, dp_cli_ini_fn extra, void *extra_ctx,
                           dp_run_cfg *base, dp_run_opts **opts, bool *help);
 
+/* Runs gnuplot on dir/plot.gp with dir as its working directory and waits for it; a missing
+ * gnuplot is named with the package to install. Local. */
+int dp_cli_run_gnuplot(const char *dir);
+/* Copies src to dst under a temporary name (dst.tmp.PID), fsyncs, then renames it. Local. */
+int dp_cli_copy_atomic(const char *src, const char *dst);
+
+int dp_cmd_lr_find(int argc, char **argv);
 int dp_cmd_sweep(int argc, char **argv);
 int dp_cmd_train(int argc, char **argv);
 int dp_cmd_bench(int argc, char **argv);

@@ -305,8 +305,7 @@ static int write_script(const char *path, const char *title, int w, int h, const
     return DP_OK;
 }
 
-/* Runs gnuplot on dir/plot.gp with dir as its working directory and waits for it. */
-static int run_gnuplot(const char *dir)
+int dp_cli_run_gnuplot(const char *dir)
 {
     posix_spawn_file_actions_t fa;
     pid_t pid;
@@ -340,8 +339,7 @@ static int run_gnuplot(const char *dir)
     return DP_OK;
 }
 
-/* Copies src to dst under a temporary name (dst.tmp.PID), then renames it. */
-static int copy_atomic(const char *src, const char *dst)
+int dp_cli_copy_atomic(const char *src, const char *dst)
 {
     int rc = DP_OK;
     char tmp[PATH_MAX + 32], buf[1 << 16];
@@ -484,9 +482,9 @@ int dp_cmd_plot(int argc, char **argv)
     snprintf(path, sizeof path, "%s/plot.gp", tmpdir);
     DP_TRY(write_script(path, title ? title : deftitle, w, h, runs, n_runs));
     fflush(stdout);
-    DP_TRY(run_gnuplot(tmpdir));
+    DP_TRY(dp_cli_run_gnuplot(tmpdir));
     snprintf(path, sizeof path, "%s/curves.png", tmpdir);
-    DP_TRY(copy_atomic(path, out));
+    DP_TRY(dp_cli_copy_atomic(path, out));
     printf("plot: %d run%s, %dx%d: %s\n", n_runs, n_runs == 1 ? "" : "s", w, h, out);
 done:
     if (tmpdir[0]) {

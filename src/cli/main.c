@@ -34,6 +34,8 @@ static void usage(FILE *f)
             "  bench     time the training step (samples/s, phases, ceiling, allreduce)\n"
             "  plot      draw runs' training curves (metrics.jsonl) into a PNG with gnuplot\n"
             "  sweep     train many configurations in groups of ranks; rank by validation\n"
+            "  lr-find   the learning-rate range test: loss against an exponentially growing\n"
+            "            rate, and the rate to train with\n"
             "\n"
             "'dptrain <command> --help' lists a command's options with their defaults.\n"
             "\n"
@@ -140,6 +142,7 @@ int main(int argc, char **argv)
         {"bench", dp_cmd_bench},
         {"plot", dp_cmd_plot},
         {"sweep", dp_cmd_sweep},
+        {"lr-find", dp_cmd_lr_find},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name) == 0) {
@@ -147,6 +150,7 @@ int main(int argc, char **argv)
         }
     }
     fprintf(stderr, "dptrain: error: unknown command '%s' (commands: train, convert, synth, "
-                    "compare, eval, predict, info, bench, plot, sweep; see dptrain --help)\n", argv[1]);
+                    "compare, eval, predict, info, bench, plot, sweep, lr-find; see dptrain --help)\n",
+            argv[1]);
     return DP_EXIT_USAGE;
 }

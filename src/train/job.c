@@ -138,28 +138,32 @@ static int build_model(job *j)
     return agree(j, dp_run_prepare(&j->tc, &j->cfg->model, j->d, j->c, &j->m, &j->st), "");
 }
 
-/* --init-from: the weights and batch-norm statistics of a model file (or a checkpoint) start
- * the run, if its architecture is this run's. Every rank reads the file. */
-static int init_from(job *j)
+int dp_job_init_weights(const char *path, dp_model *m)
 {
-    const char *path = j->cfg->init_from;
     dp_model *src = NULL;
     char why[2100];
     int rc = dp_model_load(path, 1, &src, NULL);
-    if (rc == DP_OK && !dp_job_same_arch(dp_model_config(src), dp_model_config(j->m), why,
+    if (rc == DP_OK && !dp_job_same_arch(dp_model_config(src), dp_model_config(m), why,
                                          sizeof why)) {
         rc = dp_err(DP_EINVAL, "--init-from %s: %s; start from a model of the same layers",
                     path, why);
     }
     if (rc == DP_OK) {
-        memcpy(dp_model_params(j->m), dp_model_params(src),
-               dp_model_n_params(j->m) * sizeof(float));
-        memcpy(dp_model_buffers(j->m), dp_model_buffers(src),
-               dp_model_n_buffers(j->m) * sizeof(float));
+        memcpy(dp_model_params(m), dp_model_params(src), dp_model_n_params(m) * sizeof(float));
+        memcpy(dp_model_buffers(m), dp_model_buffers(src),
+               dp_model_n_buffers(m) * sizeof(float));
     }
     dp_model_free(&src);
-    if ((rc = agree(j, rc, "")) == DP_OK) {
-        say(j, "init: weights from %s\n", path);
+    return rc;
+}
+
+/* --init-from: the weights and batch-norm statistics of a model file (or a checkpoint) start
+ * the run, if its architecture is this run's. Every rank reads the file. */
+static int init_from(job *j)
+{
+    int rc = agree(j, dp_job_init_weights(j->cfg->init_from, j->m), "");
+    if (rc == DP_OK) {
+        say(j, "init: weights from %s\n", j->cfg->init_from);
     }
     return rc;
 }

@@ -53,6 +53,10 @@ int dp_job_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_mo
  * else a description of both into why. Local. */
 bool dp_job_same_arch(const dp_model_cfg *a, const dp_model_cfg *b, char *why, size_t cap);
 
+/* --init-from: the weights and batch-norm statistics of the model file or checkpoint path
+ * into m, if its architecture is m's (else refused, naming both). Local. */
+int dp_job_init_weights(const char *path, dp_model *m);
+
 /* Moves checkpoints in dir with a step above `step` (a future the resumed run replaces)
  * out of the way, renaming them to *.superseded; nothing is deleted. Local (rank 0). */
 int dp_job_supersede(const char *dir, long step, FILE *log);
