@@ -160,6 +160,7 @@ static void progress(void *ctx, const dp_lrfind_result *r)
 /* OUT/lr_find.png: gnuplot on a temporary copy of the points. Local (rank 0). */
 static int plot(const lrfind_opts *o, const dp_lrfind_result *r)
 {
+    static const char *const files[] = {"lr.dat", "plot.gp", "curves.png"};
     int rc = DP_OK;
     char dir[DP_PATH_MAX], path[DP_PATH_MAX + 32];
     const char *td = getenv("TMPDIR");
@@ -223,7 +224,6 @@ static int plot(const lrfind_opts *o, const dp_lrfind_result *r)
     snprintf(out, sizeof out, "%s/lr_find.png", o->out);
     DP_TRY(dp_cli_copy_atomic(png, out));
 done:
-    static const char *const files[] = {"lr.dat", "plot.gp", "curves.png"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         unlink(path);
