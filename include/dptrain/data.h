@@ -28,6 +28,8 @@ typedef struct {
     dp_split train;
     dp_split test;      /* n == 0 when the file has no /test group */
     int n_classes;      /* > 0 classification; 0 regression */
+    bool shared;        /* the splits' arrays are not this struct's (a node-shared segment
+                         * holds them): dp_dataset_free frees the struct only */
 } dp_dataset;
 
 /* Reads path: /train/x, /train/y and, if present, /test/x, /test/y, with their attributes.

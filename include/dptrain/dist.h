@@ -78,6 +78,25 @@ void dp_counter_free(dp_counter **k);
  * taken by exactly one caller. Local (rank 0 need not take part). */
 int dp_counter_next(dp_counter *k, int slot, int64_t *value);
 
+/* Node-shared memory: one segment per node of `bytes`, held by the node's first rank (local
+ * rank 0) and mapped by every rank of the node (an MPI-3 shared-memory window on the node
+ * communicator), for data the node's ranks read and need not copy. */
+typedef struct dp_shared dp_shared;
+/* This rank's place among the ranks of c on its node (0: the node's first). Local. */
+int dp_comm_local_rank(const dp_comm *c);
+/* Broadcasts bytes (at most 1 GiB) from the node's first rank to the node's ranks.
+ * Collective over the node. */
+int dp_comm_node_bcast(const dp_comm *c, void *buf, size_t bytes);
+/* Creates the node's segment; every rank of a node must give the same bytes. Collective. */
+int dp_shared_create(const dp_comm *c, size_t bytes, dp_shared **out);
+/* The segment's first byte, in this rank's address space. Local. */
+void *dp_shared_base(const dp_shared *s);
+/* After the node's first rank has written the segment: every rank of the node sees it.
+ * Collective over the node. */
+int dp_shared_sync(const dp_shared *s, const dp_comm *c);
+/* Collective over the node; NULL-safe; sets *s = NULL. */
+void dp_shared_free(dp_shared **s);
+
 /* The stuck-rank watchdog. A thread per rank times every wait inside a collective of c; when
  * one lasts longer than the limit (a peer stopped, swapping, stuck in a hung file system or
  * NIC), it prints which ranks it waits for (those on this node that have not reached the

@@ -17,6 +17,20 @@
 
 #define DP_PATH_MAX 4096
 
+/* Where a job's dataset lives (--data-memory). */
+typedef enum {
+    DP_DATA_AUTO = 0,   /* node when a node runs more than one rank of the job, else
+                         * replicate */
+    DP_DATA_REPLICATE,  /* every rank reads the whole file into its own memory */
+    DP_DATA_NODE,       /* one copy per node, in a node-shared segment (MPI-3 shared memory),
+                         * read by the node's first rank */
+    DP_DATA_MEMORY_COUNT
+} dp_data_memory;
+
+/* "auto", "replicate", "node" ("?" if out of range); the value of a name, or -1. */
+const char *dp_data_memory_name(dp_data_memory m);
+int dp_data_memory_parse(const char *s);
+
 /* The run configuration. Filled by dp_run_defaults, then by a saved config.json
  * (dp_run_cfg_from_json), an INI file or options (the program), in that order. */
 typedef struct {
@@ -46,6 +60,8 @@ typedef struct {
     /* runtime: do not change what is computed */
     int threads;             /* BLAS threads per rank, 0 = cores / ranks on the node (the
                               * program sets them: a process-wide setting) */
+    dp_data_memory data_memory; /* where the dataset lives: the same values on every rank
+                                 * whatever the mode */
     bool flush_subnormals;   /* CPU FTZ/DAZ: changes results below 1.2e-38, so a resume
                               * must use the same */
     float step_timeout;      /* the watchdog's limit, s; 0: off; < 0: auto */

@@ -781,8 +781,10 @@ void dp_dataset_free(dp_dataset **d)
     if (!d || !*d) {
         return;
     }
-    dp_split_clear(&(*d)->train);
-    dp_split_clear(&(*d)->test);
+    if (!(*d)->shared) {
+        dp_split_clear(&(*d)->train);
+        dp_split_clear(&(*d)->test);
+    }
     free(*d);
     *d = NULL;
 }

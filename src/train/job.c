@@ -23,7 +23,7 @@ typedef struct {
     bool root;
     FILE *log;               /* rank 0's lines, or NULL */
     FILE *notice;            /* rank 0's lines shown even when quiet, or NULL */
-    dp_dataset *owned;       /* the dataset, loaded here */
+    dp_job_data data;        /* the dataset, loaded here (--data-memory) */
     const dp_dataset *d;
     dp_train_cfg tc;         /* cfg->train with the scaled rate and the loop's hooks */
     dp_model *m;
@@ -101,11 +101,12 @@ int dp_job_mkdir_p(const char *dir)
 static int load_data(job *j)
 {
     const dp_run_cfg *cfg = j->cfg;
-    int rc = dp_dataset_load(cfg->data, &j->owned);
-    j->d = j->owned;
-    if ((rc = agree(j, rc, "")) != DP_OK) {
+    int rc = dp_job_data_load(cfg->data, cfg->data_memory, j->c, &j->data,
+                              &j->res->failed_rank);
+    if (rc != DP_OK) {
         return rc;
     }
+    j->d = j->data.d;
     j->tc = cfg->train;
     if (cfg->lr_scaling > 0) {
         /* Goyal et al.'s linear scaling rule: the rate grows with the rows per step. */
@@ -287,6 +288,9 @@ static void banner(const job *j)
     say(j, "data: %s: train %zu x %d, test %zu, %s\n", j->cfg->data,
         d->train.n, d->train.n_features, d->test.n,
         d->n_classes > 0 ? "classification" : "regression");
+    char mem[256];
+    dp_job_data_describe(&j->data, j->c, mem, sizeof mem);
+    say(j, "data memory: %s\n", mem);
     say(j, "model: %zu parameters; global batch %zu (%zu rows per rank at most)\n",
         dp_model_n_params(j->m), B, (B + (size_t)j->size - 1) / (size_t)j->size);
     say(j, "gradient sum: %s\n", j->size == 1 ? "none (one rank)"
@@ -379,6 +383,6 @@ int dp_run_job(const dp_run_cfg *cfg, const dp_comm *c, const dp_run_hooks *hook
     free(j.cfgjson);
     dp_train_state_free(&j.st);
     dp_model_free(&j.m);
-    dp_dataset_free(&j.owned);
+    dp_job_data_free(&j.data);
     return rc;
 }

@@ -57,6 +57,27 @@ bool dp_job_same_arch(const dp_model_cfg *a, const dp_model_cfg *b, char *why, s
  * into m, if its architecture is m's (else refused, naming both). Local. */
 int dp_job_init_weights(const char *path, dp_model *m);
 
+/* A job's dataset where --data-memory puts it (data_mem.c). */
+typedef struct {
+    dp_dataset *d;           /* the dataset (its arrays in shm in node mode) */
+    dp_shared *shm;          /* node mode: the node's segment; else NULL */
+    dp_data_memory mode;     /* replicate or node: auto resolved */
+    size_t bytes;            /* node mode: the segment's size */
+    char why[96];            /* how the mode was chosen */
+} dp_job_data;
+
+/* Loads path on every rank of c in mode (auto: node when this node runs more than one rank
+ * of c, else replicate), with every check of dp_dataset_load. replicate on a node whose
+ * available memory cannot hold a copy per rank, and node where it cannot hold two (the
+ * first rank's copy while it fills the segment), are refused up front, naming the sizes.
+ * *failed_rank as dp_job_agree. Collective. */
+int dp_job_data_load(const char *path, dp_data_memory mode, const dp_comm *c, dp_job_data *jd,
+                     int *failed_rank);
+/* One line for the banner: the mode, why, and the copy's size and sharing. Local. */
+void dp_job_data_describe(const dp_job_data *jd, const dp_comm *c, char *buf, size_t cap);
+/* Collective over the node (the segment is freed with the node's ranks). */
+void dp_job_data_free(dp_job_data *jd);
+
 /* Moves checkpoints in dir with a step above `step` (a future the resumed run replaces)
  * out of the way, renaming them to *.superseded; nothing is deleted. Local (rank 0). */
 int dp_job_supersede(const char *dir, long step, FILE *log);

@@ -257,6 +257,7 @@ int dp_lrfind_run(const dp_run_cfg *run, const dp_lrfind_cfg *cfg, const dp_comm
 {
     static const dp_run_hooks none = {0};
     hooks = hooks ? hooks : &none;
+    dp_job_data data = {0};
     dp_dataset *d = NULL;
     dp_model *m = NULL;
     dp_train_state st = {0};
@@ -266,7 +267,8 @@ int dp_lrfind_run(const dp_run_cfg *run, const dp_lrfind_cfg *cfg, const dp_comm
     res->failed_rank = -1;
     int rc = dp_job_agree(c, dp_lrfind_check(cfg), "", &res->failed_rank);
     if (rc == DP_OK) {
-        rc = dp_job_agree(c, dp_dataset_load(run->data, &d), "", &res->failed_rank);
+        rc = dp_job_data_load(run->data, run->data_memory, c, &data, &res->failed_rank);
+        d = data.d;
     }
     dp_train_cfg tc;
     if (rc == DP_OK) {
@@ -295,6 +297,6 @@ int dp_lrfind_run(const dp_run_cfg *run, const dp_lrfind_cfg *cfg, const dp_comm
     }
     dp_train_state_free(&st);
     dp_model_free(&m);
-    dp_dataset_free(&d);
+    dp_job_data_free(&data);
     return rc;
 }

@@ -56,6 +56,7 @@ static int reduce_parse(const char *s)
     return strcmp(s, "blocking") == 0 ? DP_REDUCE_BLOCKING
            : strcmp(s, "overlap") == 0 ? DP_REDUCE_OVERLAP : -1;
 }
+static const char *mem_name(int k) { return dp_data_memory_name((dp_data_memory)k); }
 static const char *loss_name(int k) { return dp_loss_name((dp_loss)k); }
 static const char *sched_name(int k) { return dp_sched_name((dp_sched)k); }
 
@@ -111,6 +112,8 @@ static const field fields[] = {
     ENUM("runtime", "allreduce", train.reduce, reduce_name, reduce_parse, false,
          "blocking or overlap"),
     NUM("runtime", "bucket_kb", F_KB, train.bucket_bytes, 0, 1L << 30, false),
+    ENUM("runtime", "data_memory", data_memory, mem_name, dp_data_memory_parse, false,
+         "auto, replicate or node"),
     NUM("runtime", "step_timeout", F_FLOAT, step_timeout, -1.0, 1e9, false),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])

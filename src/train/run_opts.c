@@ -75,6 +75,7 @@ static const option options[] = {
     {"flush-subnormals", O_FIELD, "runtime", "flush_subnormals", true},
     {"allreduce", O_FIELD, "runtime", "allreduce", false},
     {"bucket-kb", O_FIELD, "runtime", "bucket_kb", false},
+    {"data-memory", O_FIELD, "runtime", "data_memory", false},
     {"step-timeout", O_STEP_TIMEOUT, NULL, NULL, false},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
