@@ -113,6 +113,22 @@ int dp_synth_blobs(size_t n_train, size_t n_test, int n_features, int n_classes,
  * dp_rng_make(seed, epoch). The same on every rank. */
 void dp_permutation(size_t *perm, size_t n, uint64_t seed, uint64_t epoch);
 
+/* A keyed bijection of [0, n) computed one index at a time (a balanced Feistel network of
+ * DP_FEISTEL_ROUNDS rounds on the smallest 4^h >= n, with cycle walking back into [0, n)):
+ * the epoch's visiting order without an O(n) array, so a rank computes only the indices of
+ * its own slices. Keyed by (seed, epoch); the same on every rank. */
+#define DP_FEISTEL_ROUNDS 6
+typedef struct {
+    uint64_t n;
+    uint64_t key;
+    int half;          /* bits of each half of the network's domain */
+    uint64_t mask;     /* (1 << half) - 1 */
+} dp_feistel;
+
+void dp_feistel_init(dp_feistel *f, size_t n, uint64_t seed, uint64_t epoch);
+/* The position-i element of the permutation, i < n. */
+size_t dp_feistel_at(const dp_feistel *f, size_t i);
+
 /* Rows [*lo, *hi) of n_rows that rank `rank` of `size` takes: contiguous, in rank order,
  * the first n_rows % size ranks get one more (128 on 3 ranks: 43, 43, 42). */
 void dp_shard_rows(size_t n_rows, int rank, int size, size_t *lo, size_t *hi);

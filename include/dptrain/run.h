@@ -80,7 +80,8 @@ void dp_run_defaults(dp_run_cfg *cfg);
 char *dp_run_cfg_to_json(const dp_run_cfg *cfg, const char *version);
 
 /* Reads a JSON object written by dp_run_cfg_to_json over *cfg (fields it does not hold keep
- * their value). An unknown section or key, a value of the wrong type or out of range is
+ * their value, except training.shuffle: a configuration without it is from before it, of a
+ * run that visited its rows in Fisher-Yates order, and is read so). An unknown section or key, a value of the wrong type or out of range is
  * refused with DP_EINVAL naming it (what names the source, e.g. the file). Local. */
 int dp_run_cfg_from_json(const char *json, const char *what, dp_run_cfg *cfg);
 

@@ -48,6 +48,16 @@ typedef enum {
     DP_REDUCE_COUNT
 } dp_reduce_mode;
 
+/* How an epoch's rows are shuffled: the order in which the run visits them. */
+typedef enum {
+    DP_SHUFFLE_FISHER_YATES = 0, /* a Fisher-Yates permutation of every row, made by every rank
+                                  * each epoch (O(rows) per rank): the order of runs from before
+                                  * --shuffle (their config.json has no training.shuffle) */
+    DP_SHUFFLE_FEISTEL,          /* dp_feistel_at per position: each rank computes only the rows
+                                  * of its own slices (the default of new runs) */
+    DP_SHUFFLE_COUNT
+} dp_shuffle;
+
 /* Default --shards of deterministic mode: the most ranks its guarantee covers. */
 #define DP_SHARDS_DEFAULT 16
 
@@ -99,6 +109,7 @@ typedef struct {
     size_t batch;     /* global batch in rows; 0 means the whole training set (full batch) */
     bool drop_last;   /* drop a last partial batch instead of training on it */
     uint64_t seed;    /* drives the per-epoch permutation */
+    dp_shuffle shuffle; /* how the permutation is made */
     dp_optim_cfg opt;  /* optimizer and its hyperparameters (opt.lr is the base rate) */
     dp_sched_cfg sched; /* schedule; its base_lr is taken from opt.lr */
     int eval_batch;   /* rows per forward pass during evaluation, per rank */

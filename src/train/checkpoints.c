@@ -192,9 +192,13 @@ int dp_job_check_resume(const char *path, const dp_ckpt_meta *saved, const dp_mo
     }
     char diff[4096];
     if (dp_run_cfg_diff(&before, cfg, diff, sizeof diff) > 0) {
+        const bool old_order = before.train.shuffle != cfg->train.shuffle &&
+                               before.train.shuffle == DP_SHUFFLE_FISHER_YATES;
         return dp_err(DP_EINVAL, "--resume %s: the checkpoint's run had other options: %s. A "
-                                 "resumed run continues the same run: give the same options",
-                      path, diff);
+                                 "resumed run continues the same run: give the same options%s",
+                      path, diff, old_order ? " (this run visits its rows in the Fisher-Yates "
+                                              "order of dptrain before --shuffle: add --shuffle "
+                                              "fisher-yates to continue it exactly)" : "");
     }
     return DP_OK;
 }

@@ -143,15 +143,26 @@ size_t dp_loop_batch_rows(size_t b, size_t B, size_t n)
     return g0 + B <= n ? B : n - g0;
 }
 
-/* This rank's slice of global batch b: *count file rows, from the returned pointer into
- * order (the epoch's visiting order of n rows, batches of B). */
-static const size_t *rank_slice(const size_t *order, size_t b, size_t B, size_t n, int rank,
-                                int size, int *count)
+const size_t *dp_loop_ids(const dp_loop *s, size_t b, size_t first, size_t count, size_t *buf)
+{
+    const size_t g0 = b * s->B + first;
+    if (s->cfg->shuffle == DP_SHUFFLE_FISHER_YATES) {
+        return s->order + g0;
+    }
+    for (size_t k = 0; k < count; k++) {
+        buf[k] = s->rows[dp_feistel_at(&s->fe, g0 + k)];
+    }
+    return buf;
+}
+
+/* This rank's slice of global batch b of the epoch's visiting order: *count file rows (in
+ * buf with Feistel). */
+static const size_t *rank_slice(const dp_loop *s, size_t b, size_t *buf, int *count)
 {
     size_t lo = 0, hi = 0;
-    dp_shard_rows(dp_loop_batch_rows(b, B, n), rank, size, &lo, &hi);
+    dp_shard_rows(dp_loop_batch_rows(b, s->B, s->n_rows), s->rank, s->size, &lo, &hi);
     *count = (int)(hi - lo);
-    return order + b * B + lo;
+    return dp_loop_ids(s, b, lo, hi - lo, buf);
 }
 
 /* Scales g (n) so that its L2 norm is at most max_norm; the norm is taken in double over
@@ -265,6 +276,8 @@ void dp_loop_free(dp_loop *s)
     free(s->val);
     free(s->perm);
     free(s->order);
+    free(s->ids);
+    free(s->ids_next);
     free(s->x);
     free(s->values);
     free(s->labels);
@@ -280,8 +293,13 @@ static int loop_alloc(dp_loop *s)
     DP_CALLOC(s->rows, n);
     DP_CALLOC(s->val, s->n_val);
     dp_val_split(n, cfg->val_fraction, cfg->seed, s->rows, s->val);
-    DP_CALLOC(s->perm, s->n_rows);
-    DP_CALLOC(s->order, s->n_rows);
+    if (cfg->shuffle == DP_SHUFFLE_FISHER_YATES) {
+        DP_CALLOC(s->perm, s->n_rows);
+        DP_CALLOC(s->order, s->n_rows);
+    } else {
+        DP_CALLOC(s->ids, max_local);
+        DP_CALLOC(s->ids_next, max_local);
+    }
     DP_CALLOC(s->x, max_local * (size_t)s->tr->n_features);
     if (s->tr->labels) {
         DP_CALLOC(s->labels, max_local);
@@ -333,9 +351,13 @@ void dp_loop_begin_epoch(dp_loop *s, int epoch)
 {
     s->epoch = epoch;
     s->t0 = dp_wtime();
-    dp_permutation(s->perm, s->n_rows, s->cfg->seed, (uint64_t)epoch);
-    for (size_t i = 0; i < s->n_rows; i++) {
-        s->order[i] = s->rows[s->perm[i]];
+    if (s->cfg->shuffle == DP_SHUFFLE_FISHER_YATES) {
+        dp_permutation(s->perm, s->n_rows, s->cfg->seed, (uint64_t)epoch);
+        for (size_t i = 0; i < s->n_rows; i++) {
+            s->order[i] = s->rows[s->perm[i]];
+        }
+    } else {
+        dp_feistel_init(&s->fe, s->n_rows, s->cfg->seed, (uint64_t)epoch);
     }
     s->ran_epoch = true;
 }
@@ -360,7 +382,7 @@ static int micro_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
     float *tail = dp_model_grads(s->m) + dp_model_n_params(s->m), *dout = dp_model_dout(s->m);
     const bool last = b + 1 == sc->b1;
     int nl = 0;
-    const size_t *ids = rank_slice(s->order, b, s->B, s->n_rows, s->rank, s->size, &nl);
+    const size_t *ids = rank_slice(s, b, s->ids, &nl);
     dp_split_gather(s->tr, ids, nl, s->x, s->labels, s->values);
     dp_loop_lap(sc, &sc->tm.data);
     /* Dropout masks are keyed by (seed, step, layer, file row): any N gives the same masks.
@@ -388,7 +410,7 @@ static int micro_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
     if (b + 1 < s->n_batches) {
         /* The next batch's rows start moving into the cache during the backward. */
         int n1 = 0;
-        const size_t *next = rank_slice(s->order, b + 1, s->B, s->n_rows, s->rank, s->size, &n1);
+        const size_t *next = rank_slice(s, b + 1, s->ids_next, &n1);
         dp_split_prefetch(s->tr, next, n1);
     }
     dp_loop_lap(sc, &sc->tm.forward);

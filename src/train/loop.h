@@ -67,7 +67,10 @@ typedef struct {
     long steps_per_epoch, total_steps;
     /* Buffers (owned). */
     size_t *rows, *val;       /* file rows used for training / validation */
-    size_t *perm, *order;     /* per-epoch permutation of [0, n_rows), and rows[perm[i]] */
+    size_t *perm, *order;     /* Fisher-Yates: the epoch's permutation of [0, n_rows), and
+                               * rows[perm[i]]; NULL with Feistel */
+    dp_feistel fe;            /* Feistel: the epoch's permutation, one index at a time */
+    size_t *ids, *ids_next;   /* Feistel: this rank's rows of the current and the next batch */
     float *x, *values;        /* this rank's slice of a batch */
     int32_t *labels;
     dp_loop_overlap ov;       /* DP_REDUCE_OVERLAP on more than one rank */
@@ -108,6 +111,11 @@ bool dp_loop_stop_requested(const dp_loop *s);
 int dp_loop_det_alloc(dp_loop *s);
 void dp_loop_det_free(dp_loop *s);
 int dp_loop_det_batch(dp_loop *s, dp_step_ctx *sc, size_t b);
+
+/* The file rows of positions [first, first + count) of global batch b of the epoch: with
+ * Fisher-Yates a pointer into s->order; with Feistel computed into buf (count entries).
+ * Local. */
+const size_t *dp_loop_ids(const dp_loop *s, size_t b, size_t first, size_t count, size_t *buf);
 
 /* The global batch for n training rows: cfg->batch, or n if that is 0 or larger. Local. */
 size_t dp_loop_batch(const dp_train_cfg *cfg, size_t n_rows);

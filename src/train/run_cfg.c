@@ -40,6 +40,7 @@ void dp_run_defaults(dp_run_cfg *cfg)
     t->plateau_patience = 10;
     t->checkpoint_epochs = 1;
     t->shards = DP_SHARDS_DEFAULT;
+    t->shuffle = DP_SHUFFLE_FEISTEL;
     t->reduce = DP_REDUCE_BLOCKING;
     t->bucket_bytes = DP_BUCKET_KB_DEFAULT * 1024;
     cfg->keep_last = 3;
@@ -55,6 +56,20 @@ static int reduce_parse(const char *s)
 {
     return strcmp(s, "blocking") == 0 ? DP_REDUCE_BLOCKING
            : strcmp(s, "overlap") == 0 ? DP_REDUCE_OVERLAP : -1;
+}
+static const char *const shuffle_names[DP_SHUFFLE_COUNT] = {"fisher-yates", "feistel"};
+static const char *shuffle_name(int k)
+{
+    return k >= 0 && k < DP_SHUFFLE_COUNT ? shuffle_names[k] : "?";
+}
+static int shuffle_parse(const char *s)
+{
+    for (int i = 0; s && i < DP_SHUFFLE_COUNT; i++) {
+        if (strcmp(s, shuffle_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
 }
 static const char *mem_name(int k) { return dp_data_memory_name((dp_data_memory)k); }
 static const char *loss_name(int k) { return dp_loss_name((dp_loss)k); }
@@ -92,6 +107,8 @@ static const field fields[] = {
     NUM("training", "eval_batch", F_INT, train.eval_batch, 1, 1 << 24, false),
     NUM("training", "deterministic", F_BOOL, train.deterministic, 0, 1, true),
     NUM("training", "shards", F_INT, train.shards, 1, DP_FIXED_MAX_TERMS, true),
+    ENUM("training", "shuffle", train.shuffle, shuffle_name, shuffle_parse, true,
+         "feistel or fisher-yates"),
     NUM("optimizer", "nesterov", F_BOOL, train.opt.nesterov, 0, 1, true),
     NUM("optimizer", "centered", F_BOOL, train.opt.centered, 0, 1, true),
     NUM("optimizer", "amsgrad", F_BOOL, train.opt.amsgrad, 0, 1, true),
@@ -564,6 +581,12 @@ int dp_run_cfg_from_json(const char *json, const char *what, dp_run_cfg *cfg)
     if (!root || !json_is_object(root)) {
         DP_FAIL(DP_EINVAL, "%s: not a JSON object%s%s (line %d)", what, root ? "" : ": ",
                 root ? "" : err.text, root ? 0 : err.line);
+    }
+    /* A configuration written before --shuffle existed is of a run that visited its rows in
+     * Fisher-Yates order: read so, it reruns and resumes exactly as before. */
+    const json_t *tr = json_object_get(root, "training");
+    if (!json_is_object(tr) || !json_object_get(tr, "shuffle")) {
+        c.train.shuffle = DP_SHUFFLE_FISHER_YATES;
     }
     const char *key;
     json_t *v;

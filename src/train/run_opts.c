@@ -64,6 +64,7 @@ static const option options[] = {
     {"eval-batch", O_FIELD, "training", "eval_batch", false},
     {"deterministic", O_FIELD, "training", "deterministic", true},
     {"shards", O_FIELD, "training", "shards", false},
+    {"shuffle", O_FIELD, "training", "shuffle", false},
     {"checkpoint-every", O_FIELD, "checkpoints", "every", false},
     {"checkpoint-epochs", O_FIELD, "checkpoints", "epochs", false},
     {"keep-last", O_FIELD, "checkpoints", "keep_last", false},

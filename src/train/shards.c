@@ -64,8 +64,8 @@ void dp_loop_det_free(dp_loop *s)
     memset(&s->det, 0, sizeof s->det);
 }
 
-/* This rank's shards of global batch b: their row counts in d->rows, the rows' ids (a run of
- * *count from the returned pointer into s->order) and the largest shard of the batch. */
+/* This rank's shards of global batch b: their row counts in d->rows, the rows' ids (*count
+ * of them from the returned pointer, dp_loop_ids) and the largest shard of the batch. */
 static const size_t *shard_slice(dp_loop *s, size_t b, int *count)
 {
     dp_loop_det *d = &s->det;
@@ -79,7 +79,7 @@ static const size_t *shard_slice(dp_loop *s, size_t b, int *count)
         *count += d->rows[k];
     }
     d->sh.max_rows = (int)((nb + V - 1) / V);
-    return s->order + b * s->B + first;
+    return dp_loop_ids(s, b, first, (size_t)*count, s->ids);
 }
 
 /* The loss of each of this rank's shards, its bits in the gathered tail of acc, the correct
