@@ -336,6 +336,82 @@ Test(data_perm, tiny)
     dp_permutation(NULL, 0, 5, 5); /* no crash */
 }
 
+/* The Feistel permutation: a bijection of [0, n) for sizes around powers of two and primes. */
+Test(data_perm, feistel_is_a_bijection)
+{
+    const size_t sizes[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 127, 128, 129, 255, 256, 257,
+                            1000, 4095, 4096, 4097, 65535, 65536, 65537, 100003, 1 << 20,
+                            (1 << 20) + 7};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        const size_t n = sizes[k];
+        char *seen = calloc(n, 1);
+        cr_assert(seen);
+        dp_feistel f;
+        dp_feistel_init(&f, n, 9, k);
+        size_t fixed = 0;
+        for (size_t i = 0; i < n; i++) {
+            const size_t v = dp_feistel_at(&f, i);
+            cr_assert_lt(v, n, "n %zu: position %zu gives %zu", n, i, v);
+            cr_assert_eq(seen[v], 0, "n %zu: %zu appears twice", n, v);
+            seen[v] = 1;
+            fixed += v == i;
+        }
+        if (n >= 1000) {
+            cr_assert_lt(fixed, n / 100 + 10, "n %zu: %zu fixed points", n, fixed);
+        }
+        free(seen);
+    }
+}
+
+Test(data_perm, feistel_keyed_by_seed_and_epoch)
+{
+    const size_t n = 5000;
+    dp_feistel a, b, c, e;
+    dp_feistel_init(&a, n, 1, 0);
+    dp_feistel_init(&b, n, 1, 0);
+    dp_feistel_init(&c, n, 1, 1);
+    dp_feistel_init(&e, n, 2, 0);
+    size_t same_b = 0, same_c = 0, same_e = 0;
+    for (size_t i = 0; i < n; i++) {
+        const size_t v = dp_feistel_at(&a, i);
+        same_b += v == dp_feistel_at(&b, i);
+        same_c += v == dp_feistel_at(&c, i);
+        same_e += v == dp_feistel_at(&e, i);
+    }
+    cr_assert_eq(same_b, n);
+    cr_assert_lt(same_c, 50, "epoch did not change the order (%zu the same)", same_c);
+    cr_assert_lt(same_e, 50, "seed did not change the order (%zu the same)", same_e);
+}
+
+/* Where element 0 lands over many epochs, for n = 10: each position about 1/10 of the time
+ * (chi-square with 9 degrees of freedom below 30, p about 0.0005), and the positions of two
+ * neighbours independent enough that they are adjacent about 2/10 of the time. */
+Test(data_perm, feistel_spreads)
+{
+    const size_t n = 10, trials = 20000;
+    size_t count[10] = {0}, adjacent = 0;
+    for (size_t e = 0; e < trials; e++) {
+        dp_feistel f;
+        dp_feistel_init(&f, n, 3, e);
+        size_t p0 = 0, p1 = 0;
+        for (size_t i = 0; i < n; i++) {
+            const size_t v = dp_feistel_at(&f, i);
+            p0 = v == 0 ? i : p0;
+            p1 = v == 1 ? i : p1;
+        }
+        count[p0]++;
+        adjacent += p0 + 1 == p1 || p1 + 1 == p0;
+    }
+    double chi2 = 0.0;
+    const double want = (double)trials / (double)n;
+    for (size_t i = 0; i < n; i++) {
+        chi2 += ((double)count[i] - want) * ((double)count[i] - want) / want;
+    }
+    cr_assert_lt(chi2, 30.0, "chi-square %.1f", chi2);
+    const double adj = (double)adjacent / (double)trials;
+    cr_assert(adj > 0.17 && adj < 0.23, "neighbours adjacent %.3f of the time (0.2 expected)", adj);
+}
+
 /* --- HDF5 round trips --------------------------------------------------------------------- */
 
 static void expect_split_equal(const dp_split *a, const dp_split *b)

@@ -378,3 +378,72 @@ Test(loop, run_checkpoints_stops_and_resumes_to_the_same_weights)
     run_free(&a);
     run_free(&b);
 }
+
+/* With --shuffle feistel each rank computes only its own slice of a batch: over an epoch the
+ * slices of every rank count (1, 2, 3, 5) partition the training rows, each row once, and the
+ * ranks' slices of a batch laid end to end are the batch of one rank, for sizes that are not
+ * powers of two and batches that do not divide them. Fisher-Yates (the old order) too. */
+Test(loop, slices_of_every_rank_count_partition_each_epoch)
+{
+    const size_t ns[] = {1, 7, 100, 1000, 1025}, Bs[] = {1, 7, 64, 1000};
+    const int sizes[] = {1, 2, 3, 5};
+    for (int kind = 0; kind < DP_SHUFFLE_COUNT; kind++) {
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++) {
+            const size_t n = ns[a];
+            size_t *rows = calloc(n, sizeof *rows), *one = calloc(n, sizeof *one),
+                   *buf = calloc(n, sizeof *buf);
+            char *seen = calloc(2 * n + 1, 1);
+            cr_assert(rows && one && buf && seen);
+            for (size_t i = 0; i < n; i++) {
+                rows[i] = 2 * i + 1; /* file rows: the odd ones, as if a hold-out took the rest */
+            }
+            for (size_t bi = 0; bi < sizeof Bs / sizeof *Bs; bi++) {
+                const size_t B = Bs[bi] < n ? Bs[bi] : n;
+                dp_train_cfg cfg = {.seed = 5, .shuffle = (dp_shuffle)kind};
+                dp_loop s = {.cfg = &cfg, .n_rows = n, .B = B, .rows = rows};
+                if (kind == DP_SHUFFLE_FISHER_YATES) {
+                    s.perm = calloc(n, sizeof *s.perm);
+                    s.order = calloc(n, sizeof *s.order);
+                }
+                const size_t nb = dp_n_batches(n, B, false);
+                for (int e = 0; e < 2; e++) {
+                    dp_loop_begin_epoch(&s, e);
+                    for (size_t b = 0; b < nb; b++) {
+                        const size_t rows_b = dp_loop_batch_rows(b, B, n);
+                        memcpy(one, dp_loop_ids(&s, b, 0, rows_b, buf), rows_b * sizeof *one);
+                        for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+                            size_t at = 0;
+                            for (int r = 0; r < sizes[z]; r++) {
+                                size_t lo = 0, hi = 0;
+                                dp_shard_rows(rows_b, r, sizes[z], &lo, &hi);
+                                cr_assert_eq(lo, at);
+                                const size_t *ids = dp_loop_ids(&s, b, lo, hi - lo, buf);
+                                for (size_t k = 0; k < hi - lo; k++) {
+                                    cr_assert_eq(ids[k], one[lo + k], "n %zu B %zu batch %zu "
+                                                 "rank %d of %d", n, B, b, r, sizes[z]);
+                                    if (z == 0) {
+                                        cr_assert_eq(seen[ids[k]], 0, "row %zu twice", ids[k]);
+                                        seen[ids[k]] = 1;
+                                    }
+                                }
+                                at = hi;
+                            }
+                            cr_assert_eq(at, rows_b);
+                        }
+                    }
+                    for (size_t i = 0; i < n; i++) {
+                        cr_assert_eq(seen[rows[i]], 1, "n %zu B %zu: row %zu not visited", n, B,
+                                     rows[i]);
+                        seen[rows[i]] = 0;
+                    }
+                }
+                free(s.perm);
+                free(s.order);
+            }
+            free(rows);
+            free(one);
+            free(buf);
+            free(seen);
+        }
+    }
+}
