@@ -39,6 +39,17 @@ typedef struct {
  * message names the file, the object and the offending value or row. */
 int dp_dataset_load(const char *path, dp_dataset **out);
 
+/* What dp_dataset_load would allocate for path, without reading the arrays: the bytes of
+ * /train/x, /train/y, /test/x, /test/y (0 for one that is absent), after the same checks of
+ * shapes and types. */
+int dp_dataset_probe(const char *path, size_t bytes[4]);
+/* dp_dataset_load with the four arrays read into the caller's memory: dst[i] with room[i]
+ * bytes (as dp_dataset_probe gave them; a file grown since is refused), each aligned for
+ * floats. The dataset is marked
+ * shared: dp_dataset_free leaves the arrays. */
+int dp_dataset_load_at(const char *path, void *const dst[4], const size_t room[4],
+                       dp_dataset **out);
+
 /* Where dp_dataset_load_inputs found the rows. */
 typedef enum {
     DP_INPUT_SPLITS, /* /train and/or /test groups: d->train, d->test */

@@ -27,10 +27,23 @@ enum y_kind { Y_NONE = 0, Y_LABELS = 1, Y_VALUES = 2 };
 
 /* --- loading ------------------------------------------------------------------------------ */
 
-/* What read_split learnt beyond the dp_split itself, for the cross-split checks. */
+/* Where the arrays of a load go: malloc (al NULL), nowhere (probe: their sizes recorded,
+ * nothing read), or the caller's memory (placed: dp_dataset_load_at). Slots: train x,
+ * train y, test x, test y. */
+enum { DA_PROBE = 1, DA_PLACED = 2 };
+typedef struct {
+    int mode;
+    size_t bytes[4]; /* probe: each array's size; placed: the room at dst */
+    void *dst[4];
+} data_alloc;
+
+/* What read_split learnt beyond the dp_split itself, for the cross-split checks; and where
+ * its arrays go. */
 typedef struct {
     enum y_kind kind;
     char x_shape[128]; /* "[n, d1, ...]" */
+    data_alloc *al;    /* NULL: malloc */
+    int slot;          /* the split's x slot in al (its y: slot + 1) */
 } split_info;
 
 /* Allocates n_bytes (zeroed) for the data of dataset name of shape `shape`; on failure
@@ -46,13 +59,20 @@ static void *alloc_data(const char *path, const char *name, const char *shape, s
     return p;
 }
 
-/* Allocates dst with alloc_data or goes to done with DP_ENOMEM. */
-#define ALLOC_DATA(dst, name, shape, n_bytes)                          \
-    do {                                                               \
-        if (!((dst) = alloc_data(path, (name), (shape), (n_bytes)))) { \
-            rc = DP_ENOMEM;                                            \
-            goto done;                                                 \
-        }                                                              \
+/* Allocates dst with alloc_data, or places it in al's slot (DA_PLACED; refused if the room
+ * there is short: the file changed since it was probed), or goes to done with DP_ENOMEM. */
+#define ALLOC_DATA(out_, name_, shape_, bytes_, al_, slot_)                                 \
+    do {                                                                                    \
+        if ((al_) && (al_)->mode == DA_PLACED) {                                            \
+            if ((bytes_) > (al_)->bytes[slot_]) {                                           \
+                DP_FAIL(DP_EFORMAT, "%s: %s has shape %s now: it changed while being read", \
+                        path, (name_), (shape_));                                           \
+            }                                                                               \
+            (out_) = (al_)->dst[slot_];                                                     \
+        } else if (!((out_) = alloc_data(path, (name_), (shape_), (bytes_)))) {             \
+            rc = DP_ENOMEM;                                                                 \
+            goto done;                                                                      \
+        }                                                                                   \
     } while (0)
 
 /* Reads n integer class labels of any integer type into int32. HDF5 would clip a value out
@@ -178,14 +198,17 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     DP_TRY(read_opt_float(path, xds, xname, "scale", &s->x_scale));
     DP_TRY(read_opt_float(path, xds, xname, "offset", &s->x_offset));
     DP_TRY(dp_h5_check_stored(xds, path, xname, info->x_shape, n_elem));
-    if (is_u8) {
-        ALLOC_DATA(s->x_u8, xname, info->x_shape, n_elem);
+    if (info->al && info->al->mode == DA_PROBE) {
+        info->al->bytes[info->slot] = is_u8 ? n_elem : n_elem * sizeof(float);
+    } else if (is_u8) {
+        ALLOC_DATA(s->x_u8, xname, info->x_shape, n_elem, info->al, info->slot);
         if (n_elem > 0) {
             DP_H5CHK(H5Dread(xds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_u8),
                      "reading %s", xname);
         }
     } else {
-        ALLOC_DATA(s->x_f32, xname, info->x_shape, n_elem * sizeof(float));
+        ALLOC_DATA(s->x_f32, xname, info->x_shape, n_elem * sizeof(float), info->al,
+                   info->slot);
         if (n_elem > 0) {
             DP_H5CHK(H5Dread(xds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x_f32),
                      "reading %s", xname);
@@ -239,7 +262,11 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     if (cls == H5T_INTEGER) {
         info->kind = Y_LABELS;
         DP_TRY(dp_h5_check_stored(yds, path, yname, y_shape, n));
-        ALLOC_DATA(s->labels, yname, y_shape, n * sizeof(int32_t));
+        if (info->al && info->al->mode == DA_PROBE) {
+            info->al->bytes[info->slot + 1] = n * sizeof(int32_t);
+            goto done;
+        }
+        ALLOC_DATA(s->labels, yname, y_shape, n * sizeof(int32_t), info->al, info->slot + 1);
         if (n > 0) {
             DP_TRY(read_labels(path, yname, yds, type, n, s->labels));
         }
@@ -252,7 +279,12 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         info->kind = Y_VALUES;
         s->n_targets = k;
         DP_TRY(dp_h5_check_stored(yds, path, yname, y_shape, n * (size_t)k));
-        ALLOC_DATA(s->values, yname, y_shape, n * (size_t)k * sizeof(float));
+        if (info->al && info->al->mode == DA_PROBE) {
+            info->al->bytes[info->slot + 1] = n * (size_t)k * sizeof(float);
+            goto done;
+        }
+        ALLOC_DATA(s->values, yname, y_shape, n * (size_t)k * sizeof(float), info->al,
+                   info->slot + 1);
         if (n > 0) {
             DP_H5CHK(H5Dread(yds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->values),
                      "reading %s", yname);
@@ -363,7 +395,9 @@ done:
     return rc;
 }
 
-int dp_dataset_load(const char *path, dp_dataset **out)
+/* dp_dataset_load with the arrays where al says (NULL: malloc). A probe checks the shapes
+ * and types, records the sizes in al and returns no dataset. */
+static int load_with(const char *path, data_alloc *al, dp_dataset **out)
 {
     int rc = DP_OK;
     dp_dataset *d = NULL;
@@ -371,7 +405,7 @@ int dp_dataset_load(const char *path, dp_dataset **out)
     bool has_nc = false, has_test = false;
     long long nc_attr = 0;
     htri_t ex;
-    split_info tri = {0}, tei = {0};
+    split_info tri = {.al = al, .slot = 0}, tei = {.al = al, .slot = 2};
 
     if (!out) {
         return dp_err(DP_EINVAL, "dp_dataset_load: out is NULL");
@@ -393,6 +427,7 @@ int dp_dataset_load(const char *path, dp_dataset **out)
     has_test = ex > 0;
 
     DP_CALLOC(d, 1);
+    d->shared = al != NULL; /* placed arrays are the caller's (a probe allocates none) */
     DP_TRY(read_split(path, file, "train", false, &d->train, &tri));
     if (d->train.n == 0) {
         DP_FAIL(DP_EFORMAT, "%s: /train/x has shape %s: no rows", path, tri.x_shape);
@@ -416,6 +451,9 @@ int dp_dataset_load(const char *path, dp_dataset **out)
         }
     }
 
+    if (al && al->mode == DA_PROBE) {
+        goto done; /* sizes recorded; nothing read */
+    }
     if (tri.kind == Y_LABELS) {
         if (has_nc && nc_attr == 0) {
             DP_FAIL(DP_EFORMAT,
@@ -468,6 +506,31 @@ done:
     }
     dp_dataset_free(&d);
     return rc;
+}
+
+int dp_dataset_load(const char *path, dp_dataset **out) { return load_with(path, NULL, out); }
+
+int dp_dataset_probe(const char *path, size_t bytes[4])
+{
+    data_alloc al = {.mode = DA_PROBE};
+    dp_dataset *none = NULL;
+    int rc = load_with(path, &al, &none);
+    dp_dataset_free(&none);
+    for (int i = 0; i < 4; i++) {
+        bytes[i] = rc == DP_OK ? al.bytes[i] : 0;
+    }
+    return rc;
+}
+
+int dp_dataset_load_at(const char *path, void *const dst[4], const size_t room[4],
+                       dp_dataset **out)
+{
+    data_alloc al = {.mode = DA_PLACED};
+    for (int i = 0; i < 4; i++) {
+        al.dst[i] = dst[i];
+        al.bytes[i] = room[i];
+    }
+    return load_with(path, &al, out);
 }
 
 /* --- inputs of a trained model: y optional, a root /x, CSV feature rows ----------------- */

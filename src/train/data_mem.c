@@ -1,7 +1,7 @@
 /* data_mem.c: where a job's dataset lives (--data-memory). replicate: every rank reads the
  * file (dp_dataset_load). node: the node's first rank reads it, with every check of
- * dp_dataset_load, and copies its arrays into a node-shared segment that the node's other
- * ranks map instead of reading: one copy per node. The dataset the job sees is the same
+ * dp_dataset_load, straight into a node-shared segment that the node's other ranks map
+ * instead of reading: one copy per node. The dataset the job sees is the same
  * struct either way, so nothing downstream knows the difference; its bits are the file's in
  * both modes, so the run is the same. */
 #define _GNU_SOURCE
@@ -43,22 +43,11 @@ typedef struct {
 typedef struct {
     split_shape s[2]; /* train, test */
     int32_t n_classes;
-    int32_t status;   /* the first rank's load status: DP_OK or not */
 } data_shape;
 
 #define ALIGN 64
 
 static size_t align_up(size_t v) { return (v + ALIGN - 1) / ALIGN * ALIGN; }
-
-/* The bytes of each array of a split: x, labels, values. */
-static void split_bytes(const split_shape *sh, size_t b[3])
-{
-    const size_t n = (size_t)sh->n;
-    b[0] = sh->x_kind == 1   ? n * (size_t)sh->n_features
-           : sh->x_kind == 2 ? n * (size_t)sh->n_features * sizeof(float) : 0;
-    b[1] = sh->has_labels ? n * sizeof(int32_t) : 0;
-    b[2] = sh->has_values ? n * (size_t)sh->n_targets * sizeof(float) : 0;
-}
 
 static split_shape shape_of(const dp_split *s)
 {
@@ -68,48 +57,29 @@ static split_shape shape_of(const dp_split *s)
                          .x_scale = s->x_scale, .x_offset = s->x_offset};
 }
 
-/* The split's arrays at *off in the segment (copied from src on the first rank). */
-static void place_split(const split_shape *sh, char *base, size_t *off, const dp_split *src,
-                        dp_split *dst)
-{
-    size_t b[3];
-    split_bytes(sh, b);
-    *dst = (dp_split){.n = sh->n, .n_features = sh->n_features, .n_targets = sh->n_targets,
-                      .x_scale = sh->x_scale, .x_offset = sh->x_offset};
-    const bool present[3] = {sh->x_kind != 0, sh->has_labels != 0, sh->has_values != 0};
-    void *p[3] = {NULL, NULL, NULL};
-    for (int k = 0; k < 3; k++) {
-        /* Every array has its place (total_bytes counts the same), used or not. */
-        p[k] = present[k] ? base + *off : NULL;
-        *off += align_up(b[k] ? b[k] : 1);
-    }
-    if (sh->x_kind == 1) {
-        dst->x_u8 = p[0];
-    } else if (sh->x_kind == 2) {
-        dst->x_f32 = p[0];
-    }
-    dst->labels = p[1];
-    dst->values = p[2];
-    if (src) {
-        const void *from[3] = {src->x_u8 ? (const void *)src->x_u8 : (const void *)src->x_f32,
-                               src->labels, src->values};
-        for (int k = 0; k < 3; k++) {
-            if (p[k] && b[k]) {
-                memcpy(p[k], from[k], b[k]);
-            }
-        }
-    }
-}
-
-static size_t total_bytes(const data_shape *ds)
+/* The segment's layout: the four arrays of dp_dataset_probe (train x, train y, test x,
+ * test y), each from a 64-byte boundary. Returns the total. */
+static size_t layout(const size_t bytes[4], size_t off[4])
 {
     size_t t = 0;
-    for (int i = 0; i < 2; i++) {
-        size_t b[3];
-        split_bytes(&ds->s[i], b);
-        t += align_up(b[0] ? b[0] : 1) + align_up(b[1] ? b[1] : 1) + align_up(b[2] ? b[2] : 1);
+    for (int i = 0; i < 4; i++) {
+        off[i] = t;
+        t += align_up(bytes[i] ? bytes[i] : 1);
     }
     return t;
+}
+
+/* A split whose arrays are in the segment: x at slot 2k, y at 2k + 1. */
+static void place_split(const split_shape *sh, char *base, const size_t off[4], int k,
+                        dp_split *dst)
+{
+    *dst = (dp_split){.n = sh->n, .n_features = sh->n_features, .n_targets = sh->n_targets,
+                      .x_scale = sh->x_scale, .x_offset = sh->x_offset};
+    char *x = base + off[2 * k], *y = base + off[2 * k + 1];
+    dst->x_u8 = sh->x_kind == 1 ? (uint8_t *)x : NULL;
+    dst->x_f32 = sh->x_kind == 2 ? (float *)x : NULL;
+    dst->labels = sh->has_labels ? (int32_t *)y : NULL;
+    dst->values = sh->has_values ? (float *)y : NULL;
 }
 
 /* MemAvailable of /proc/meminfo in bytes, or 0 if unknown. */
@@ -129,56 +99,64 @@ static size_t mem_available(void)
     return (size_t)kb * 1024;
 }
 
-/* node: the first rank loads the file, the node's segment receives its arrays. */
+/* node: the first rank sizes the arrays (dp_dataset_probe), the node's segment is made, and
+ * the first rank reads the file straight into it with every check of dp_dataset_load: one
+ * copy per node, never two. */
 static int load_node(const char *path, const dp_comm *c, dp_job_data *jd, int *failed_rank)
 {
     const bool first = dp_comm_local_rank(c) == 0;
-    dp_dataset *priv = NULL;
-    data_shape ds = {0};
-    int rc = DP_OK;
-    if (first) {
-        rc = dp_dataset_load(path, &priv);
-        if (rc == DP_OK) {
-            ds.s[0] = shape_of(&priv->train);
-            ds.s[1] = shape_of(&priv->test);
-            ds.n_classes = priv->n_classes;
-        }
-        ds.status = rc;
-    }
+    size_t bytes[4] = {0}, off[4];
+    int rc = first ? dp_dataset_probe(path, bytes) : DP_OK;
     if ((rc = dp_job_agree(c, rc, "", failed_rank)) != DP_OK) {
-        dp_dataset_free(&priv);
         return rc;
     }
-    rc = dp_comm_node_bcast(c, &ds, sizeof ds);
-    const size_t bytes = total_bytes(&ds);
+    rc = dp_comm_node_bcast(c, bytes, sizeof bytes);
+    const size_t total = layout(bytes, off);
     if (rc == DP_OK) {
-        rc = dp_shared_create(c, bytes, &jd->shm);
+        rc = dp_shared_create(c, total, &jd->shm);
         if (rc != DP_OK) {
             rc = dp_err(rc, "--data-memory node: no node-shared segment of %.1f MB for %s (%s); "
                             "--data-memory replicate gives each rank its own copy",
-                        (double)bytes / 1e6, path, dp_errmsg());
+                        (double)total / 1e6, path, dp_errmsg());
         }
     }
     if ((rc = dp_job_agree(c, rc, "", failed_rank)) != DP_OK) {
         dp_shared_free(&jd->shm);
-        dp_dataset_free(&priv);
         return rc;
     }
     char *base = dp_shared_base(jd->shm);
-    dp_dataset *d = calloc(1, sizeof *d);
-    rc = d ? DP_OK : dp_err(DP_ENOMEM, "out of memory (dataset)");
-    if (d) {
-        size_t off = 0;
-        place_split(&ds.s[0], base, &off, first ? &priv->train : NULL, &d->train);
-        place_split(&ds.s[1], base, &off, first ? &priv->test : NULL, &d->test);
-        d->n_classes = ds.n_classes;
-        d->shared = true;
+    data_shape ds = {0};
+    dp_dataset *d = NULL;
+    if (first) {
+        void *dst[4];
+        for (int i = 0; i < 4; i++) {
+            dst[i] = base + off[i];
+        }
+        rc = dp_dataset_load_at(path, dst, bytes, &d);
+        if (rc == DP_OK) {
+            ds.s[0] = shape_of(&d->train);
+            ds.s[1] = shape_of(&d->test);
+            ds.n_classes = d->n_classes;
+        }
     }
-    dp_dataset_free(&priv); /* the first rank's private copy: the segment holds it now */
-    int sync = dp_shared_sync(jd->shm, c);
-    rc = rc == DP_OK ? sync : rc;
+    if ((rc = dp_job_agree(c, rc, "", failed_rank)) == DP_OK) {
+        rc = dp_comm_node_bcast(c, &ds, sizeof ds);
+    }
+    if (rc == DP_OK && !first) {
+        d = calloc(1, sizeof *d);
+        rc = d ? DP_OK : dp_err(DP_ENOMEM, "out of memory (dataset)");
+        if (d) {
+            place_split(&ds.s[0], base, off, 0, &d->train);
+            place_split(&ds.s[1], base, off, 1, &d->test);
+            d->n_classes = ds.n_classes;
+            d->shared = true;
+        }
+    }
+    if (rc == DP_OK) {
+        rc = dp_shared_sync(jd->shm, c);
+    }
     jd->d = d;
-    jd->bytes = bytes;
+    jd->bytes = total;
     return dp_job_agree(c, rc, "", failed_rank);
 }
 
@@ -206,10 +184,10 @@ int dp_job_data_load(const char *path, dp_data_memory mode, const dp_comm *c, dp
                                "available; --data-memory node keeps one copy per node",
                     local, path, (double)file / 1e6, (double)file * local / 1e6,
                     (double)avail / 1e6);
-    } else if (mode == DP_DATA_NODE && avail > 0 && 2 * file > avail) {
+    } else if (mode == DP_DATA_NODE && avail > 0 && file > avail) {
         rc = dp_err(DP_ENOMEM, "--data-memory node: %s (%.0f MB) does not fit this node's "
-                               "%.0f MB available with room for the copy made while loading",
-                    path, (double)file / 1e6, (double)avail / 1e6);
+                               "%.0f MB available", path, (double)file / 1e6,
+                    (double)avail / 1e6);
     }
     if ((rc = dp_job_agree(c, rc, "", failed_rank)) != DP_OK) {
         return rc;

@@ -68,8 +68,8 @@ typedef struct {
 
 /* Loads path on every rank of c in mode (auto: node when this node runs more than one rank
  * of c, else replicate), with every check of dp_dataset_load. replicate on a node whose
- * available memory cannot hold a copy per rank, and node where it cannot hold two (the
- * first rank's copy while it fills the segment), are refused up front, naming the sizes.
+ * available memory cannot hold a copy per rank, and node where it cannot hold one, are
+ * refused up front, naming the sizes.
  * *failed_rank as dp_job_agree. Collective. */
 int dp_job_data_load(const char *path, dp_data_memory mode, const dp_comm *c, dp_job_data *jd,
                      int *failed_rank);

@@ -1507,3 +1507,68 @@ Test(data_synth, bad_arguments)
     expect_msg("noise");
     cr_assert_null(d);
 }
+
+/* dp_dataset_probe gives the bytes dp_dataset_load allocates; dp_dataset_load_at reads the
+ * same data into the caller's memory and leaves it there on free; too little room is
+ * refused. Classification (uint8 x, labels) with a test split, and regression (float x, 2
+ * targets) without one. */
+Test(data_h5, probe_and_load_at_the_callers_memory)
+{
+    char path[512];
+    dp_dataset *blobs = NULL, *line = NULL;
+    cr_assert_eq(dp_synth_blobs(300, 40, 5, 3, 0.5f, 2, &blobs), DP_OK);
+    cr_assert_eq(dp_synth_line(120, 0, 2.0f, 1.0f, 0.1f, 4, &line), DP_OK);
+    const dp_dataset *ds[2] = {blobs, line};
+    for (int k = 0; k < 2; k++) {
+        tmp_path(path, sizeof path, k ? "probe_line.h5" : "probe_blobs.h5");
+        cr_assert_eq(dp_dataset_save(path, ds[k]), DP_OK, "%s", dp_errmsg());
+        dp_dataset *ref = NULL, *at = NULL;
+        cr_assert_eq(dp_dataset_load(path, &ref), DP_OK, "%s", dp_errmsg());
+        size_t bytes[4];
+        cr_assert_eq(dp_dataset_probe(path, bytes), DP_OK, "%s", dp_errmsg());
+        const dp_split *sp[2] = {&ref->train, &ref->test};
+        for (int s = 0; s < 2; s++) {
+            const size_t xb = sp[s]->x_u8 ? sp[s]->n * (size_t)sp[s]->n_features
+                                          : sp[s]->n * (size_t)sp[s]->n_features * sizeof(float);
+            const size_t yb = sp[s]->labels ? sp[s]->n * sizeof(int32_t)
+                                            : sp[s]->n * (size_t)sp[s]->n_targets * sizeof(float);
+            cr_assert_eq(bytes[2 * s], sp[s]->n ? xb : 0, "dataset %d split %d x", k, s);
+            cr_assert_eq(bytes[2 * s + 1], sp[s]->n ? yb : 0, "dataset %d split %d y", k, s);
+        }
+        void *dst[4];
+        char *mem = malloc(bytes[0] + bytes[1] + bytes[2] + bytes[3] + 4 * 64);
+        cr_assert(mem);
+        size_t o = 0;
+        for (int i = 0; i < 4; i++) {
+            dst[i] = mem + o; /* aligned for the arrays' types, apart from each other */
+            o += (bytes[i] / 64 + 1) * 64;
+        }
+        cr_assert_eq(dp_dataset_load_at(path, dst, bytes, &at), DP_OK, "%s", dp_errmsg());
+        cr_assert(at->shared);
+        cr_assert_eq(at->n_classes, ref->n_classes);
+        const dp_split *ap[2] = {&at->train, &at->test};
+        for (int s = 0; s < 2; s++) {
+            cr_assert_eq(ap[s]->n, sp[s]->n);
+            if (!sp[s]->n) {
+                continue;
+            }
+            const void *ax = ap[s]->x_u8 ? (const void *)ap[s]->x_u8 : (const void *)ap[s]->x_f32;
+            const void *ay = ap[s]->labels ? (const void *)ap[s]->labels : (const void *)ap[s]->values;
+            const void *rx = sp[s]->x_u8 ? (const void *)sp[s]->x_u8 : (const void *)sp[s]->x_f32;
+            const void *ry = sp[s]->labels ? (const void *)sp[s]->labels : (const void *)sp[s]->values;
+            cr_assert_eq(ax, dst[2 * s], "x read elsewhere");
+            cr_assert_eq(ay, dst[2 * s + 1], "y read elsewhere");
+            cr_assert_eq(memcmp(ax, rx, bytes[2 * s]), 0);
+            cr_assert_eq(memcmp(ay, ry, bytes[2 * s + 1]), 0);
+        }
+        dp_dataset_free(&at); /* the arrays are the caller's: freeing mem below is the test */
+        size_t small[4] = {bytes[0] - 1, bytes[1], bytes[2], bytes[3]};
+        cr_assert_neq(dp_dataset_load_at(path, dst, small, &at), DP_OK);
+        cr_assert(strstr(dp_errmsg(), "changed while being read"), "%s", dp_errmsg());
+        cr_assert_null(at);
+        free(mem);
+        dp_dataset_free(&ref);
+    }
+    dp_dataset_free(&blobs);
+    dp_dataset_free(&line);
+}
