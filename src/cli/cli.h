@@ -59,6 +59,21 @@ typedef int (*dp_cli_ini_fn)(void *ctx, const char *section, const char *key, co
 int dp_cli_parse_run_opts(int argc, char **argv, dp_cli_ini_fn extra, void *extra_ctx,
                           dp_run_cfg *base, dp_run_opts **opts, bool *help);
 
+/* A command's own options, taken out of argv before the run's options are parsed: each
+ * "--name VALUE" or "--name=VALUE" (a switch: "--name" alone) found in argv is removed and
+ * given to take(ctx, its index in opts, its value or NULL); the rest of argv keeps its order
+ * (argv[*argc] = NULL). -h and --help stay and set *help. Stops at take's first error; an
+ * option without its value is refused. Local. */
+typedef struct {
+    const char *name; /* "--steps" */
+    bool value;       /* takes a value */
+} dp_cli_opt;
+int dp_cli_take_opts(int *argc, char **argv, const dp_cli_opt *opts, int n_opts,
+                     int (*take)(void *ctx, int which, const char *value), void *ctx,
+                     bool *help);
+/* SIGTERM, SIGUSR1 and SIGINT call handler (SA_RESTART): a stop request. Local. */
+void dp_cli_on_stop_signals(void (*handler)(int));
+
 /* Runs gnuplot on dir/plot.gp with dir as its working directory and waits for it; a missing
  * gnuplot is named with the package to install. Local. */
 int dp_cli_run_gnuplot(const char *dir);

@@ -104,62 +104,48 @@ static int parse_modes(const char *val, bool *modes)
     }
 }
 
+/* One of the bench's own options (dp_cli_take_opts). */
+static int bench_opt(void *ctx, int which, const char *val)
+{
+    bench_cli *o = ctx;
+    int rc = DP_OK;
+    long l = 0;
+    switch (which) {
+    case 0: DP_TRY(dp_parse_int("--steps", val, 1, 1L << 30, &o->cfg.steps)); break;
+    case 1: DP_TRY(dp_parse_int("--warmup", val, 0, 1L << 30, &o->cfg.warmup)); break;
+    case 2:
+        DP_TRY(dp_parse_int("--repeats", val, 1, DP_BENCH_MAX_REPEATS, &l));
+        o->cfg.repeats = (int)l;
+        break;
+    case 3:
+        DP_TRY(parse_modes(val, o->cfg.modes));
+        o->allreduce = val;
+        break;
+    case 4: o->csv = val; break;
+    case 5: o->json = val; break;
+    case 6:
+        o->label = val;
+        if (strpbrk(val, "\",\\\n\r\t")) {
+            DP_FAIL(DP_EINVAL, "--label '%s': no quotes, commas, backslashes or control "
+                               "characters (it goes into CSV and JSON)", val);
+        }
+        break;
+    }
+done:
+    return rc;
+}
+
 /* Takes the bench's own options out of argv (compacting it) so that the rest can go to
  * the train option parser. Local. */
 static int take_bench_opts(int *argc, char **argv, bench_cli *o)
 {
-    static const char *names[] = {"--steps", "--warmup", "--repeats", "--allreduce", "--csv",
-                                  "--json", "--label"};
-    int rc = DP_OK, k = 1;
-    long l = 0;
+    static const dp_cli_opt opts[] = {{"--steps", true},   {"--warmup", true}, {"--repeats", true},
+                                      {"--allreduce", true}, {"--csv", true},  {"--json", true},
+                                      {"--label", true}};
     dp_bench_defaults(&o->cfg);
     o->label = "";
-    for (int i = 1; i < *argc; i++) {
-        const char *a = argv[i], *val = NULL;
-        int which = -1;
-        for (int j = 0; j < (int)(sizeof names / sizeof names[0]) && which < 0; j++) {
-            size_t n = strlen(names[j]);
-            if (strncmp(a, names[j], n) == 0 && (a[n] == '\0' || a[n] == '=')) {
-                which = j;
-                if (a[n] == '=') {
-                    val = a + n + 1;
-                } else if (i + 1 < *argc) {
-                    val = argv[++i];
-                } else {
-                    DP_FAIL(DP_EINVAL, "option '%s' needs a value", a);
-                }
-            }
-        }
-        switch (which) {
-        case -1:
-            o->help = o->help || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
-            argv[k++] = argv[i];
-            break;
-        case 0: DP_TRY(dp_parse_int("--steps", val, 1, 1L << 30, &o->cfg.steps)); break;
-        case 1: DP_TRY(dp_parse_int("--warmup", val, 0, 1L << 30, &o->cfg.warmup)); break;
-        case 2:
-            DP_TRY(dp_parse_int("--repeats", val, 1, DP_BENCH_MAX_REPEATS, &l));
-            o->cfg.repeats = (int)l;
-            break;
-        case 3:
-            DP_TRY(parse_modes(val, o->cfg.modes));
-            o->allreduce = val;
-            break;
-        case 4: o->csv = val; break;
-        case 5: o->json = val; break;
-        case 6:
-            o->label = val;
-            if (strpbrk(val, "\",\\\n\r\t")) {
-                DP_FAIL(DP_EINVAL, "--label '%s': no quotes, commas, backslashes or control "
-                                   "characters (it goes into CSV and JSON)", val);
-            }
-            break;
-        }
-    }
-    *argc = k;
-    argv[k] = NULL;
-done:
-    return rc;
+    return dp_cli_take_opts(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), bench_opt, o,
+                            &o->help);
 }
 
 /* The run's --deterministic (in run.train): alone, it asks for the deterministic mode only;

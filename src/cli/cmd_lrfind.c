@@ -69,79 +69,62 @@ typedef struct {
     const char *lr_given; /* a --lr of the run, not used */
 } lrfind_opts;
 
-/* Takes lr-find's own options (and the run's --out, --lr and --quiet) out of argv; the rest
- * goes to the run option parser. "--name value" and "--name=value" alike. Local. */
-static int take_opts(int *argc, char **argv, lrfind_opts *o)
+/* One of lr-find's own options (dp_cli_take_opts). */
+static int lrfind_opt(void *ctx, int which, const char *val)
 {
-    static const char *const names[] = {"--lr-min", "--lr-max", "--steps", "--smooth",
-                                        "--diverge", "--skip", "--out", "--lr"};
-    int rc = DP_OK, k = 1;
+    lrfind_opts *o = ctx;
+    int rc = DP_OK;
     long l = 0;
     float v = 0.0f;
-    for (int i = 1; i < *argc; i++) {
-        const char *a = argv[i], *val = NULL;
-        int which = -1;
-        for (int j = 0; j < (int)(sizeof names / sizeof names[0]) && which < 0; j++) {
-            const size_t n = strlen(names[j]);
-            if (strncmp(a, names[j], n) == 0 && (a[n] == '\0' || a[n] == '=')) {
-                which = j;
-                if (a[n] == '=') {
-                    val = a + n + 1;
-                } else if (i + 1 < *argc) {
-                    val = argv[++i];
-                } else {
-                    DP_FAIL(DP_EINVAL, "option '%s' needs a value", a);
-                }
-            }
+    switch (which) {
+    case 0:
+        DP_TRY(dp_parse_float("--lr-min", val, 0.0, 3.4e38, &v));
+        o->cfg.lr_min = v;
+        break;
+    case 1:
+        DP_TRY(dp_parse_float("--lr-max", val, 0.0, 3.4e38, &v));
+        o->cfg.lr_max = v;
+        break;
+    case 2:
+        DP_TRY(dp_parse_int("--steps", val, 2, 10000000, &l));
+        o->cfg.steps = (int)l;
+        break;
+    case 3:
+        DP_TRY(dp_parse_float("--smooth", val, 0.0, 0.9999999, &v));
+        o->cfg.beta = v;
+        break;
+    case 4:
+        DP_TRY(dp_parse_float("--diverge", val, 1.0000001, 1e30, &v));
+        o->cfg.diverge = v;
+        break;
+    case 5:
+        DP_TRY(dp_parse_int("--skip", val, -1, 10000000, &l));
+        o->cfg.skip = (int)l;
+        break;
+    case 6:
+        if (!val[0] || (size_t)snprintf(o->out, sizeof o->out, "%s", val) >= sizeof o->out) {
+            DP_FAIL(DP_EINVAL, "--out '%s': give a directory (at most %d bytes)", val,
+                    DP_PATH_MAX - 1);
         }
-        switch (which) {
-        case -1:
-            if (strcmp(a, "--no-plot") == 0) {
-                o->plot = false;
-            } else if (strcmp(a, "--quiet") == 0) {
-                o->quiet = true;
-            } else {
-                o->help = o->help || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
-                argv[k++] = argv[i];
-            }
-            break;
-        case 0:
-            DP_TRY(dp_parse_float("--lr-min", val, 0.0, 3.4e38, &v));
-            o->cfg.lr_min = v;
-            break;
-        case 1:
-            DP_TRY(dp_parse_float("--lr-max", val, 0.0, 3.4e38, &v));
-            o->cfg.lr_max = v;
-            break;
-        case 2:
-            DP_TRY(dp_parse_int("--steps", val, 2, 10000000, &l));
-            o->cfg.steps = (int)l;
-            break;
-        case 3:
-            DP_TRY(dp_parse_float("--smooth", val, 0.0, 0.9999999, &v));
-            o->cfg.beta = v;
-            break;
-        case 4:
-            DP_TRY(dp_parse_float("--diverge", val, 1.0000001, 1e30, &v));
-            o->cfg.diverge = v;
-            break;
-        case 5:
-            DP_TRY(dp_parse_int("--skip", val, -1, 10000000, &l));
-            o->cfg.skip = (int)l;
-            break;
-        case 6:
-            if (!val[0] || (size_t)snprintf(o->out, sizeof o->out, "%s", val) >= sizeof o->out) {
-                DP_FAIL(DP_EINVAL, "--out '%s': give a directory (at most %d bytes)", val,
-                        DP_PATH_MAX - 1);
-            }
-            break;
-        case 7: o->lr_given = val; break;
-        }
+        break;
+    case 7: o->lr_given = val; break;
+    case 8: o->plot = false; break;
+    case 9: o->quiet = true; break;
     }
-    *argc = k;
-    argv[k] = NULL;
 done:
     return rc;
+}
+
+/* Takes lr-find's own options (and the run's --out, --lr and --quiet) out of argv; the rest
+ * goes to the run option parser. Local. */
+static int take_opts(int *argc, char **argv, lrfind_opts *o)
+{
+    static const dp_cli_opt opts[] = {{"--lr-min", true}, {"--lr-max", true},  {"--steps", true},
+                                      {"--smooth", true}, {"--diverge", true}, {"--skip", true},
+                                      {"--out", true},    {"--lr", true},      {"--no-plot", false},
+                                      {"--quiet", false}};
+    return dp_cli_take_opts(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), lrfind_opt, o,
+                            &o->help);
 }
 
 /* A line per tenth of the steps (rank 0). */
@@ -300,11 +283,7 @@ int dp_cmd_lr_find(int argc, char **argv)
         return DP_EXIT_ERROR;
     }
     const int rank = dp_comm_rank(c), size = dp_comm_size(c);
-    struct sigaction sa = {.sa_handler = on_stop, .sa_flags = SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    dp_cli_on_stop_signals(on_stop);
     int rc = take_opts(&argc, argv, &o);
     if (rc == DP_OK && !o.help) {
         rc = dp_cli_parse_run(argc, argv, NULL, &ro);

@@ -378,11 +378,7 @@ int dp_cmd_sweep(int argc, char **argv)
         return DP_EXIT_ERROR;
     }
     const int rank = dp_comm_rank(c);
-    struct sigaction sa = {.sa_handler = on_stop, .sa_flags = SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    dp_cli_on_stop_signals(on_stop);
     int status = parse(argc, argv, &o, &base, &opts);
     if (status != DP_OK || o.help) {
         if (rank == 0) {

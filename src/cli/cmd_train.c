@@ -484,18 +484,6 @@ static void on_stop_signal(int sig)
     g_stop = sig;
 }
 
-static void install_stop_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-}
-
 /* --- the progress line (--progress) ----------------------------------------------------- */
 
 /* The parent of process pid, or -1. */
@@ -719,7 +707,7 @@ int dp_cmd_train(int argc, char **argv)
     }
     const int rank = dp_comm_rank(c), size = dp_comm_size(c);
     const bool root = (rank == 0);
-    install_stop_handlers();
+    dp_cli_on_stop_signals(on_stop_signal);
 
     /* Options: every rank parses the same argv and reaches the same verdict. */
     status = parse_all(argc, argv, NULL, &o);

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -78,4 +79,57 @@ void dp_cli_test_hooks(dp_test_hooks *h)
     }
     h->hold_at = hold ? atol(hold) : 0;
     h->ckpt_pause = pause ? atoi(pause) : 0;
+}
+
+int dp_cli_take_opts(int *argc, char **argv, const dp_cli_opt *opts, int n_opts,
+                     int (*take)(void *ctx, int which, const char *value), void *ctx,
+                     bool *help)
+{
+    int k = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        int which = -1;
+        for (int j = 0; j < n_opts && which < 0; j++) {
+            const size_t n = strlen(opts[j].name);
+            if (strncmp(a, opts[j].name, n) != 0 || (a[n] != '\0' && a[n] != '=')) {
+                continue;
+            }
+            which = j;
+            if (!opts[j].value) {
+                if (a[n] == '=') {
+                    return dp_err(DP_EINVAL, "option '%s' takes no value", opts[j].name);
+                }
+            } else if (a[n] == '=') {
+                val = a + n + 1;
+            } else if (i + 1 < *argc) {
+                val = argv[++i];
+            } else {
+                return dp_err(DP_EINVAL, "option '%s' needs a value", a);
+            }
+        }
+        if (which < 0) {
+            *help = *help || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+            argv[k++] = argv[i];
+            continue;
+        }
+        int rc = take(ctx, which, val);
+        if (rc != DP_OK) {
+            return rc;
+        }
+    }
+    *argc = k;
+    argv[k] = NULL;
+    return DP_OK;
+}
+
+void dp_cli_on_stop_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
