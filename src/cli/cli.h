@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "dptrain/dist.h"
 #include "dptrain/run.h"
@@ -71,6 +72,9 @@ typedef struct {
 int dp_cli_take_opts(int *argc, char **argv, const dp_cli_opt *opts, int n_opts,
                      int (*take)(void *ctx, int which, const char *value), void *ctx,
                      bool *help);
+/* After a command's options are parsed: on rank 0, the help text (rc DP_OK: --help was
+ * asked for) or "dptrain: error: <message>". Local. */
+void dp_cli_help_or_error(int rank, int rc, void (*help)(FILE *));
 /* SIGTERM, SIGUSR1 and SIGINT call handler (SA_RESTART): a stop request. Local. */
 void dp_cli_on_stop_signals(void (*handler)(int));
 

@@ -324,13 +324,7 @@ int dp_cmd_bench(int argc, char **argv)
         }
     }
     if (rc != DP_OK || o.help) {
-        if (rank == 0) {
-            if (rc == DP_OK) {
-                help(stdout);
-            } else {
-                dp_cli_error(dp_errmsg());
-            }
-        }
+        dp_cli_help_or_error(rank, rc, help);
         goto out;
     }
     snprintf(o.layers, sizeof o.layers, "%s", ro.layers);

@@ -297,13 +297,7 @@ int dp_cmd_lr_find(int argc, char **argv)
         rc = dp_lrfind_check(&o.cfg);
     }
     if (rc != DP_OK || o.help) {
-        if (rank == 0) {
-            if (rc == DP_OK) {
-                help(stdout);
-            } else {
-                dp_cli_error(dp_errmsg());
-            }
-        }
+        dp_cli_help_or_error(rank, rc, help);
         exit_code = rc == DP_OK ? DP_EXIT_OK : DP_EXIT_USAGE;
         goto out;
     }

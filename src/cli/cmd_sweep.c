@@ -381,13 +381,7 @@ int dp_cmd_sweep(int argc, char **argv)
     dp_cli_on_stop_signals(on_stop);
     int status = parse(argc, argv, &o, &base, &opts);
     if (status != DP_OK || o.help) {
-        if (rank == 0) {
-            if (status == DP_OK) {
-                help(stdout);
-            } else {
-                dp_cli_error(dp_errmsg());
-            }
-        }
+        dp_cli_help_or_error(rank, status, help);
         goto out;
     }
     dp_run_cfg applied = base;

@@ -133,3 +133,15 @@ void dp_cli_on_stop_signals(void (*handler)(int))
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 }
+
+void dp_cli_help_or_error(int rank, int rc, void (*help)(FILE *))
+{
+    if (rank != 0) {
+        return;
+    }
+    if (rc == DP_OK) {
+        help(stdout);
+    } else {
+        dp_cli_error(dp_errmsg());
+    }
+}
