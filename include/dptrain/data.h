@@ -9,9 +9,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Where the rows of a streamed split come from (--data-memory stream, src/data/stream.c):
+ * read from the file when dp_split_gather asks for them, the next batch's started early by
+ * dp_split_prefetch. What y holds is said here, since the split's arrays are NULL. */
+typedef struct dp_rowsrc dp_rowsrc;
+struct dp_rowsrc {
+    int (*gather)(dp_rowsrc *r, const size_t *idx, int n_idx, float *x, int32_t *labels,
+                  float *values);
+    void (*prefetch)(dp_rowsrc *r, const size_t *idx, int n_idx);
+    bool labels, values;  /* y holds class labels / regression targets */
+    uint64_t fingerprint; /* dp_split_fingerprint of the split, as if it were in memory */
+};
+
 /* One split (train or test) held in memory. Exactly one of x_u8 / x_f32 is set;
  * feature j of row i is x_u8[i*n_features + j] * x_scale + x_offset (or the same of x_f32).
- * Classification: labels (n) in [0, n_classes). Regression: values (n, n_targets). */
+ * Classification: labels (n) in [0, n_classes). Regression: values (n, n_targets).
+ * A streamed split has src set and no arrays: its rows are read on demand. */
 typedef struct {
     size_t n;           /* rows */
     int n_features;     /* product of x's dimensions after the first */
@@ -22,7 +35,18 @@ typedef struct {
     int32_t *labels;    /* classification, or NULL */
     float *values;      /* regression, or NULL */
     int n_targets;      /* regression: columns of values (1 if y is 1-D); else 0 */
+    dp_rowsrc *src;     /* streamed: the rows' source (the arrays above are NULL); else NULL */
 } dp_split;
+
+/* Whether y of s holds class labels / regression targets (in memory or streamed). */
+static inline bool dp_split_has_labels(const dp_split *s)
+{
+    return s->labels || (s->src && s->src->labels);
+}
+static inline bool dp_split_has_values(const dp_split *s)
+{
+    return s->values || (s->src && s->src->values);
+}
 
 typedef struct {
     dp_split train;
@@ -50,6 +74,23 @@ int dp_dataset_probe(const char *path, size_t bytes[4]);
 int dp_dataset_load_at(const char *path, void *const dst[4], const size_t room[4],
                        dp_dataset **out);
 
+/* --data-memory stream: opens path with every check of dp_dataset_load but reads no rows;
+ * each split gets a row source (src) that reads the rows asked for from the file (pread of
+ * the runs of adjacent rows), and reads the rows of a dp_split_prefetch ahead in its own
+ * thread (one read in flight; the thread makes no MPI or HDF5 call). The arrays must be stored
+ * contiguously, x as uint8, float32 or float64 and y as integers, float32 or float64, all
+ * little-endian (what dptrain's converters and h5py's defaults write); another layout is
+ * refused, naming the dataset. scan: also reads every row once, in blocks, for what the
+ * checks and the split fingerprints need (labels in range, x finite, the class count from
+ * the labels): without it n_classes and the fingerprints are those of info (from a scan
+ * elsewhere: the job's first rank scans and sends them). Local. */
+typedef struct {
+    int n_classes;
+    uint64_t fingerprint[2]; /* train, test */
+} dp_stream_info;
+int dp_dataset_open_stream(const char *path, bool scan, const dp_stream_info *info,
+                           dp_dataset **out, dp_stream_info *scanned);
+
 /* Where dp_dataset_load_inputs found the rows. */
 typedef enum {
     DP_INPUT_SPLITS, /* /train and/or /test groups: d->train, d->test */
@@ -75,13 +116,17 @@ void dp_dataset_free(dp_dataset **d); /* NULL-safe; sets *d = NULL; frees every 
 
 /* Copies rows idx[0..n_idx) of s as floats into x (n_idx, n_features), and their labels
  * into labels (n_idx) or their values into values (n_idx, n_targets); the output pointer
- * that does not apply to s may be NULL. */
-void dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, int32_t *labels,
-                     float *values);
+ * that does not apply to s may be NULL. In memory it cannot fail; a streamed split reads
+ * the rows from its file (DP_EIO naming the file when that fails; the outputs are then
+ * zeros, so a caller can finish a collective step before it stops). */
+int dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, int32_t *labels,
+                    float *values);
 
 /* Asks the CPU to start loading rows idx[0..n_idx) of s (features and targets) into its
  * caches, without waiting: the trainer calls it for the next batch before the current
- * batch's backward pass, so that the next dp_split_gather finds the rows in cache. */
+ * batch's backward pass, so that the next dp_split_gather finds the rows in cache. A
+ * streamed split starts reading those rows from its file (the read ahead); a gather of the
+ * same rows waits for that read, a gather of others reads its own. */
 void dp_split_prefetch(const dp_split *s, const size_t *idx, int n_idx);
 
 /* 64-bit FNV-1a over the split's raw arrays and shapes: identical data, identical value. */

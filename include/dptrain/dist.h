@@ -97,6 +97,9 @@ int dp_shared_sync(const dp_shared *s, const dp_comm *c);
 /* Collective over the node; NULL-safe; sets *s = NULL. */
 void dp_shared_free(dp_shared **s);
 
+/* Broadcasts bytes from root to every rank of c. Collective. */
+int dp_comm_bcast_bytes(const dp_comm *c, void *buf, size_t bytes, int root);
+
 /* The stuck-rank watchdog. A thread per rank times every wait inside a collective of c; when
  * one lasts longer than the limit (a peer stopped, swapping, stuck in a hung file system or
  * NIC), it prints which ranks it waits for (those on this node that have not reached the

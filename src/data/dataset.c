@@ -30,12 +30,61 @@ enum y_kind { Y_NONE = 0, Y_LABELS = 1, Y_VALUES = 2 };
 /* Where the arrays of a load go: malloc (al NULL), nowhere (probe: their sizes recorded,
  * nothing read), or the caller's memory (placed: dp_dataset_load_at). Slots: train x,
  * train y, test x, test y. */
-enum { DA_PROBE = 1, DA_PLACED = 2 };
+enum { DA_PROBE = 1, DA_PLACED = 2, DA_STREAM = 3 };
 typedef struct {
     int mode;
     size_t bytes[4]; /* probe: each array's size; placed: the room at dst */
     void *dst[4];
+    dp_raw_split raw[2]; /* stream: where each split's arrays are in the file, and how stored */
 } data_alloc;
+
+/* Whether this load reads no rows (a probe, or a streamed dataset's metadata). */
+static bool reads_nothing(const data_alloc *al)
+{
+    return al && (al->mode == DA_PROBE || al->mode == DA_STREAM);
+}
+
+/* --data-memory stream reads the arrays as the file stores them: where dataset ds (called
+ * name) starts and its element type, which must be contiguous and little-endian integer or
+ * IEEE float (floats of 4 or 8 bytes). */
+static int raw_layout(const char *path, hid_t ds, const char *name, size_t n_elem, uint64_t *off,
+                      dp_raw_type *t)
+{
+    int rc = DP_OK;
+    hid_t type = H5I_INVALID_HID;
+    H5T_class_t cls;
+    DP_H5CHK(type = H5Dget_type(ds), "reading the type of %s", name);
+    DP_H5CHK(cls = H5Tget_class(type), "reading the type of %s", name);
+    t->size = (int)H5Tget_size(type);
+    t->cls = cls == H5T_FLOAT ? 'f' : H5Tget_sign(type) == H5T_SGN_NONE ? 'u' : 'i';
+    const bool le = H5Tget_order(type) == H5T_ORDER_LE;
+    const bool ok = le && (cls == H5T_FLOAT ? (t->size == 4 || t->size == 8)
+                                            : (t->size == 1 || t->size == 2 || t->size == 4 ||
+                                               t->size == 8));
+    if (cls == H5T_FLOAT && ok && (H5Tequal(type, H5T_IEEE_F32LE) <= 0 &&
+                                   H5Tequal(type, H5T_IEEE_F64LE) <= 0)) {
+        DP_FAIL(DP_EFORMAT, "%s: %s is stored as a non-IEEE float type: --data-memory stream "
+                "reads only IEEE float32/float64 (use --data-memory node)", path, name);
+    }
+    if (!ok) {
+        DP_FAIL(DP_EFORMAT, "%s: %s is stored as a %s%d-byte %s type: --data-memory stream "
+                "reads the file as stored and takes little-endian integers of 1, 2, 4 or 8 "
+                "bytes and IEEE floats of 4 or 8 (use --data-memory node, or rewrite the file)",
+                path, name, le ? "" : "big-endian ", t->size, cls == H5T_FLOAT ? "float" : "integer");
+    }
+    *off = 0;
+    if (n_elem > 0) {
+        haddr_t a = H5Dget_offset(ds);
+        if (a == HADDR_UNDEF) {
+            DP_FAIL(DP_EFORMAT, "%s: %s is stored in chunks (perhaps compressed): --data-memory "
+                    "stream reads rows where a contiguous layout puts them (rewrite it with "
+                    "h5repack -l CONTI, or use --data-memory node)", path, name);
+        }
+        *off = (uint64_t)a;
+    }
+done:
+    return dp_h5_close(&type, rc, path);
+}
 
 /* What read_split learnt beyond the dp_split itself, for the cross-split checks; and where
  * its arrays go. */
@@ -198,7 +247,13 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     DP_TRY(read_opt_float(path, xds, xname, "scale", &s->x_scale));
     DP_TRY(read_opt_float(path, xds, xname, "offset", &s->x_offset));
     DP_TRY(dp_h5_check_stored(xds, path, xname, info->x_shape, n_elem));
-    if (info->al && info->al->mode == DA_PROBE) {
+    if (info->al && info->al->mode == DA_STREAM) {
+        dp_raw_split *raw = &info->al->raw[info->slot / 2];
+        raw->n = n;
+        DP_TRY(raw_layout(path, xds, xname, n_elem, &raw->x_off, &raw->x));
+        raw->x_row = feat * (size_t)raw->x.size;
+    }
+    if (reads_nothing(info->al)) {
         info->al->bytes[info->slot] = is_u8 ? n_elem : n_elem * sizeof(float);
     } else if (is_u8) {
         ALLOC_DATA(s->x_u8, xname, info->x_shape, n_elem, info->al, info->slot);
@@ -262,7 +317,12 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
     if (cls == H5T_INTEGER) {
         info->kind = Y_LABELS;
         DP_TRY(dp_h5_check_stored(yds, path, yname, y_shape, n));
-        if (info->al && info->al->mode == DA_PROBE) {
+        if (info->al && info->al->mode == DA_STREAM) {
+            dp_raw_split *raw = &info->al->raw[info->slot / 2];
+            DP_TRY(raw_layout(path, yds, yname, n, &raw->y_off, &raw->y));
+            raw->y_row = (size_t)raw->y.size;
+        }
+        if (reads_nothing(info->al)) {
             info->al->bytes[info->slot + 1] = n * sizeof(int32_t);
             goto done;
         }
@@ -279,7 +339,12 @@ static int read_split(const char *path, hid_t file, const char *name, bool y_opt
         info->kind = Y_VALUES;
         s->n_targets = k;
         DP_TRY(dp_h5_check_stored(yds, path, yname, y_shape, n * (size_t)k));
-        if (info->al && info->al->mode == DA_PROBE) {
+        if (info->al && info->al->mode == DA_STREAM) {
+            dp_raw_split *raw = &info->al->raw[info->slot / 2];
+            DP_TRY(raw_layout(path, yds, yname, n * (size_t)k, &raw->y_off, &raw->y));
+            raw->y_row = (size_t)k * (size_t)raw->y.size;
+        }
+        if (reads_nothing(info->al)) {
             info->al->bytes[info->slot + 1] = n * (size_t)k * sizeof(float);
             goto done;
         }
@@ -454,6 +519,22 @@ static int load_with(const char *path, data_alloc *al, dp_dataset **out)
     if (al && al->mode == DA_PROBE) {
         goto done; /* sizes recorded; nothing read */
     }
+    if (al && al->mode == DA_STREAM) {
+        if (tri.kind == Y_LABELS && has_nc && nc_attr == 0) {
+            DP_FAIL(DP_EFORMAT,
+                    "%s: num_classes is 0 (regression) but /train/y holds integer class labels",
+                    path);
+        }
+        if (tri.kind != Y_LABELS && has_nc && nc_attr != 0) {
+            DP_FAIL(DP_EFORMAT, "%s: num_classes is %lld but /train/y holds float regression "
+                    "targets (store class labels as integers)", path, nc_attr);
+        }
+        /* The labels decide it unless the file says: a scan (dp_dataset_stream_scan). */
+        d->n_classes = tri.kind != Y_LABELS ? 0 : has_nc ? (int)nc_attr : -1;
+        *out = d;
+        d = NULL;
+        goto done;
+    }
     if (tri.kind == Y_LABELS) {
         if (has_nc && nc_attr == 0) {
             DP_FAIL(DP_EFORMAT,
@@ -509,6 +590,188 @@ done:
 }
 
 int dp_dataset_load(const char *path, dp_dataset **out) { return load_with(path, NULL, out); }
+
+int dp_dataset_layout(const char *path, dp_dataset **out, dp_raw_split raw[2])
+{
+    data_alloc al = {.mode = DA_STREAM};
+    int rc = load_with(path, &al, out);
+    raw[0] = al.raw[0];
+    raw[1] = al.raw[1];
+    return rc;
+}
+
+/* --- the scan of a streamed dataset ------------------------------------------------------- */
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n_bytes);
+static uint64_t fnv_u64(uint64_t h, uint64_t v);
+
+/* Rows [r0, r0 + nr) of dataset ds (rank, dims) read as memory type mt into buf. */
+static int read_rows(const char *path, const char *name, hid_t ds, int rank, const hsize_t *dims,
+                     size_t r0, size_t nr, hid_t mt, void *buf)
+{
+    int rc = DP_OK;
+    hid_t fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
+    hsize_t start[H5S_MAX_RANK] = {0}, count[H5S_MAX_RANK];
+    for (int i = 0; i < rank; i++) {
+        count[i] = dims[i];
+    }
+    start[0] = r0;
+    count[0] = nr;
+    DP_H5CHK(fs = H5Dget_space(ds), "reading the shape of %s", name);
+    DP_H5CHK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL),
+             "selecting rows of %s", name);
+    DP_H5CHK(ms = H5Screate_simple(rank, count, NULL), "selecting rows of %s", name);
+    DP_H5CHK(H5Dread(ds, mt, ms, fs, H5P_DEFAULT, buf), "reading rows %zu to %zu of %s", r0,
+             r0 + nr - 1, name);
+done:
+    rc = dp_h5_close(&ms, rc, path);
+    return dp_h5_close(&fs, rc, path);
+}
+
+/* Extremes of a split's labels and where they are. */
+typedef struct {
+    int32_t lo, hi;
+    size_t lo_row, hi_row;
+} label_range;
+
+/* Reads split `name` of file in blocks of rows, as dp_dataset_load would (the same types and
+ * conversions), for its fingerprint (that of dp_split_fingerprint) and the checks of a load:
+ * x finite, labels fit int32 (their extremes into lr), targets finite. */
+static int scan_split(const char *path, hid_t file, const char *name, const dp_split *s,
+                      bool x_u8, uint64_t *fp, label_range *lr)
+{
+    int rc = DP_OK;
+    char xname[32], yname[32];
+    hid_t xds = H5I_INVALID_HID, yds = H5I_INVALID_HID;
+    int xrank = 0, yrank = 0;
+    hsize_t xdims[H5S_MAX_RANK], ydims[H5S_MAX_RANK];
+    const size_t nf = (size_t)s->n_features, nt = (size_t)s->n_targets;
+    const size_t row = nf * (x_u8 ? 1 : sizeof(float));
+    const size_t R = row >= ((size_t)4 << 20) ? 1 : ((size_t)4 << 20) / row;
+    void *buf = NULL;
+    int64_t *wide = NULL;
+    int32_t *lab = NULL;
+    snprintf(xname, sizeof xname, "/%s/x", name);
+    snprintf(yname, sizeof yname, "/%s/y", name);
+    DP_TRY(dp_h5_open_dataset(file, path, xname, &xds, &xrank, xdims));
+    DP_TRY(dp_h5_open_dataset(file, path, yname, &yds, &yrank, ydims));
+    buf = malloc(R * row > R * nt * sizeof(float) ? R * row : R * nt * sizeof(float));
+    wide = malloc(R * sizeof *wide);
+    lab = malloc(R * sizeof *lab);
+    if (!buf || !wide || !lab) {
+        DP_FAIL(DP_ENOMEM, "%s: out of memory for a block of %zu rows of /%s", path, R, name);
+    }
+    uint64_t h = fnv_u64(fnv_u64(0xcbf29ce484222325ULL, (uint64_t)s->n), (uint64_t)nf);
+    for (size_t r0 = 0; r0 < s->n; r0 += R) {
+        const size_t nr = s->n - r0 < R ? s->n - r0 : R;
+        DP_TRY(read_rows(path, xname, xds, xrank, xdims, r0, nr,
+                         x_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, buf));
+        for (size_t i = 0; !x_u8 && i < nr * nf; i++) {
+            const float v = ((const float *)buf)[i];
+            if (!isfinite(v)) {
+                DP_FAIL(DP_EFORMAT, "%s: %s: value %g at row %zu, feature %zu is not finite",
+                        path, xname, (double)v, r0 + i / nf, i % nf);
+            }
+        }
+        h = fnv_bytes(h, buf, nr * row);
+    }
+    h = fnv_bytes(h, &s->x_scale, sizeof s->x_scale);
+    h = fnv_bytes(h, &s->x_offset, sizeof s->x_offset);
+    *lr = (label_range){.lo = INT32_MAX, .hi = INT32_MIN};
+    hid_t type = H5I_INVALID_HID;
+    bool is_unsigned = false;
+    if (!nt) {
+        DP_H5CHK(type = H5Dget_type(yds), "reading the type of %s", yname);
+        is_unsigned = H5Tget_sign(type) == H5T_SGN_NONE;
+        DP_TRY(dp_h5_close(&type, rc, path));
+    } else {
+        h = fnv_u64(h, (uint64_t)nt);
+    }
+    for (size_t r0 = 0; r0 < s->n; r0 += R) {
+        const size_t nr = s->n - r0 < R ? s->n - r0 : R;
+        if (nt) {
+            float *v = buf;
+            DP_TRY(read_rows(path, yname, yds, yrank, ydims, r0, nr, H5T_NATIVE_FLOAT, v));
+            for (size_t i = 0; i < nr * nt; i++) {
+                if (!isfinite(v[i])) {
+                    DP_FAIL(DP_EFORMAT, "%s: %s: value %g at row %zu is not finite", path, yname,
+                            (double)v[i], r0 + i / nt);
+                }
+            }
+            h = fnv_bytes(h, v, nr * nt * sizeof *v);
+            continue;
+        }
+        DP_TRY(read_rows(path, yname, yds, yrank, ydims, r0, nr,
+                         is_unsigned ? H5T_NATIVE_UINT64 : H5T_NATIVE_INT64, wide));
+        for (size_t i = 0; i < nr; i++) {
+            const uint64_t u = (uint64_t)wide[i];
+            if (is_unsigned ? u > (uint64_t)INT32_MAX
+                            : (wide[i] < INT32_MIN || wide[i] > INT32_MAX)) {
+                DP_FAIL(DP_ERANGE, "%s: %s: label %" PRId64 " at row %zu does not fit a class "
+                        "index (at most %d)", path, yname, wide[i], r0 + i, INT32_MAX);
+            }
+            lab[i] = (int32_t)wide[i];
+            if (lab[i] < lr->lo) {
+                lr->lo = lab[i];
+                lr->lo_row = r0 + i;
+            }
+            if (lab[i] > lr->hi) {
+                lr->hi = lab[i];
+                lr->hi_row = r0 + i;
+            }
+        }
+        h = fnv_bytes(h, lab, nr * sizeof *lab);
+    }
+    *fp = h;
+done:
+    free(buf);
+    free(wide);
+    free(lab);
+    rc = dp_h5_close(&yds, rc, path);
+    return dp_h5_close(&xds, rc, path);
+}
+
+int dp_dataset_stream_scan(const char *path, const dp_dataset *d, const dp_raw_split raw[2],
+                           dp_stream_info *out)
+{
+    int rc = DP_OK;
+    hid_t file = H5I_INVALID_HID;
+    const dp_split *sp[2] = {&d->train, &d->test};
+    const char *nm[2] = {"train", "test"};
+    label_range lr[2];
+    memset(out, 0, sizeof *out);
+    DP_TRY(dp_h5_open_ro(path, "cannot open as an HDF5 file (not HDF5, or damaged)", &file));
+    for (int k = 0; k < 2; k++) {
+        lr[k] = (label_range){.lo = INT32_MAX, .hi = INT32_MIN};
+        if (sp[k]->n > 0) {
+            const bool u8 = raw[k].x.cls == 'u' && raw[k].x.size == 1;
+            DP_TRY(scan_split(path, file, nm[k], sp[k], u8, &out->fingerprint[k], &lr[k]));
+        }
+    }
+    out->n_classes = d->n_classes;
+    if (raw[0].y.cls == 'f') {
+        goto done; /* regression targets */
+    }
+    if (out->n_classes < 0) { /* the largest label + 1, as a load infers it */
+        int32_t mx = lr[0].hi > lr[1].hi ? lr[0].hi : lr[1].hi;
+        if (mx == INT32_MAX) {
+            DP_FAIL(DP_ERANGE, "%s: largest label %d is too large", path, (int)mx);
+        }
+        out->n_classes = mx < 0 ? 1 : (int)mx + 1;
+    }
+    for (int k = 0; k < 2; k++) {
+        if (sp[k]->n > 0 && lr[k].lo < 0) {
+            DP_FAIL(DP_ERANGE, "%s: /%s/y: label %d at row %zu is outside [0, %d)", path, nm[k],
+                    (int)lr[k].lo, lr[k].lo_row, out->n_classes);
+        }
+        if (sp[k]->n > 0 && lr[k].hi >= out->n_classes) {
+            DP_FAIL(DP_ERANGE, "%s: /%s/y: label %d at row %zu is outside [0, %d)", path, nm[k],
+                    (int)lr[k].hi, lr[k].hi_row, out->n_classes);
+        }
+    }
+done:
+    return dp_h5_close(&file, rc, path);
+}
 
 int dp_dataset_probe(const char *path, size_t bytes[4])
 {
@@ -832,6 +1095,7 @@ int dp_dataset_save(const char *path, const dp_dataset *d)
 
 void dp_split_clear(dp_split *s)
 {
+    dp_stream_free(s->src);
     free(s->x_u8);
     free(s->x_f32);
     free(s->labels);
@@ -879,6 +1143,9 @@ static uint64_t fnv_u64(uint64_t h, uint64_t v)
 
 uint64_t dp_split_fingerprint(const dp_split *s)
 {
+    if (s->src) {
+        return s->src->fingerprint; /* a streamed split's, from the scan of its file */
+    }
     uint64_t h = FNV_OFFSET;
     size_t nf = s->n_features > 0 ? (size_t)s->n_features : 0;
     size_t nt = s->n_targets > 0 ? (size_t)s->n_targets : 0;

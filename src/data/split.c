@@ -5,9 +5,12 @@
 
 #include <string.h>
 
-void dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, int32_t *labels,
-                     float *values)
+int dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, int32_t *labels,
+                    float *values)
 {
+    if (s->src) {
+        return s->src->gather(s->src, idx, n_idx, x, labels, values);
+    }
     size_t nf = s->n_features > 0 ? (size_t)s->n_features : 0;
     size_t nt = s->n_targets > 0 ? (size_t)s->n_targets : 0;
     const float scale = s->x_scale, offset = s->x_offset; /* not reloaded per element */
@@ -32,10 +35,15 @@ void dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, 
             memcpy(values + (size_t)i * nt, s->values + r * nt, nt * sizeof *values);
         }
     }
+    return 0;
 }
 
 void dp_split_prefetch(const dp_split *s, const size_t *idx, int n_idx)
 {
+    if (s->src) {
+        s->src->prefetch(s->src, idx, n_idx);
+        return;
+    }
     const size_t nf = s->n_features > 0 ? (size_t)s->n_features : 0;
     const size_t row_bytes = nf * (s->x_u8 ? 1 : sizeof(float));
     const char *base = s->x_u8 ? (const char *)s->x_u8 : (const char *)s->x_f32;

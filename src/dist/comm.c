@@ -162,6 +162,11 @@ int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root)
     return chunked(c, buf, n, MPI_FLOAT, sizeof *buf, root);
 }
 
+int dp_comm_bcast_bytes(const dp_comm *c, void *buf, size_t bytes, int root)
+{
+    return chunked(c, buf, bytes, MPI_BYTE, 1, root);
+}
+
 int dp_comm_agree(const dp_comm *c, int status)
 {
     int all = status;
