@@ -35,6 +35,9 @@ typedef struct {
     long hold_at;        /* > 0: every rank waits at the start of this step, after printing
                           * its PID, until a stop request arrives (tests signal a run they
                           * know is still going, by PID, without a sleep) */
+    const char *hold_until; /* with hold_at: wait until this file exists (or a stop request),
+                          * then go on: a test changes the world under a run it knows is
+                          * held, then lets it continue */
     int ckpt_pause;      /* > 0: this process's K-th checkpoint write pauses half-way (the
                           * model written, the state not) for an hour, so a test can kill it */
 } dp_test_hooks;

@@ -78,6 +78,7 @@ void dp_cli_test_hooks(dp_test_hooks *h)
         h->stop_at = 0;
     }
     h->hold_at = hold ? atol(hold) : 0;
+    h->hold_until = getenv("DPTRAIN_TEST_HOLD_UNTIL");
     h->ckpt_pause = pause ? atoi(pause) : 0;
 }
 

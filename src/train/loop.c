@@ -150,9 +150,30 @@ const size_t *dp_loop_ids(const dp_loop *s, size_t b, size_t first, size_t count
         return s->order + g0;
     }
     for (size_t k = 0; k < count; k++) {
-        buf[k] = s->rows[dp_feistel_at(&s->fe, g0 + k)];
+        const size_t i = dp_feistel_at(&s->fe, g0 + k);
+        buf[k] = s->rows ? s->rows[i] : i;
     }
     return buf;
+}
+
+void dp_loop_gather(dp_loop *s, dp_step_ctx *sc, const size_t *ids, int n)
+{
+    const int rc = dp_split_gather(s->tr, ids, n, s->x, s->labels, s->values);
+    if (rc != DP_OK && sc->read_rc == DP_OK) {
+        sc->read_rc = rc; /* the first failure's message stays the error's */
+    }
+}
+
+/* After the reduction: if a rank could not read its rows, every rank stops here, the one
+ * that failed with its message. */
+static int read_failure(const dp_loop *s, const dp_step_ctx *sc)
+{
+    if (sc->read_rc != DP_OK) {
+        return dp_err(sc->read_rc, "%s (rank %d, epoch %d, step %ld)", dp_errmsg(), s->rank,
+                      s->epoch + 1, s->st->step + 1);
+    }
+    return dp_err(DP_EPEER, "another rank could not read its rows of the training data "
+                            "(epoch %d, step %ld)", s->epoch + 1, s->st->step + 1);
 }
 
 /* This rank's slice of global batch b of the epoch's visiting order: *count file rows (in
@@ -230,13 +251,15 @@ static int check_explosion(const dp_train_cfg *cfg, dp_train_state *st, double m
     return DP_OK;
 }
 
-/* The DPTRAIN_TEST_HOLD_AT hook: waits until *stop is set (by a signal handler). */
-static void test_hold(const volatile sig_atomic_t *stop, int rank, long step)
+/* The DPTRAIN_TEST_HOLD_AT hook: waits until *stop is set (by a signal handler), or until
+ * the file `until` exists (DPTRAIN_TEST_HOLD_UNTIL). */
+static void test_hold(const volatile sig_atomic_t *stop, const char *until, int rank, long step)
 {
-    fprintf(stderr, "dptrain: test hook: rank %d (pid %ld) holding at step %ld until a signal\n",
-            rank, (long)getpid(), step);
+    fprintf(stderr, "dptrain: test hook: rank %d (pid %ld) holding at step %ld until %s%s\n",
+            rank, (long)getpid(), step, until ? "this file exists: " : "a signal",
+            until ? until : "");
     fflush(stderr);
-    while (!*stop) {
+    while (!*stop && !(until && access(until, F_OK) == 0)) {
         usleep(10000);
     }
 }
@@ -290,9 +313,13 @@ static int loop_alloc(dp_loop *s)
     const dp_train_cfg *cfg = s->cfg;
     const size_t n = s->tr->n;
     const size_t max_local = dp_loop_max_local(cfg, s->B, s->size);
-    DP_CALLOC(s->rows, n);
-    DP_CALLOC(s->val, s->n_val);
-    dp_val_split(n, cfg->val_fraction, cfg->seed, s->rows, s->val);
+    if (s->n_val > 0 || cfg->shuffle == DP_SHUFFLE_FISHER_YATES) {
+        /* Without a hold-out the training rows are all rows in file order: no list, so a
+         * streamed run's memory does not grow with the file. */
+        DP_CALLOC(s->rows, n);
+        DP_CALLOC(s->val, s->n_val);
+        dp_val_split(n, cfg->val_fraction, cfg->seed, s->rows, s->val);
+    }
     if (cfg->shuffle == DP_SHUFFLE_FISHER_YATES) {
         DP_CALLOC(s->perm, s->n_rows);
         DP_CALLOC(s->order, s->n_rows);
@@ -301,7 +328,7 @@ static int loop_alloc(dp_loop *s)
         DP_CALLOC(s->ids_next, max_local);
     }
     DP_CALLOC(s->x, max_local * (size_t)s->tr->n_features);
-    if (s->tr->labels) {
+    if (dp_split_has_labels(s->tr)) {
         DP_CALLOC(s->labels, max_local);
     } else {
         DP_CALLOC(s->values, max_local * (size_t)s->k);
@@ -383,7 +410,7 @@ static int micro_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
     const bool last = b + 1 == sc->b1;
     int nl = 0;
     const size_t *ids = rank_slice(s, b, s->ids, &nl);
-    dp_split_gather(s->tr, ids, nl, s->x, s->labels, s->values);
+    dp_loop_gather(s, sc, ids, nl);
     dp_loop_lap(sc, &sc->tm.data);
     /* Dropout masks are keyed by (seed, step, layer, file row): any N gives the same masks.
      * Batch-norm statistics are summed over the ranks. */
@@ -406,6 +433,7 @@ static int micro_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
         tail[DP_TAIL_LOSS] = (float)sc->loss;
         tail[DP_TAIL_CORRECT] = (float)sc->correct;
         tail[DP_TAIL_STOP] = dp_loop_stop_requested(s) ? 1.0f : 0.0f;
+        tail[DP_TAIL_FAIL] = sc->read_rc != DP_OK ? 1.0f : 0.0f;
     }
     if (b + 1 < s->n_batches) {
         /* The next batch's rows start moving into the cache during the backward. */
@@ -453,6 +481,7 @@ static int det_step_sums(dp_loop *s, const dp_step_ctx *sc)
     g[n_params + DP_TAIL_LOSS] = (float)sc->loss;
     g[n_params + DP_TAIL_CORRECT] = (float)sc->correct;
     g[n_params + DP_TAIL_STOP] = sc->stop ? 1.0f : 0.0f;
+    g[n_params + DP_TAIL_FAIL] = sc->read_failed ? 1.0f : 0.0f;
     return DP_OK;
 }
 
@@ -549,7 +578,7 @@ int dp_loop_train_step(dp_loop *s)
         sc.group += dp_loop_batch_rows(b, s->B, s->n_rows);
     }
     if (s->hooks->hold_at > 0 && st->step + 1 == s->hooks->hold_at && s->cfg->stop) {
-        test_hold(s->cfg->stop, s->rank, s->hooks->hold_at);
+        test_hold(s->cfg->stop, s->hooks->hold_until, s->rank, s->hooks->hold_at);
     }
     sc.t = dp_wtime();
     s->ov.n_started = 0;
@@ -559,6 +588,9 @@ int dp_loop_train_step(dp_loop *s)
     }
     if (rc == DP_OK) {
         rc = s->cfg->deterministic ? det_step_sums(s, &sc) : reduce_grads(s, &sc);
+    }
+    if (rc == DP_OK && tail[DP_TAIL_FAIL] > 0.0f) {
+        rc = read_failure(s, &sc);
     }
     if (rc == DP_OK) {
         rc = check_loss(s, tail[DP_TAIL_LOSS], sc.group);

@@ -18,8 +18,10 @@
 #include "dptrain/train.h"
 
 /* Slots of the gradient arena's tail (dp_model_grads after n_params) that ride the
- * allreduce: this rank's loss sum and correct count of the step, and its stop request. */
-enum { DP_TAIL_LOSS = 0, DP_TAIL_CORRECT = 1, DP_TAIL_STOP = 2, DP_TAIL_USED = 3 };
+ * allreduce: this rank's loss sum and correct count of the step, its stop request, and
+ * whether it could not read its rows (a streamed file that failed: every rank stops). */
+enum { DP_TAIL_LOSS = 0, DP_TAIL_CORRECT = 1, DP_TAIL_STOP = 2, DP_TAIL_FAIL = 3,
+       DP_TAIL_USED = 4 };
 
 /* The overlapped allreduce: buckets of whole layers over the gradient arena, the last
  * layers' bucket holding the tail floats too; bucket start_at[i] starts when layer i is
@@ -34,7 +36,7 @@ typedef struct {
 /* Deterministic mode's buffers (cfg->deterministic): the shard layout of the current
  * global batch and the fixed-point gradient, whose tail after n_params holds, for the int64
  * allreduce, the stop requests, the correct rows and each shard's loss sum (as bits). */
-enum { DP_DET_STOP = 0, DP_DET_CORRECT = 1, DP_DET_LOSS = 2 };
+enum { DP_DET_STOP = 0, DP_DET_CORRECT = 1, DP_DET_FAIL = 2, DP_DET_LOSS = 3 };
 
 typedef struct {
     dp_shards sh;
@@ -66,7 +68,8 @@ typedef struct {
     size_t K;                 /* global batches per optimizer step (cfg->accumulate) */
     long steps_per_epoch, total_steps;
     /* Buffers (owned). */
-    size_t *rows, *val;       /* file rows used for training / validation */
+    size_t *rows, *val;       /* file rows used for training / validation (rows NULL: all
+                               * of them, in file order, without a validation hold-out) */
     size_t *perm, *order;     /* Fisher-Yates: the epoch's permutation of [0, n_rows), and
                                * rows[perm[i]]; NULL with Feistel */
     dp_feistel fe;            /* Feistel: the epoch's permutation, one index at a time */
@@ -90,9 +93,16 @@ typedef struct {
                          * deterministic: the global sum, added in shard and batch order */
     long correct;       /* this rank's correct rows (deterministic: all ranks') */
     bool stop;          /* deterministic: some rank asked to stop */
+    int read_rc;        /* this rank could not read its rows (DP_OK: it could) */
+    bool read_failed;   /* some rank could not (after the reduction) */
     double t;           /* the phase clock: when the current phase started */
     dp_step_times tm;   /* this step's phase times */
 } dp_step_ctx;
+
+/* The batch of this rank's rows ids[0..n) into its buffers: a streamed file that fails
+ * leaves zeros there and its status in sc->read_rc (with a message), and the step goes on
+ * so that every rank reaches the reduction that tells them all. Local. */
+void dp_loop_gather(dp_loop *s, dp_step_ctx *sc, const size_t *ids, int n);
 
 /* Rows in global batch b of an epoch of n rows in batches of B. Local. */
 size_t dp_loop_batch_rows(size_t b, size_t B, size_t n);

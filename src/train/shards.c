@@ -131,6 +131,7 @@ static void unpack(dp_loop *s, dp_step_ctx *sc, bool first_batch)
     sc->loss += loss;
     sc->correct += (long)tail[DP_DET_CORRECT];
     sc->stop = sc->stop || tail[DP_DET_STOP] > 0;
+    sc->read_failed = sc->read_failed || tail[DP_DET_FAIL] > 0;
 }
 
 int dp_loop_det_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
@@ -140,7 +141,7 @@ int dp_loop_det_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
     const size_t n_params = dp_model_n_params(s->m);
     int nl = 0;
     const size_t *ids = shard_slice(s, b, &nl);
-    dp_split_gather(s->tr, ids, nl, s->x, s->labels, s->values);
+    dp_loop_gather(s, sc, ids, nl);
     dp_loop_lap(sc, &sc->tm.data);
     const dp_train_ctx tctx = {.seed = cfg->seed,
                                .step = s->st->step * (long)s->K + (long)(b - sc->b0),
@@ -152,6 +153,7 @@ int dp_loop_det_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
     memset(d->acc + n_params, 0, (DP_DET_LOSS + (size_t)d->sh.n_shards) * sizeof *d->acc);
     shard_losses(s, sc, o);
     d->acc[n_params + DP_DET_STOP] = b + 1 == sc->b1 && dp_loop_stop_requested(s);
+    d->acc[n_params + DP_DET_FAIL] = sc->read_rc != DP_OK;
     dp_loop_lap(sc, &sc->tm.forward);
     int rc = dp_model_backward(s->m, s->x, dp_model_dout(s->m), nl, false);
     dp_loop_lap(sc, &sc->tm.backward);

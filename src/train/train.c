@@ -80,26 +80,26 @@ static int check_model(const dp_loss l, const dp_model_cfg *mc, const dp_dataset
         return dp_err(DP_EINVAL, "unknown loss");
     }
     const char *ln = dp_loss_name(l);
-    if (dp_loss_needs_labels(l) && !tr->labels) {
+    if (dp_loss_needs_labels(l) && !dp_split_has_labels(tr)) {
         return dp_err(DP_EINVAL, "--loss %s needs integer class labels, but /train/y holds "
                                  "float targets (use mse, rmse, mae or categorical-cross-"
                                  "entropy)", ln);
     }
-    if (dp_loss_needs_values(l) && !tr->values) {
+    if (dp_loss_needs_values(l) && !dp_split_has_values(tr)) {
         return dp_err(DP_EINVAL, "--loss %s needs float targets, but /train/y holds integer "
                                  "class labels (use cross-entropy)", ln);
     }
-    if (tr->labels && dp_loss_needs_labels(l) && k != d->n_classes) {
+    if (dp_split_has_labels(tr) && dp_loss_needs_labels(l) && k != d->n_classes) {
         return dp_err(DP_EINVAL, "--layers: the model has %d outputs but the data has %d "
                                  "classes", k, d->n_classes);
     }
     bool bce = !dp_loss_needs_labels(l) && !dp_loss_needs_values(l);
-    if (bce && tr->labels && (k != 1 || d->n_classes != 2)) {
+    if (bce && dp_split_has_labels(tr) && (k != 1 || d->n_classes != 2)) {
         return dp_err(DP_EINVAL, "--loss %s on integer labels needs 0/1 labels (2 classes, the "
                                  "data has %d) and a model with 1 output (it has %d)", ln,
                       d->n_classes, k);
     }
-    if (tr->values && k != tr->n_targets) {
+    if (dp_split_has_values(tr) && k != tr->n_targets) {
         return dp_err(DP_EINVAL, "--layers: the model has %d outputs but /train/y has %d "
                                  "targets per row", k, tr->n_targets);
     }
@@ -241,7 +241,7 @@ int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows
     DP_CALLOC(sums, n_chunks + 1);
     DP_CALLOC(idx, eval_batch);
     DP_CALLOC(x, E * s->n_features);
-    if (s->labels) {
+    if (dp_split_has_labels(s)) {
         DP_CALLOC(labels, eval_batch);
     } else {
         DP_CALLOC(values, E * k);
@@ -252,7 +252,7 @@ int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows
         for (int i = 0; i < nb; i++) {
             idx[i] = rows ? rows[r0 + (size_t)i] : r0 + (size_t)i;
         }
-        dp_split_gather(s, idx, nb, x, labels, values);
+        DP_TRY(dp_split_gather(s, idx, nb, x, labels, values));
         const float *o = dp_model_forward(m, x, nb);
         dp_targets t = {labels, values};
         long correct = 0;

@@ -500,7 +500,7 @@ static int predict_share(const use_job *u, float *buf)
         for (int i = 0; i < nb; i++) {
             idx[i] = u->rows ? u->rows[r0 + (size_t)i] : r0 + (size_t)i;
         }
-        dp_split_gather(u->s, idx, nb, x, NULL, NULL);
+        DP_TRY(dp_split_gather(u->s, idx, nb, x, NULL, NULL));
         const float *out = dp_model_forward(u->m, x, nb);
         for (int i = 0; i < nb; i++) {
             size_t r = r0 + (size_t)i;
