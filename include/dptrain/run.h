@@ -19,15 +19,18 @@
 
 /* Where a job's dataset lives (--data-memory). */
 typedef enum {
-    DP_DATA_AUTO = 0,   /* node when a node runs more than one rank of the job, else
-                         * replicate */
+    DP_DATA_AUTO = 0,   /* stream when the file is larger than half the memory a copy may
+                         * take (available memory, the address-space limit); else node
+                         * when a node runs more than one rank of the job, else replicate */
     DP_DATA_REPLICATE,  /* every rank reads the whole file into its own memory */
     DP_DATA_NODE,       /* one copy per node, in a node-shared segment (MPI-3 shared memory),
                          * read by the node's first rank */
+    DP_DATA_STREAM,     /* no copy: each rank reads only its rows of each batch (and of the
+                         * evaluation) from the file (pread), the next batch read ahead */
     DP_DATA_MEMORY_COUNT
 } dp_data_memory;
 
-/* "auto", "replicate", "node" ("?" if out of range); the value of a name, or -1. */
+/* "auto", "replicate", "node", "stream" ("?" if out of range); the value of a name, or -1. */
 const char *dp_data_memory_name(dp_data_memory m);
 int dp_data_memory_parse(const char *s);
 

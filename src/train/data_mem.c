@@ -1,9 +1,11 @@
 /* data_mem.c: where a job's dataset lives (--data-memory). replicate: every rank reads the
  * file (dp_dataset_load). node: the node's first rank reads it, with every check of
  * dp_dataset_load, straight into a node-shared segment that the node's other ranks map
- * instead of reading: one copy per node. The dataset the job sees is the same
- * struct either way, so nothing downstream knows the difference; its bits are the file's in
- * both modes, so the run is the same. */
+ * instead of reading: one copy per node. stream: no copy; the job's first rank reads the
+ * file through once for the checks and the fingerprints, and every rank then reads only the
+ * rows it is asked for (src/data/stream.c). The dataset the job sees is the same struct
+ * in every mode, so nothing downstream knows the difference; the rows it hands out are the
+ * file's bits in every mode, so the run is the same. */
 #define _GNU_SOURCE
 #include "job_internal.h"
 
@@ -12,9 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
-static const char *const mem_names[DP_DATA_MEMORY_COUNT] = {"auto", "replicate", "node"};
+static const char *const mem_names[DP_DATA_MEMORY_COUNT] = {"auto", "replicate", "node",
+                                                             "stream"};
 
 const char *dp_data_memory_name(dp_data_memory m)
 {
@@ -99,6 +103,83 @@ static size_t mem_available(void)
     return (size_t)kb * 1024;
 }
 
+/* A number from a one-line file (cgroup files), or 0 if absent or not a number ("max"). */
+static size_t read_size_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1) {
+            v = 0;
+        }
+        fclose(f);
+    }
+    return (size_t)v;
+}
+
+/* This process's address space in use (VmSize of /proc/self/status), bytes, or 0. */
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmSize: %llu kB", &kb) == 1) {
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return (size_t)kb * 1024;
+}
+
+/* What a copy of the data may take here, and what limits it: the node's available memory,
+ * what the cgroup (memory.max) leaves, and what the address-space limit (ulimit -v, prlimit
+ * --as) leaves this process. */
+typedef struct {
+    size_t node;       /* bytes a node-wide copy may take (0: unknown) */
+    const char *node_why;
+    size_t process;    /* bytes this process may still map (SIZE_MAX: no limit) */
+} mem_budget;
+
+static mem_budget budget(void)
+{
+    mem_budget b = {.node = mem_available(), .node_why = "available memory",
+                    .process = SIZE_MAX};
+    const size_t cmax = read_size_file("/sys/fs/cgroup/memory.max");
+    const size_t ccur = read_size_file("/sys/fs/cgroup/memory.current");
+    if (cmax > 0 && cmax > ccur && (b.node == 0 || cmax - ccur < b.node)) {
+        b.node = cmax - ccur;
+        b.node_why = "the cgroup's memory.max";
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        const size_t used = vm_size();
+        b.process = (size_t)rl.rlim_cur > used ? (size_t)rl.rlim_cur - used : 0;
+    }
+    return b;
+}
+
+/* stream: the job's first rank opens the file and reads it through once (the checks, the
+ * class count and the fingerprints), the others open it knowing those; each then reads only
+ * its rows. */
+static int load_stream(const char *path, const dp_comm *c, dp_job_data *jd, int *failed_rank)
+{
+    dp_stream_info si;
+    memset(&si, 0, sizeof si);
+    const bool first = dp_comm_rank(c) == 0;
+    int rc = first ? dp_dataset_open_stream(path, true, NULL, &jd->d, &si) : DP_OK;
+    if ((rc = dp_job_agree(c, rc, "", failed_rank)) != DP_OK) {
+        return rc;
+    }
+    rc = dp_comm_bcast_bytes(c, &si, sizeof si, 0);
+    if (rc == DP_OK && !first) {
+        rc = dp_dataset_open_stream(path, false, &si, &jd->d, NULL);
+    }
+    return dp_job_agree(c, rc, "", failed_rank);
+}
+
 /* node: the first rank sizes the arrays (dp_dataset_probe), the node's segment is made, and
  * the first rank reads the file straight into it with every check of dp_dataset_load: one
  * copy per node, never two. */
@@ -167,27 +248,48 @@ int dp_job_data_load(const char *path, dp_data_memory mode, const dp_comm *c, dp
     const int local = dp_comm_local_size(c);
     struct stat sb;
     const size_t file = stat(path, &sb) == 0 ? (size_t)sb.st_size : 0;
-    const size_t avail = mem_available();
+    const mem_budget b = budget();
+    const double MB = 1e6;
     int rc = DP_OK;
     if (mode == DP_DATA_AUTO) {
-        mode = local > 1 ? DP_DATA_NODE : DP_DATA_REPLICATE;
-        snprintf(jd->why, sizeof jd->why, "auto: %d rank%s of this job on this node", local,
-                 local == 1 ? "" : "s");
+        /* A copy must leave room to spare: half of what it may take. */
+        if (b.node > 0 && file > b.node / 2) {
+            mode = DP_DATA_STREAM;
+            snprintf(jd->why, sizeof jd->why, "auto: the file's %.0f MB exceed half of the "
+                     "%.0f MB of %s", (double)file / MB, (double)b.node / MB, b.node_why);
+        } else if (file > b.process / 2) {
+            mode = DP_DATA_STREAM;
+            snprintf(jd->why, sizeof jd->why, "auto: the file's %.0f MB exceed half of the "
+                     "%.0f MB the address-space limit leaves", (double)file / MB,
+                     (double)b.process / MB);
+        } else {
+            mode = local > 1 ? DP_DATA_NODE : DP_DATA_REPLICATE;
+            snprintf(jd->why, sizeof jd->why, "auto: %d rank%s of this job on this node", local,
+                     local == 1 ? "" : "s");
+        }
     } else {
         snprintf(jd->why, sizeof jd->why, "as asked");
     }
     /* Refused up front rather than killed by the kernel: the file's size stands for the
      * arrays' (the layout stores them uncompressed). */
-    if (mode == DP_DATA_REPLICATE && local > 1 && avail > 0 && file * (size_t)local > avail) {
-        rc = dp_err(DP_ENOMEM, "--data-memory replicate: %d ranks on this node would each hold "
-                               "%s (%.0f MB, %.0f MB in all) but the node has %.0f MB "
-                               "available; --data-memory node keeps one copy per node",
-                    local, path, (double)file / 1e6, (double)file * local / 1e6,
-                    (double)avail / 1e6);
-    } else if (mode == DP_DATA_NODE && avail > 0 && file > avail) {
-        rc = dp_err(DP_ENOMEM, "--data-memory node: %s (%.0f MB) does not fit this node's "
-                               "%.0f MB available", path, (double)file / 1e6,
-                    (double)avail / 1e6);
+    const size_t copies = mode == DP_DATA_REPLICATE ? (size_t)local : 1;
+    if (mode != DP_DATA_STREAM && b.node > 0 && file * copies > b.node) {
+        char need[96] = "";
+        if (copies > 1) {
+            snprintf(need, sizeof need, ", a copy for each of this node's %zu ranks: %.0f MB,",
+                     copies, (double)(file * copies) / MB);
+        }
+        rc = dp_err(DP_ENOMEM, "--data-memory %s: %s (%.0f MB%s) does not fit the %.0f MB that "
+                               "%s leaves on this node; %s--data-memory stream reads only "
+                               "each rank's rows", dp_data_memory_name(mode), path,
+                    (double)file / MB, need, (double)b.node / MB, b.node_why,
+                    copies > 1 ? "--data-memory node keeps one copy per node, " : "");
+    } else if (mode != DP_DATA_STREAM && file > b.process) {
+        rc = dp_err(DP_ENOMEM, "--data-memory %s: %s (%.0f MB) does not fit the %.0f MB that "
+                               "this process's address-space limit (ulimit -v) leaves; "
+                               "--data-memory stream reads only each rank's rows",
+                    dp_data_memory_name(mode), path, (double)file / MB,
+                    (double)b.process / MB);
     }
     if ((rc = dp_job_agree(c, rc, "", failed_rank)) != DP_OK) {
         return rc;
@@ -195,6 +297,9 @@ int dp_job_data_load(const char *path, dp_data_memory mode, const dp_comm *c, dp
     jd->mode = mode;
     if (mode == DP_DATA_NODE) {
         return load_node(path, c, jd, failed_rank);
+    }
+    if (mode == DP_DATA_STREAM) {
+        return load_stream(path, c, jd, failed_rank);
     }
     rc = dp_dataset_load(path, &jd->d);
     return dp_job_agree(c, rc, "", failed_rank);
@@ -207,6 +312,9 @@ void dp_job_data_describe(const dp_job_data *jd, const dp_comm *c, char *buf, si
         snprintf(buf, cap, "node (%s): one copy of %.1f MB per node, shared by the %d rank%s "
                            "on this node", jd->why, (double)jd->bytes / 1e6, local,
                  local == 1 ? "" : "s");
+    } else if (jd->mode == DP_DATA_STREAM) {
+        snprintf(buf, cap, "stream (%s): no copy; each rank reads its rows of each batch from "
+                           "the file (the next batch read ahead by a thread)", jd->why);
     } else {
         snprintf(buf, cap, "replicate (%s): every rank holds the whole dataset", jd->why);
     }

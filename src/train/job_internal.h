@@ -61,7 +61,7 @@ int dp_job_init_weights(const char *path, dp_model *m);
 typedef struct {
     dp_dataset *d;           /* the dataset (its arrays in shm in node mode) */
     dp_shared *shm;          /* node mode: the node's segment; else NULL */
-    dp_data_memory mode;     /* replicate or node: auto resolved */
+    dp_data_memory mode;     /* replicate, node or stream: auto resolved */
     size_t bytes;            /* node mode: the segment's size */
     char why[96];            /* how the mode was chosen */
 } dp_job_data;

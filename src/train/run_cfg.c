@@ -130,7 +130,7 @@ static const field fields[] = {
          "blocking or overlap"),
     NUM("runtime", "bucket_kb", F_KB, train.bucket_bytes, 0, 1L << 30, false),
     ENUM("runtime", "data_memory", data_memory, mem_name, dp_data_memory_parse, false,
-         "auto, replicate or node"),
+         "auto, replicate, node or stream"),
     NUM("runtime", "step_timeout", F_FLOAT, step_timeout, -1.0, 1e9, false),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])

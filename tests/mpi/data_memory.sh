@@ -78,6 +78,6 @@ else fail "a resume in another mode changed the weights"; fi
 
 expect_exit 1 "node mode: a missing file is named, every rank stops" "nosuch.h5" -- \
     run_np 3 train --data nosuch.h5 --layers 64,4 --data-memory node --out bad
-expect_exit 2 "--data-memory stream is refused with the choices" "auto, replicate or node" -- \
-    run_np 2 train "${A[@]}" --data-memory stream --out bad
+expect_exit 2 "an unknown --data-memory is refused with the choices" "auto, replicate, node or stream" -- \
+    run_np 2 train "${A[@]}" --data-memory tape --out bad
 finish
