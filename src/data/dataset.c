@@ -492,7 +492,7 @@ static int load_with(const char *path, data_alloc *al, dp_dataset **out)
     has_test = ex > 0;
 
     DP_CALLOC(d, 1);
-    d->shared = al != NULL; /* placed arrays are the caller's (a probe allocates none) */
+    d->shared = al && al->mode == DA_PLACED; /* placed arrays are the caller's */
     DP_TRY(read_split(path, file, "train", false, &d->train, &tri));
     if (d->train.n == 0) {
         DP_FAIL(DP_EFORMAT, "%s: /train/x has shape %s: no rows", path, tri.x_shape);
