@@ -82,6 +82,22 @@ static const size_t *shard_slice(dp_loop *s, size_t b, int *count)
     return dp_loop_ids(s, b, first, (size_t)*count, s->ids);
 }
 
+/* Starts reading this rank's rows of the next global batch (a streamed file's read ahead;
+ * the CPU's prefetch in memory), as the default step does. Local. */
+static void prefetch_next(dp_loop *s, size_t b)
+{
+    const dp_loop_det *d = &s->det;
+    if (b + 1 >= s->n_batches || d->sh.count <= 0) {
+        return;
+    }
+    const size_t nb = dp_loop_batch_rows(b + 1, s->B, s->n_rows), V = (size_t)d->sh.n_shards;
+    size_t lo = 0, hi = 0, lo_last = 0, hi_last = 0;
+    dp_shard_rows(nb, d->sh.first, (int)V, &lo, &hi);
+    dp_shard_rows(nb, d->sh.first + d->sh.count - 1, (int)V, &lo_last, &hi_last);
+    const size_t *next = dp_loop_ids(s, b + 1, lo, hi_last - lo, s->ids_next);
+    dp_split_prefetch(s->tr, next, (int)(hi_last - lo));
+}
+
 /* The loss of each of this rank's shards, its bits in the gathered tail of acc, the correct
  * rows counted, dout filled (scale 1 / rows in the step). */
 static void shard_losses(dp_loop *s, const dp_step_ctx *sc, const float *o)
@@ -154,6 +170,7 @@ int dp_loop_det_batch(dp_loop *s, dp_step_ctx *sc, size_t b)
     shard_losses(s, sc, o);
     d->acc[n_params + DP_DET_STOP] = b + 1 == sc->b1 && dp_loop_stop_requested(s);
     d->acc[n_params + DP_DET_FAIL] = sc->read_rc != DP_OK;
+    prefetch_next(s, b);
     dp_loop_lap(sc, &sc->tm.forward);
     int rc = dp_model_backward(s->m, s->x, dp_model_dout(s->m), nl, false);
     dp_loop_lap(sc, &sc->tm.backward);
