@@ -103,6 +103,13 @@ smpicc "${CFLAGS[@]}" "${CORE[@]}" "$ROOT"/src/dist/*.c "${TRAIN[@]}" \
     $(pkg-config --cflags --libs jansson) -Wl,--wrap=MPI_Allreduce -Wl,--wrap=dp_loss_eval \
     -Wl,--wrap=dp_dense_init_spec
 gcc "${CFLAGS[@]}" "$ROOT/sim/gemm_bench.c" "$ROOT/src/core/blas.c" -o "$BUILD/gemm_bench" -lopenblas
+# SMPI's shared-malloc file goes to /dev/shm (sim/shm_shim.c: on a disk file system its
+# writeback stalls a many-rank simulation for minutes).
+PRELOAD=()
+if [ -d /dev/shm ] && [ -w /dev/shm ] &&
+        gcc -O2 -Wall -Wextra -shared -fPIC "$ROOT/sim/shm_shim.c" -o "$BUILD/shm_shim.so" -ldl; then
+    PRELOAD=(env LD_PRELOAD="$BUILD/shm_shim.so")
+fi
 SIMARGS=(--layers "$LAYERS" --batch-per-rank "$BATCH" --steps "$STEPS")
 # smpirun settings common to every run. Host speed 1 Gflop/s in the platform and here: CPU
 # time that SMPI benchmarks is injected 1:1. cpu-threshold -1: inject even sub-microsecond
@@ -110,7 +117,7 @@ SIMARGS=(--layers "$LAYERS" --batch-per-rank "$BATCH" --steps "$STEPS")
 # (only the thread-local error message), and 1024 copies of the binary are not needed.
 # Shared-malloc blocks of 64 MiB: the dataset is folded onto few mappings per rank (1 MiB
 # blocks need more than vm.max_map_count mappings at 1024 ranks).
-SMPI=(smpirun -no-privatize --cfg=smpi/shared-malloc-blocksize:67108864 --cfg=smpi/host-speed:1Gf --cfg=smpi/cpu-threshold:-1
+SMPI=("${PRELOAD[@]}" smpirun -no-privatize --cfg=smpi/shared-malloc-blocksize:67108864 --cfg=smpi/host-speed:1Gf --cfg=smpi/cpu-threshold:-1
       --cfg=smpi/wtime:0 --cfg=smpi/coll-selector:ompi --cfg=smpi/lat-factor:0:1
       --log=root.threshold:warning --log=smpi_colls.threshold:error)
 case $COMPUTE in
