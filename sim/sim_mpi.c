@@ -5,10 +5,12 @@
  * and the calls bind to libsimgrid's through the PLT.) */
 #include "sim.h"
 
+#include "dptrain/arena.h"
 #include "dptrain/err.h"
 
 #include <mpi.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Per-rank counters. The simulation runs without global-variable privatization (every rank
  * shares this process's globals), so the counters are an array indexed by world rank. */
@@ -17,7 +19,14 @@ typedef struct {
     long big_calls, other_calls;
 } rank_counters;
 
+/* The send buffer that stands in for MPI_IN_PLACE in a rank's gradient allreduce. */
+typedef struct {
+    void *p;
+    size_t n_bytes;
+} rank_sendbuf;
+
 static rank_counters *g_counters; /* (world size), allocated by the first reset */
+static rank_sendbuf *g_sendbufs;  /* (world size), allocated by the first reset */
 static int g_world;
 static size_t g_big_count = (size_t)-1;
 
@@ -44,7 +53,8 @@ int dp_sim_timing_reset(size_t big_count)
             return dp_err(DP_EMPI, "MPI_Comm_size failed");
         }
         g_counters = calloc((size_t)g_world, sizeof *g_counters);
-        if (!g_counters) {
+        g_sendbufs = calloc((size_t)g_world, sizeof *g_sendbufs);
+        if (!g_counters || !g_sendbufs) {
             return dp_err(DP_ENOMEM, "out of memory for %d allreduce counters", g_world);
         }
     }
@@ -54,12 +64,50 @@ int dp_sim_timing_reset(size_t big_count)
     return DP_OK;
 }
 
+void dp_sim_release(void)
+{
+    if (g_sendbufs) {
+        rank_sendbuf *b = &g_sendbufs[world_rank()];
+        dp_arena_free(b->p);
+        b->p = NULL;
+        b->n_bytes = 0;
+    }
+}
+
+/* For an in-place allreduce of recvbuf (count of datatype): this rank's send buffer of the
+ * same size laid out as an arena, with recvbuf's private end copied in (the shared part is
+ * garbage either way). NULL if it cannot be had: the call then stays in place. */
+static const void *inplace_sendbuf(const void *recvbuf, int count, MPI_Datatype datatype)
+{
+    int type_bytes = 0;
+    if (!g_sendbufs || PMPI_Type_size(datatype, &type_bytes) != MPI_SUCCESS || type_bytes < 1) {
+        return NULL;
+    }
+    const size_t n_bytes = (size_t)count * (size_t)type_bytes;
+    rank_sendbuf *b = &g_sendbufs[world_rank()];
+    if (b->n_bytes != n_bytes) {
+        dp_arena_free(b->p);
+        b->p = dp_arena_calloc(n_bytes, 1);
+        b->n_bytes = b->p ? n_bytes : 0;
+    }
+    if (!b->p) {
+        return NULL;
+    }
+    const size_t priv = dp_sim_shared_prefix(n_bytes);
+    memcpy((char *)b->p + priv, (const char *)recvbuf + priv, n_bytes - priv);
+    return b->p;
+}
+
 int __wrap_MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
                          MPI_Op op, MPI_Comm comm);
 
 int __wrap_MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
                          MPI_Op op, MPI_Comm comm)
 {
+    if (sendbuf == MPI_IN_PLACE && (size_t)count >= g_big_count) {
+        const void *own = inplace_sendbuf(recvbuf, count, datatype);
+        sendbuf = own ? own : sendbuf;
+    }
     double t0 = MPI_Wtime();
     int rc = PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
     double dt = MPI_Wtime() - t0;

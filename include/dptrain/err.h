@@ -34,17 +34,21 @@ const char *dp_strstatus(int code);
 /* Clears the recorded message. */
 void dp_err_clear(void);
 
-/* Allocation of n elements of *p (zeroed); on failure records DP_ENOMEM and goes to done. */
-#define DP_CALLOC(p, n)                                                                  \
+/* Allocation of n elements of *p (zeroed) by calloc_fn (calloc's signature); on failure
+ * records DP_ENOMEM and goes to done. */
+#define DP_ALLOC_WITH(calloc_fn, p, n)                                                   \
     do {                                                                                 \
         size_t n_elem_ = (size_t)(n);                                                    \
-        (p) = calloc(n_elem_ ? n_elem_ : 1, sizeof *(p));                                \
+        (p) = calloc_fn(n_elem_ ? n_elem_ : 1, sizeof *(p));                             \
         if (!(p)) {                                                                      \
             rc = dp_err(DP_ENOMEM, "out of memory allocating %zu bytes for %s (%s:%d)", \
                         n_elem_ * sizeof *(p), #p, __FILE__, __LINE__);                  \
             goto done;                                                                   \
         }                                                                                \
     } while (0)
+
+/* Allocation of n elements of *p (zeroed); on failure records DP_ENOMEM and goes to done. */
+#define DP_CALLOC(p, n) DP_ALLOC_WITH(calloc, p, n)
 
 /* Calls a function returning a dp status; on failure goes to done with rc set. */
 #define DP_TRY(call)              \

@@ -1,9 +1,11 @@
 /* model.c: the MLP model: one flat parameter array, one flat gradient array, one flat array
  * of batch-norm running statistics, and the per-layer activation, batch-norm and dropout
- * buffers, all allocated at creation. Evaluation and training forward, and the backward of
+ * buffers, all allocated at creation (those that scale with the model or the batch through
+ * dptrain/arena.h). Evaluation and training forward, and the backward of
  * whichever ran last. Layouts: model_impl.h. */
 #include "model_impl.h"
 
+#include "dptrain/arena.h"
 #include "dptrain/err.h"
 #include "dptrain/exact.h"
 #include "dptrain/rng.h"
@@ -98,9 +100,9 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
         m->n_buffers += cfg->batchnorm[i] ? 2 * o : 0;
         widest = cfg->sizes[i + 1] > widest ? cfg->sizes[i + 1] : widest;
     }
-    DP_CALLOC(m->params, m->n_params);
-    DP_CALLOC(m->grads, m->n_params + DP_GRAD_TAIL);
-    DP_CALLOC(m->buffers, m->n_buffers);
+    DP_ARENA_CALLOC(m->params, m->n_params);
+    DP_ARENA_CALLOC(m->grads, m->n_params + DP_GRAD_TAIL);
+    DP_ARENA_CALLOC(m->buffers, m->n_buffers);
     DP_CALLOC(m->red, 2 * (size_t)widest + 1);
     size_t off = 0, boff = 0, mb = (size_t)cfg->max_batch;
     for (int i = 0; i < L; i++) {
@@ -114,8 +116,8 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
         l->b = m->params + off;
         l->db = m->grads + off;
         off += (size_t)l->out;
-        DP_CALLOC(m->z[i], mb * l->out);
-        DP_CALLOC(m->a[i], mb * l->out);
+        DP_ARENA_CALLOC(m->z[i], mb * l->out);
+        DP_ARENA_CALLOC(m->a[i], mb * l->out);
         dp_init_spec w = cfg->weight_init[i];
         if (!w.set) {
             w = (dp_init_spec){.set = true, .kind = cfg->init,
@@ -140,17 +142,17 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
                 m->run_mean[i][j] = 0.0f;
                 m->run_var[i][j] = 1.0f;
             }
-            DP_CALLOC(m->xhat[i], mb * l->out);
+            DP_ARENA_CALLOC(m->xhat[i], mb * l->out);
             DP_CALLOC(m->invstd[i], l->out);
         }
         if (cfg->dropout[i] > 0.0f) {
-            DP_CALLOC(m->mask[i], mb * l->out);
-            DP_CALLOC(m->drop[i], mb * l->out);
+            DP_ARENA_CALLOC(m->mask[i], mb * l->out);
+            DP_ARENA_CALLOC(m->drop[i], mb * l->out);
         }
     }
-    DP_CALLOC(m->scratch[0], mb * widest);
-    DP_CALLOC(m->scratch[1], mb * widest);
-    DP_CALLOC(m->dout, mb * cfg->sizes[L]);
+    DP_ARENA_CALLOC(m->scratch[0], mb * widest);
+    DP_ARENA_CALLOC(m->scratch[1], mb * widest);
+    DP_ARENA_CALLOC(m->dout, mb * cfg->sizes[L]);
     *out = m;
     m = NULL;
 done:
@@ -165,19 +167,19 @@ void dp_model_free(dp_model **pm)
         return;
     }
     for (int i = 0; i < DP_MAX_LAYERS; i++) {
-        free(m->z[i]);
-        free(m->a[i]);
-        free(m->xhat[i]);
+        dp_arena_free(m->z[i]);
+        dp_arena_free(m->a[i]);
+        dp_arena_free(m->xhat[i]);
         free(m->invstd[i]);
-        free(m->mask[i]);
-        free(m->drop[i]);
+        dp_arena_free(m->mask[i]);
+        dp_arena_free(m->drop[i]);
     }
-    free(m->scratch[0]);
-    free(m->scratch[1]);
-    free(m->dout);
-    free(m->params);
-    free(m->grads);
-    free(m->buffers);
+    dp_arena_free(m->scratch[0]);
+    dp_arena_free(m->scratch[1]);
+    dp_arena_free(m->dout);
+    dp_arena_free(m->params);
+    dp_arena_free(m->grads);
+    dp_arena_free(m->buffers);
     free(m->red);
     free(m);
     *pm = NULL;

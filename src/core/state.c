@@ -1,6 +1,8 @@
-/* state.c: allocation of a run's resumable training state. */
+/* state.c: allocation of a run's resumable training state (the optimizer slots and the kept
+ * best weights through dptrain/arena.h). */
 #include "dptrain/state.h"
 
+#include "dptrain/arena.h"
 #include "dptrain/err.h"
 
 #include <math.h>
@@ -23,12 +25,12 @@ int dp_train_state_init(dp_train_state *s, const dp_optim_cfg *opt, size_t n_par
     s->opt_scalar = 1.0;
     s->n_slots = dp_optim_n_slots(opt);
     for (int i = 0; i < s->n_slots; i++) {
-        DP_CALLOC(s->slots[i], n_params);
+        DP_ARENA_CALLOC(s->slots[i], n_params);
     }
     dp_optim_init_slots(opt, n_params, s->slots);
     if (early_stopping) {
-        DP_CALLOC(s->best_params, n_params);
-        DP_CALLOC(s->best_buffers, n_buffers);
+        DP_ARENA_CALLOC(s->best_params, n_params);
+        DP_ARENA_CALLOC(s->best_buffers, n_buffers);
     }
     s->cap_history = epochs > 0 ? epochs : 0;
     DP_CALLOC(s->history, s->cap_history);
@@ -45,11 +47,11 @@ void dp_train_state_free(dp_train_state *s)
         return;
     }
     for (int i = 0; i < DP_OPTIM_MAX_SLOTS; i++) {
-        free(s->slots[i]);
+        dp_arena_free(s->slots[i]);
         s->slots[i] = NULL;
     }
-    free(s->best_params);
-    free(s->best_buffers);
+    dp_arena_free(s->best_params);
+    dp_arena_free(s->best_buffers);
     free(s->history);
     s->best_params = s->best_buffers = NULL;
     s->history = NULL;

@@ -5,6 +5,7 @@
  * clipping and accumulation, reduce-on-plateau, checkpoints at agreed points. */
 #include "loop.h"
 
+#include "dptrain/arena.h"
 #include "dptrain/err.h"
 
 #include <math.h>
@@ -301,7 +302,7 @@ void dp_loop_free(dp_loop *s)
     free(s->order);
     free(s->ids);
     free(s->ids_next);
-    free(s->x);
+    dp_arena_free(s->x);
     free(s->values);
     free(s->labels);
     dp_loop_det_free(s);
@@ -327,7 +328,7 @@ static int loop_alloc(dp_loop *s)
         DP_CALLOC(s->ids, max_local);
         DP_CALLOC(s->ids_next, max_local);
     }
-    DP_CALLOC(s->x, max_local * (size_t)s->tr->n_features);
+    DP_ARENA_CALLOC(s->x, max_local * (size_t)s->tr->n_features);
     if (dp_split_has_labels(s->tr)) {
         DP_CALLOC(s->labels, max_local);
     } else {
