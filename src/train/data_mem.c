@@ -86,14 +86,16 @@ static void place_split(const split_shape *sh, char *base, const size_t off[4], 
     dst->values = sh->has_values ? (float *)y : NULL;
 }
 
-/* MemAvailable of /proc/meminfo in bytes, or 0 if unknown. */
-static size_t mem_available(void)
+/* The "KEY: N kB" line of a /proc file (KEY with its colon, as in "MemAvailable:") in
+ * bytes, or 0 if absent. */
+static size_t proc_kb(const char *path, const char *key)
 {
-    FILE *f = fopen("/proc/meminfo", "r");
+    FILE *f = fopen(path, "r");
     char line[256];
+    const size_t k = strlen(key);
     unsigned long long kb = 0;
     while (f && fgets(line, sizeof line, f)) {
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+        if (strncmp(line, key, k) == 0 && sscanf(line + k, "%llu kB", &kb) == 1) {
             break;
         }
     }
@@ -117,23 +119,6 @@ static size_t read_size_file(const char *path)
     return (size_t)v;
 }
 
-/* This process's address space in use (VmSize of /proc/self/status), bytes, or 0. */
-static size_t vm_size(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    unsigned long long kb = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmSize: %llu kB", &kb) == 1) {
-            break;
-        }
-    }
-    if (f) {
-        fclose(f);
-    }
-    return (size_t)kb * 1024;
-}
-
 /* What a copy of the data may take here, and what limits it: the node's available memory,
  * what the cgroup (memory.max) leaves, and what the address-space limit (ulimit -v, prlimit
  * --as) leaves this process. */
@@ -145,7 +130,8 @@ typedef struct {
 
 static mem_budget budget(void)
 {
-    mem_budget b = {.node = mem_available(), .node_why = "available memory",
+    mem_budget b = {.node = proc_kb("/proc/meminfo", "MemAvailable:"),
+                    .node_why = "available memory",
                     .process = SIZE_MAX};
     const size_t cmax = read_size_file("/sys/fs/cgroup/memory.max");
     const size_t ccur = read_size_file("/sys/fs/cgroup/memory.current");
@@ -155,7 +141,7 @@ static mem_budget budget(void)
     }
     struct rlimit rl;
     if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-        const size_t used = vm_size();
+        const size_t used = proc_kb("/proc/self/status", "VmSize:");
         b.process = (size_t)rl.rlim_cur > used ? (size_t)rl.rlim_cur - used : 0;
     }
     return b;
