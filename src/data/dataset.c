@@ -70,7 +70,8 @@ static int raw_layout(const char *path, hid_t ds, const char *name, size_t n_ele
         DP_FAIL(DP_EFORMAT, "%s: %s is stored as a %s%d-byte %s type: --data-memory stream "
                 "reads the file as stored and takes little-endian integers of 1, 2, 4 or 8 "
                 "bytes and IEEE floats of 4 or 8 (use --data-memory node, or rewrite the file)",
-                path, name, le ? "" : "big-endian ", t->size, cls == H5T_FLOAT ? "float" : "integer");
+                path, name, le ? "" : "big-endian ", t->size,
+                cls == H5T_FLOAT ? "float" : "integer");
     }
     *off = 0;
     if (n_elem > 0) {
