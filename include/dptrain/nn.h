@@ -167,6 +167,83 @@ void dp_dense_init(dp_dense *l, dp_init init, uint64_t seed, int layer_index);
 void dp_dense_init_spec(dp_dense *l, const dp_init_spec *w, const dp_init_spec *b, uint64_t seed,
                         int layer_index);
 
+/* --- the image stage: convolution and pooling --------------------------------------------
+ * Images are NCHW, as in PyTorch: sample n, channel c, row h, column w of a (B,C,H,W) array
+ * is element ((n*C + c)*H + h)*W + w. Flattening an image (C,H,W) into C*H*W features is
+ * therefore the identity on memory, in torch.flatten's order. */
+
+/* A 2-D convolution: views, not owners. w is (out_c, in_c, kh, kw), torch.nn.Conv2d's
+ * weight; b is (out_c). Zero padding of ph rows above and below and pw columns left and
+ * right; out_h = (in_h + 2 ph - kh) / sh + 1 (floor), out_w likewise. */
+typedef struct {
+    int in_c, in_h, in_w, out_c, out_h, out_w;
+    int kh, kw, sh, sw, ph, pw;
+    float *w, *b, *dw, *db;
+} dp_conv;
+
+/* Fills w from *w (fan_in = in_c*kh*kw, fan_out = out_c*kh*kw, as torch) and b from *b
+ * (zeros if NULL or not set), each from its own stream keyed by (seed, stage). */
+void dp_conv_init_spec(dp_conv *c, const dp_init_spec *w, const dp_init_spec *b, uint64_t seed,
+                       int stage);
+
+/* Floats of the work buffers the convolution kernels take for chunks of up to
+ * dp_conv_chunk(c) samples: col (the unfolded input) and tmp (the product). */
+int dp_conv_chunk(const dp_conv *c);
+size_t dp_conv_col_floats(const dp_conv *c);
+size_t dp_conv_tmp_floats(const dp_conv *c);
+/* y (B, out_c, out_h, out_w) = conv(x (B, in_c, in_h, in_w)) + b, by im2col and one sgemm
+ * per chunk of samples. col and tmp: work buffers of the sizes above. */
+void dp_conv_forward(const dp_conv *c, float *y, const float *x, int B, float *col, float *tmp);
+/* Given dy = dL/dy (B, out_c, out_h, out_w): writes (or adds, if accumulate) dw and db;
+ * overwrites dx (B, in_c, in_h, in_w) = dL/dx unless dx == NULL. */
+void dp_conv_backward(dp_conv *c, float *dx, const float *dy, const float *x, int B,
+                      bool accumulate, float *col, float *tmp);
+
+/* Pooling of (B, C, H, W) over windows of kh x kw moved by sh, sw, no padding (floor):
+ * out_h = (H - kh) / sh + 1. Max pooling records in arg the index within the sample's
+ * channel plane (h*W + w) of each output's maximum, the first in row-major order among ties
+ * (as torch on CPU); its backward sends each dy to that element only. Average pooling
+ * divides by kh*kw. Backward overwrites dx. */
+typedef struct {
+    int c, in_h, in_w, out_h, out_w, kh, kw, sh, sw;
+} dp_pool;
+void dp_maxpool_forward(const dp_pool *p, float *y, int32_t *arg, const float *x, int B);
+void dp_maxpool_backward(const dp_pool *p, float *dx, const float *dy, const int32_t *arg, int B);
+void dp_avgpool_forward(const dp_pool *p, float *y, const float *x, int B);
+void dp_avgpool_backward(const dp_pool *p, float *dx, const float *dy, int B);
+
+typedef enum {
+    DP_STAGE_CONV = 0, /* "convCkK[sS][pP]" */
+    DP_STAGE_MAXPOOL,  /* "maxpoolK[sS]" */
+    DP_STAGE_AVGPOOL,  /* "avgpoolK[sS]" */
+    DP_STAGE_COUNT
+} dp_stage_kind;
+
+#define DP_MAX_STAGES 16
+
+/* One layer of the image stage. */
+typedef struct {
+    dp_stage_kind kind;
+    int out_c;         /* conv: output channels (filters) */
+    int kh, kw;        /* conv: kernel; pool: window */
+    int sh, sw;        /* stride (conv default 1, pool default the window) */
+    int ph, pw;        /* conv: zero padding */
+    dp_act act;        /* conv: activation after it (and after its batch norm) */
+    bool batchnorm;    /* conv: batch norm per channel, statistics over (n, h, w) of the
+                        * global batch, between the convolution and the activation */
+    float dropout;     /* conv: inverted dropout per element of its output, in [0, 1) */
+    dp_init_spec weight_init, bias_init; /* unset: the model's init, zero bias */
+} dp_stage_cfg;
+
+/* Parses one image-stage layer ("conv32k3p1", "conv16k5x3s2p2x1:tanh:bn:dropout=0.2",
+ * "maxpool2", "avgpool3s2") into *st. A conv layer takes act unless a setting names another;
+ * a pooling takes no settings. Returns DP_EINVAL with a message. */
+int dp_stage_parse(const char *tok, dp_act act, dp_stage_cfg *st);
+/* Writes st as a token ("conv32k3p1"), with its settings if settings (":relu:bn");
+ * returns snprintf's count. */
+int dp_stage_format(const dp_stage_cfg *st, bool settings, char *buf, size_t cap);
+const char *dp_stage_kind_name(dp_stage_kind k);
+
 /* The model: a stack of dense layers, each optionally followed by batch normalization of its
  * pre-activation and by dropout on its output. Opaque.
  *
@@ -198,7 +275,25 @@ typedef struct {
                                       * convention: running = (1 - m) running + m batch;
                                       * 0 means the default 0.1 */
     float bn_eps;                    /* > 0, added to the variance; 0 means the default 1e-5 */
+    /* The image stage before the dense layers (n_stages = 0: none; the input is then flat,
+     * sizes[0] features). With it the input is an image (in_c, in_h, in_w), NCHW, of
+     * in_c*in_h*in_w features; the stages run in order and their output (C,H,W) is
+     * flattened into sizes[0] = C*H*W features, or, if gap, averaged over H and W into
+     * sizes[0] = C (global average pooling). dp_model_cfg_shapes checks and computes it. */
+    int in_c, in_h, in_w;
+    int n_stages;
+    dp_stage_cfg stage[DP_MAX_STAGES];
+    bool gap;
 } dp_model_cfg;
+
+/* The number of input features of a model: in_c*in_h*in_w with an image stage, sizes[0]
+ * without. */
+int dp_model_cfg_inputs(const dp_model_cfg *c);
+/* Computes the output shape of every stage: c[j], h[j], w[j] for j = 0 (the input) to
+ * n_stages, and the flattened feature count (or C with gap) into *features. Returns DP_OK,
+ * or DP_EINVAL naming the stage and both shapes when a window does not fit or a shape is
+ * out of range. Without stages: *features = sizes[0]. Pure. */
+int dp_model_cfg_shapes(const dp_model_cfg *cfg, int *c, int *h, int *w, int *features);
 
 #define DP_BN_MOMENTUM_DEFAULT 0.1f
 #define DP_BN_EPS_DEFAULT 1e-5f
@@ -215,22 +310,25 @@ size_t dp_model_n_params(const dp_model *m);
 /* Bytes the model allocated: parameters, gradients, batch-norm statistics and the
  * activation and backward buffers for max_batch rows. */
 size_t dp_model_bytes(const dp_model *m);
-/* Flat array of n_params. Per layer i, in order: w (out,in), b (out), then, if batchnorm[i],
- * gamma (out) and beta (out). */
+/* Flat array of n_params. First per conv stage j, in order: w (out_c,in_c,kh,kw), b (out_c),
+ * then, if its batchnorm, gamma (out_c) and beta (out_c); then per dense layer i, in order:
+ * w (out,in), b (out), then, if batchnorm[i], gamma (out) and beta (out). */
 float *dp_model_params(dp_model *m);
 /* Flat array of n_params, same layout as the parameters, followed by DP_GRAD_TAIL spare
  * floats: the trainer puts per-step sums there so that they ride the gradient allreduce. */
 float *dp_model_grads(dp_model *m);
 #define DP_GRAD_TAIL 4
 /* Offset of layer i's first parameter in the arenas (0 <= i <= n_layers; i == n_layers gives
- * n_params): layer i's parameters and gradients are [offset(i), offset(i + 1)). */
+ * n_params): layer i's parameters and gradients are [offset(i), offset(i + 1)). The image
+ * stage's parameters come first in the arenas and belong to dense layer 0's range:
+ * offset(0) is always 0, and layer_done(0) comes after the stage's backward. */
 size_t dp_model_layer_offset(const dp_model *m, int i);
 dp_dense *dp_model_layer(dp_model *m, int i);
 const dp_dense *dp_model_layer_const(const dp_model *m, int i);
 
 /* State that is not a parameter (not trained, not allreduced, but saved with the model): the
- * batch-norm running statistics, per batch-norm layer in layer order: running_mean (out)
- * then running_var (out). Starts at mean 0, var 1. Every rank holds the same values (they
+ * batch-norm running statistics, per batch-norm conv stage then per batch-norm layer, in
+ * order: running_mean (out) then running_var (out). Starts at mean 0, var 1. Every rank holds the same values (they
  * are updated from globally reduced statistics). n_buffers is 0 without batch norm. */
 float *dp_model_buffers(dp_model *m);
 size_t dp_model_n_buffers(const dp_model *m);
@@ -240,7 +338,15 @@ size_t dp_model_n_buffers(const dp_model *m);
 int dp_model_bn_layer(const dp_model *m, int i, float **gamma, float **beta,
                       float **running_mean, float **running_var);
 
-/* Runs B rows (B <= max_batch) of x (B, sizes[0]) through the model in evaluation mode (no
+/* Stage j's convolution (weights and gradients in the arenas), or NULL if stage j is a
+ * pooling or out of range. */
+dp_conv *dp_model_conv(dp_model *m, int j);
+const dp_conv *dp_model_conv_const(const dp_model *m, int j);
+/* As dp_model_bn_layer, for stage j's per-channel batch norm (each of out_c floats). */
+int dp_model_stage_bn(const dp_model *m, int j, float **gamma, float **beta,
+                      float **running_mean, float **running_var);
+
+/* Runs B rows (B <= max_batch) of x (B, inputs) through the model in evaluation mode (no
  * dropout; batch norm with the running statistics); returns the output
  * (B, sizes[n_layers]) after the last layer's activation, valid until the next forward. */
 const float *dp_model_forward(dp_model *m, const float *x, int B);

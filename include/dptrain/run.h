@@ -98,6 +98,10 @@ int dp_run_cfg_diff(const dp_run_cfg *saved, const dp_run_cfg *now, char *buf, s
 /* The model as a layer spec with every layer's settings: "784,256:relu:dropout=0.2:bn,
  * 10:identity" (what --layers reads, and how refusals name an architecture). Local. */
 void dp_model_cfg_text(const dp_model_cfg *mc, char *buf, size_t cap);
+/* The model as a table, one line per layer: its output shape and parameter count, and its
+ * activation, batch norm and dropout, e.g. "  1  conv32k3p1   32x28x28      320  relu bn".
+ * Lines start with indent. Local. */
+void dp_model_table(const dp_model_cfg *mc, const char *indent, char *buf, size_t cap);
 
 /* What the driver gives a job besides its configuration. */
 typedef struct {

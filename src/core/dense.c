@@ -135,6 +135,20 @@ static void fill(float *x, size_t n, const dp_init_spec *sp, double fan_in, doub
     }
 }
 
+void dp_conv_init_spec(dp_conv *c, const dp_init_spec *w, const dp_init_spec *b, uint64_t seed,
+                       int stage)
+{
+    /* streams after the dense layers' (DP_MAX_LAYERS of them); fans as torch's Conv2d */
+    const uint64_t k = (uint64_t)DP_MAX_LAYERS + (uint64_t)stage;
+    dp_rng rw = dp_rng_make(seed, DP_RNG_TAG_INIT + k);
+    dp_rng rb = dp_rng_make(seed, DP_RNG_TAG_BIAS + k);
+    dp_init_spec zero = {.set = true, .kind = DP_INIT_ZERO};
+    const double area = (double)c->kh * c->kw;
+    const double fan_in = c->in_c * area, fan_out = c->out_c * area;
+    fill(c->w, (size_t)c->out_c * c->in_c * c->kh * c->kw, w, fan_in, fan_out, &rw);
+    fill(c->b, (size_t)c->out_c, (b && b->set) ? b : &zero, fan_in, fan_out, &rb);
+}
+
 void dp_dense_init_spec(dp_dense *l, const dp_init_spec *w, const dp_init_spec *b, uint64_t seed,
                         int layer_index)
 {

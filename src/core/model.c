@@ -89,10 +89,22 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
     if (m->cfg.bn_eps == 0.0f) {
         m->cfg.bn_eps = DP_BN_EPS_DEFAULT;
     }
-    int L = cfg->n_layers, widest = cfg->sizes[0];
+    int L = cfg->n_layers, widest = cfg->sizes[0], red_width = 0;
     for (int i = L; i < DP_MAX_LAYERS; i++) { /* ignored entries: keep the copy clean */
         m->cfg.dropout[i] = 0.0f;
         m->cfg.batchnorm[i] = false;
+    }
+    if (cfg->n_stages > 0) {
+        int c[DP_MAX_STAGES + 1], h[DP_MAX_STAGES + 1], w[DP_MAX_STAGES + 1], feat;
+        DP_TRY(dp_model_cfg_shapes(cfg, c, h, w, &feat));
+        dp_stage_counts(cfg, c, &m->n_params, &m->n_buffers);
+    } else {
+        m->cfg.n_stages = 0;
+        m->cfg.in_c = m->cfg.in_h = m->cfg.in_w = 0;
+        m->cfg.gap = false;
+    }
+    for (int j = m->cfg.n_stages; j < DP_MAX_STAGES; j++) {
+        m->cfg.stage[j] = (dp_stage_cfg){0};
     }
     for (int i = 0; i < L; i++) {
         size_t o = (size_t)cfg->sizes[i + 1];
@@ -103,8 +115,12 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
     DP_ARENA_CALLOC(m->params, m->n_params);
     DP_ARENA_CALLOC(m->grads, m->n_params + DP_GRAD_TAIL);
     DP_ARENA_CALLOC(m->buffers, m->n_buffers);
-    DP_CALLOC(m->red, 2 * (size_t)widest + 1);
     size_t off = 0, boff = 0, mb = (size_t)cfg->max_batch;
+    if (cfg->n_stages > 0) {
+        DP_TRY(dp_stage_create(m, &off, &boff, &red_width));
+    }
+    red_width = 2 * widest + 1 > red_width ? 2 * widest + 1 : red_width;
+    DP_CALLOC(m->red, (size_t)red_width);
     for (int i = 0; i < L; i++) {
         dp_dense *l = &m->layers[i];
         l->in = cfg->sizes[i];
@@ -174,6 +190,7 @@ void dp_model_free(dp_model **pm)
         dp_arena_free(m->mask[i]);
         dp_arena_free(m->drop[i]);
     }
+    dp_stage_free(m);
     dp_arena_free(m->scratch[0]);
     dp_arena_free(m->scratch[1]);
     dp_arena_free(m->dout);
@@ -201,7 +218,8 @@ size_t dp_model_bytes(const dp_model *m)
         floats += c->dropout[i] > 0.0f ? 2 * mb * o : 0;       /* mask, drop */
     }
     floats += 2 * mb * widest + mb * (size_t)c->sizes[c->n_layers]; /* scratch, dout */
-    return floats * sizeof(float) + (2 * widest + 1) * sizeof(double); /* + red */
+    return floats * sizeof(float) + (2 * widest + 1) * sizeof(double) /* + red */
+           + dp_stage_bytes(m);
 }
 size_t dp_model_shard_scratch(const dp_model *m)
 {
@@ -217,7 +235,33 @@ float *dp_model_grads(dp_model *m) { return m->grads; }
 dp_dense *dp_model_layer(dp_model *m, int i) { return &m->layers[i]; }
 size_t dp_model_layer_offset(const dp_model *m, int i)
 {
-    return i < m->cfg.n_layers ? (size_t)(m->layers[i].w - m->params) : m->n_params;
+    return i == 0 ? 0 : i < m->cfg.n_layers ? (size_t)(m->layers[i].w - m->params) : m->n_params;
+}
+dp_conv *dp_model_conv(dp_model *m, int j)
+{
+    return (j >= 0 && j < m->n_stages && m->conv[j].w) ? &m->conv[j] : NULL;
+}
+const dp_conv *dp_model_conv_const(const dp_model *m, int j)
+{
+    return dp_model_conv((dp_model *)m, j);
+}
+int dp_model_stage_bn(const dp_model *m, int j, float **gamma, float **beta,
+                      float **running_mean, float **running_var)
+{
+    bool has = j >= 0 && j < m->n_stages && m->sgamma[j];
+    float *v[4] = {NULL, NULL, NULL, NULL}, **out[4] = {gamma, beta, running_mean, running_var};
+    if (has) {
+        v[0] = m->sgamma[j];
+        v[1] = m->sbeta[j];
+        v[2] = m->srun_mean[j];
+        v[3] = m->srun_var[j];
+    }
+    for (int t = 0; t < 4; t++) {
+        if (out[t]) {
+            *out[t] = v[t];
+        }
+    }
+    return has ? 1 : 0;
 }
 const dp_dense *dp_model_layer_const(const dp_model *m, int i) { return &m->layers[i]; }
 float *dp_model_dout(dp_model *m) { return m->dout; }
@@ -277,7 +321,7 @@ static void bn_forward_eval(dp_model *m, int i, int B)
 }
 
 /* Copies the current error message (the sum's) into a dp_err naming what failed. */
-static int sum_failed(int rc, const char *what, int layer)
+int dp_model_sum_failed(int rc, const char *what, int layer)
 {
     char prev[512];
     snprintf(prev, sizeof prev, "%s", dp_errmsg());
@@ -335,7 +379,7 @@ static int bn_forward_train(dp_model *m, int i, int B, const dp_train_ctx *ctx)
         rc = ctx->sum ? ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n + 1) : DP_OK;
     }
     if (rc != DP_OK) {
-        return sum_failed(rc, "batch-norm statistics", i);
+        return dp_model_sum_failed(rc, "batch-norm statistics", i);
     }
     double N = m->red[2 * n];
     if (N < 2.0) {
@@ -357,15 +401,12 @@ static int bn_forward_train(dp_model *m, int i, int B, const dp_train_ctx *ctx)
     return DP_OK;
 }
 
-/* Dropout of layer i: mask[i] from the counter-based RNG, drop[i] = a[i] * mask[i]. */
-static void dropout_forward(dp_model *m, int i, int B, const dp_train_ctx *ctx)
+void dp_model_dropout(float *mask, float *d, const float *a, int B, int n, float p, uint64_t key,
+                      const dp_train_ctx *ctx)
 {
-    int n = m->layers[i].out;
-    float p = m->cfg.dropout[i], scale = 1.0f / (1.0f - p);
+    const float scale = 1.0f / (1.0f - p);
     dp_rng rng = dp_rng_make(ctx->seed ^ DP_RNG_TAG_DROPOUT, (uint64_t)ctx->step);
-    const uint64_t layer_bits = (uint64_t)i << 56;
-    const float *a = m->a[i];
-    float *mask = m->mask[i], *d = m->drop[i];
+    const uint64_t layer_bits = key << 56;
     for (int r = 0; r < B; r++) {
         uint64_t base = (uint64_t)ctx->sample_ids[r] * (uint64_t)n;
         for (int j = 0; j < n; j++) {
@@ -377,11 +418,18 @@ static void dropout_forward(dp_model *m, int i, int B, const dp_train_ctx *ctx)
     }
 }
 
+/* Dropout of layer i: mask[i] from the counter-based RNG, drop[i] = a[i] * mask[i]. */
+static void dropout_forward(dp_model *m, int i, int B, const dp_train_ctx *ctx)
+{
+    dp_model_dropout(m->mask[i], m->drop[i], m->a[i], B, m->layers[i].out, m->cfg.dropout[i],
+                     (uint64_t)i, ctx);
+}
+
 const float *dp_model_forward(dp_model *m, const float *x, int B)
 {
     m->training = false;
     m->ctx = NULL;
-    const float *in = x;
+    const float *in = m->n_stages > 0 ? dp_stage_forward(m, x, B, NULL) : x;
     for (int i = 0; i < m->cfg.n_layers; i++) {
         dp_dense *l = &m->layers[i];
         dp_dense_forward(l, m->z[i], in, B);
@@ -446,16 +494,35 @@ const float *dp_model_forward_train(dp_model *m, const float *x, int B, const dp
             return NULL;
         }
     }
+    for (int j = 0; j < m->n_stages; j++) {
+        if (m->smask[j] && B > 0 && !ctx->sample_ids) {
+            dp_err(DP_EINVAL, "model: conv layer %d has dropout but the training context has "
+                              "no sample ids", j + 1);
+            return NULL;
+        }
+    }
+    if (ctx->shards && m->n_stages > 0) {
+        dp_err(DP_EINVAL, "model: deterministic mode does not take convolution or pooling "
+                          "layers yet");
+        return NULL;
+    }
     if (ctx->shards && check_shards(ctx->shards, B) != DP_OK) {
         return NULL;
     }
     m->training = true;
-    const float *in = x;
+    m->ctx = ctx; /* the stage's batch norm reads it */
+    const float *in = m->n_stages > 0 ? dp_stage_forward(m, x, B, ctx) : x;
+    if (!in) {
+        m->training = false;
+        m->ctx = NULL;
+        return NULL;
+    }
     for (int i = 0; i < m->cfg.n_layers; i++) {
         dp_dense *l = &m->layers[i];
         dense_forward_rows(m, i, in, B, ctx->shards);
         if (m->gamma[i] && bn_forward_train(m, i, B, ctx) != DP_OK) {
             m->training = false;
+            m->ctx = NULL;
             return NULL;
         }
         dp_act_forward(l->act, m->a[i], m->z[i], B, l->out);
@@ -493,7 +560,7 @@ static int bn_backward(dp_model *m, int i, float *dz, int B, bool accumulate)
     if (sh) {
         rc = shard_sums(sh, 2 * (size_t)n, bn_grad_sums, dz, xh, n, m->red);
         if (rc != DP_OK) {
-            return sum_failed(rc, "batch-norm backward sums", i);
+            return dp_model_sum_failed(rc, "batch-norm backward sums", i);
         }
     } else {
         bn_grad_sums(m->red, dz, xh, B, n);
@@ -513,7 +580,7 @@ static int bn_backward(dp_model *m, int i, float *dz, int B, bool accumulate)
     }
     const dp_train_ctx *ctx = m->ctx;
     if (!sh && ctx->sum && (rc = ctx->sum(ctx->sum_ctx, m->red, 2 * (size_t)n)) != DP_OK) {
-        return sum_failed(rc, "batch-norm backward sums", i);
+        return dp_model_sum_failed(rc, "batch-norm backward sums", i);
     }
     /* dxhat = dz gamma; du = invstd (dxhat - mean_N(dxhat) - xhat mean_N(dxhat xhat)). */
     const double inv_n = 1.0 / m->bn_count;
@@ -544,7 +611,7 @@ static int dense_grads_shards(dp_model *m, int i, const float *dz, const float *
     float bound[2] = {dp_absmax(dz, (size_t)B * out), dp_absmax(x, (size_t)B * in)};
     int rc = sh->max ? sh->max(sh->fn_ctx, bound, 2) : DP_OK;
     if (rc != DP_OK) {
-        return sum_failed(rc, "gradient bounds", i);
+        return dp_model_sum_failed(rc, "gradient bounds", i);
     }
     const double bb = (double)sh->max_rows * bound[0], bw = bb * bound[1];
     /* gamma and beta (after b, if any) get their sums from bn_backward, not from acc. */
@@ -585,6 +652,26 @@ static void dense_dx_rows(const dp_dense *l, float *dx, const float *dz, int B,
     }
 }
 
+/* The input of dense layer 0 when the model has an image stage: the stage's last output
+ * (flattened), or its global average. */
+static const float *stage_features(const dp_model *m)
+{
+    const int j = m->n_stages - 1;
+    if (m->gap) {
+        return m->gap;
+    }
+    return (m->training && m->sdrop[j]) ? m->sdrop[j] : m->sa[j];
+}
+
+/* Tells the training context that layer i's gradients are final. */
+static int layer_done(dp_model *m, int i)
+{
+    if (m->training && m->ctx->layer_done) {
+        return m->ctx->layer_done(m->ctx->layer_ctx, i);
+    }
+    return DP_OK;
+}
+
 int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, bool accumulate)
 {
     dp_shards *sh = m->training ? m->ctx->shards : NULL;
@@ -608,8 +695,8 @@ int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, boo
         if (m->gamma[i] && (rc = bn_backward(m, i, dz, B, accumulate)) != DP_OK) {
             return rc;
         }
-        float *dx = (i > 0) ? m->scratch[which ^ 1] : NULL;
-        const float *in = i > 0 ? layer_output(m, i - 1) : x;
+        float *dx = (i > 0 || m->n_stages > 0) ? m->scratch[which ^ 1] : NULL;
+        const float *in = i > 0 ? layer_output(m, i - 1) : m->n_stages > 0 ? stage_features(m) : x;
         if (sh) {
             if ((rc = dense_grads_shards(m, i, dz, in, B, sh)) != DP_OK) {
                 return rc;
@@ -617,9 +704,8 @@ int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, boo
         } else {
             /* The weight gradients first: their allreduce may start while dx is computed. */
             dp_dense_backward(l, NULL, dz, in, B, accumulate);
-            if (m->training && m->ctx->layer_done &&
-                (rc = m->ctx->layer_done(m->ctx->layer_ctx, i))) {
-                return rc;
+            if (i > 0 || m->n_stages == 0) {
+                DP_TRY(layer_done(m, i));
             }
         }
         if (dx) {
@@ -628,5 +714,11 @@ int dp_model_backward(dp_model *m, const float *x, const float *dout, int B, boo
         g = dx;
         which ^= 1;
     }
-    return DP_OK;
+    if (m->n_stages > 0) {
+        /* the stage's parameters are in dense layer 0's range: done after them */
+        DP_TRY(dp_stage_backward(m, x, g, B, accumulate));
+        DP_TRY(layer_done(m, 0));
+    }
+done:
+    return rc;
 }

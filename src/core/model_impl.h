@@ -48,6 +48,51 @@ struct dp_model {
     const dp_train_ctx *ctx;         /* of the last dp_model_forward_train (caller-owned) */
     double bn_count;                 /* global rows of the last dp_model_forward_train */
     double *red;                     /* (2 * max width + 1) reduction work buffer */
+
+    /* The image stage (stage.c), before the dense layers; its parameters come first in the
+     * arenas: per conv stage j, w (out_c,in_c,kh,kw), b (out_c), and with batch norm gamma
+     * and beta (out_c); its running statistics come first in the buffer arena. Stage j maps
+     * (st_c[j], st_h[j], st_w[j]) to stage j+1's; ssize[j] = st_c[j]*st_h[j]*st_w[j]. */
+    int n_stages;
+    int st_c[DP_MAX_STAGES + 1], st_h[DP_MAX_STAGES + 1], st_w[DP_MAX_STAGES + 1];
+    size_t ssize[DP_MAX_STAGES + 1];
+    dp_conv conv[DP_MAX_STAGES];     /* conv stages (w == NULL for a pooling) */
+    dp_pool pool[DP_MAX_STAGES];     /* pooling stages */
+    float *sz[DP_MAX_STAGES];        /* conv: after the convolution and batch norm, before the
+                                      * activation, (max_batch, size[j+1]) */
+    float *sa[DP_MAX_STAGES];        /* the stage's output (after the activation) */
+    int32_t *arg[DP_MAX_STAGES];     /* max pooling: the index of each output's maximum */
+    float *sgamma[DP_MAX_STAGES], *sbeta[DP_MAX_STAGES];
+    float *sdgamma[DP_MAX_STAGES], *sdbeta[DP_MAX_STAGES];
+    float *srun_mean[DP_MAX_STAGES], *srun_var[DP_MAX_STAGES];
+    float *sxhat[DP_MAX_STAGES];     /* (max_batch, size[j+1]) */
+    float *sinvstd[DP_MAX_STAGES];   /* (out_c) */
+    double sbn_count[DP_MAX_STAGES]; /* global elements per channel of the last training forward */
+    float *smask[DP_MAX_STAGES], *sdrop[DP_MAX_STAGES]; /* dropout, as mask and drop */
+    float *col, *ctmp;               /* convolution work buffers (the largest stage's) */
+    float *gap;                      /* (max_batch, C): global average pooling's output */
+    float *sg[2];                    /* backward ping-pong, (max_batch, largest size[j]) */
 };
+
+/* Shared by model.c and stage.c. */
+int dp_model_sum_failed(int rc, const char *what, int layer);
+/* Inverted dropout of B rows of n units: mask = 0 or 1/(1-p) from the counter-based RNG keyed
+ * by (ctx->seed, ctx->step, key, sample id * n + unit), d = a * mask. */
+void dp_model_dropout(float *mask, float *d, const float *a, int B, int n, float p, uint64_t key,
+                      const dp_train_ctx *ctx);
+
+/* The image stage (stage.c). counts: the parameters and buffers of cfg's stage, given the
+ * input channels c[j] of each stage (dp_model_cfg_shapes). create: sets up the stage's views
+ * at the start of the arenas and allocates its buffers, advancing *off and *boff; raises
+ * *red_width to the widest reduction (2C + 1) its batch norms need. */
+void dp_stage_counts(const dp_model_cfg *cfg, const int *c, size_t *n_params, size_t *n_buffers);
+int dp_stage_create(dp_model *m, size_t *off, size_t *boff, int *red_width);
+void dp_stage_free(dp_model *m);
+size_t dp_stage_bytes(const dp_model *m);
+/* Forward of B images through the stage (training mode if ctx, else evaluation); returns the
+ * features the dense layers take, (B, sizes[0]), or NULL (message recorded) if a sum fails. */
+const float *dp_stage_forward(dp_model *m, const float *x, int B, const dp_train_ctx *ctx);
+/* Backward: g = dL/d(features) (B, sizes[0]); writes or adds the stage's gradients. */
+int dp_stage_backward(dp_model *m, const float *x, const float *g, int B, bool accumulate);
 
 #endif

@@ -278,7 +278,7 @@ static int bench_data(const dp_bench_cfg *cfg, size_t n_need, size_t rows_per_st
                     cfg->synth_rows, passes, rows_per_step, n_need);
     } else {
         rc = synth_split(&synth->train, cfg->synth_rows > 0 ? cfg->synth_rows : n_need,
-                         mc->sizes[0], k, tc->loss, tc->seed);
+                         dp_model_cfg_inputs(mc), k, tc->loss, tc->seed);
         synth->n_classes = dp_loss_needs_labels(tc->loss) ? k : 0;
     }
     return rc;

@@ -131,7 +131,21 @@ done:
 
 void dp_model_cfg_text(const dp_model_cfg *mc, char *buf, size_t cap)
 {
-    size_t len = (size_t)snprintf(buf, cap, "%d", mc->sizes[0]);
+    size_t len = 0;
+    if (mc->n_stages > 0) {
+        len = (size_t)snprintf(buf, cap, "%dx%dx%d", mc->in_c, mc->in_h, mc->in_w);
+        for (int j = 0; j < mc->n_stages && len < cap; j++) {
+            const dp_stage_cfg *st = &mc->stage[j];
+            char tok[96];
+            dp_stage_format(st, true, tok, sizeof tok);
+            len += (size_t)snprintf(buf + len, cap - len, ",%s", tok);
+        }
+        if (len < cap) {
+            len += (size_t)snprintf(buf + len, cap - len, ",%s", mc->gap ? "gap" : "flatten");
+        }
+    } else {
+        len = (size_t)snprintf(buf, cap, "%d", mc->sizes[0]);
+    }
     for (int i = 0; i < mc->n_layers && len < cap; i++) {
         len += (size_t)snprintf(buf + len, cap - len, ",%d:%s", mc->sizes[i + 1],
                                 dp_act_name(mc->act[i]));

@@ -9,6 +9,7 @@
 #include "dptrain/io.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,73 @@ static void print_figure(FILE *f, const char *name, double v)
     }
 }
 
+/* Appends a formatted line to buf (cap) at *len. */
+static void add_line(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void add_line(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    if (*len >= cap) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    *len += n > 0 ? (size_t)n : 0;
+}
+
+void dp_model_table(const dp_model_cfg *mc, const char *indent, char *buf, size_t cap)
+{
+    int c[DP_MAX_STAGES + 1], h[DP_MAX_STAGES + 1], w[DP_MAX_STAGES + 1], feat = 0;
+    size_t len = 0;
+    buf[0] = '\0';
+    add_line(buf, cap, &len, "%s%-4s %-18s %-12s %12s\n", indent, "", "layer", "output",
+             "parameters");
+    if (mc->n_stages > 0 && dp_model_cfg_shapes(mc, c, h, w, &feat) == DP_OK) {
+        char shape[48];
+        snprintf(shape, sizeof shape, "%dx%dx%d", c[0], h[0], w[0]);
+        add_line(buf, cap, &len, "%s%-4s %-18s %s\n", indent, "", "input", shape);
+        for (int j = 0; j < mc->n_stages; j++) {
+            const dp_stage_cfg *st = &mc->stage[j];
+            char tok[96];
+            long np = 0;
+            dp_stage_format(st, false, tok, sizeof tok);
+            snprintf(shape, sizeof shape, "%dx%dx%d", c[j + 1], h[j + 1], w[j + 1]);
+            if (st->kind == DP_STAGE_CONV) {
+                np = (long)st->out_c * c[j] * st->kh * st->kw + st->out_c +
+                     (st->batchnorm ? 2L * st->out_c : 0);
+            }
+            add_line(buf, cap, &len, "%s%-4d %-18s %-12s %12ld", indent, j + 1, tok, shape, np);
+            if (st->kind == DP_STAGE_CONV) {
+                add_line(buf, cap, &len, "  %s%s", dp_act_name(st->act),
+                         st->batchnorm ? " batchnorm" : "");
+            }
+            if (st->dropout > 0.0f) {
+                add_line(buf, cap, &len, " dropout %g", st->dropout);
+            }
+            add_line(buf, cap, &len, "\n");
+        }
+        snprintf(shape, sizeof shape, "%d", feat);
+        add_line(buf, cap, &len, "%s%-4s %-18s %s\n", indent, "",
+                 mc->gap ? "global avg pool" : "flatten", shape);
+    } else {
+        add_line(buf, cap, &len, "%s%-4s %-18s %d\n", indent, "", "input", mc->sizes[0]);
+    }
+    for (int i = 0; i < mc->n_layers; i++) {
+        const long in = mc->sizes[i], out = mc->sizes[i + 1];
+        char shape[24];
+        snprintf(shape, sizeof shape, "%ld", out);
+        add_line(buf, cap, &len, "%s%-4d %-18s %-12s %12ld  %s%s", indent,
+                 mc->n_stages + i + 1, "dense", shape,
+                 out * in + out + (mc->batchnorm[i] ? 2 * out : 0), dp_act_name(mc->act[i]),
+                 mc->batchnorm[i] ? " batchnorm" : "");
+        if (mc->dropout[i] > 0.0f) {
+            add_line(buf, cap, &len, " dropout %g", mc->dropout[i]);
+        }
+        add_line(buf, cap, &len, "\n");
+    }
+}
+
 static void text_model(FILE *f, const file_info *x)
 {
     const dp_model_cfg *mc = dp_model_config(x->m);
@@ -91,23 +159,16 @@ static void text_model(FILE *f, const file_info *x)
     fprintf(f, "file: %s\n", x->path);
     fprintf(f, "format: %s, layout version %d\n",
             x->is_ckpt ? "dptrain-checkpoint" : "dptrain-model", x->format_version);
-    fprintf(f, "layers: ");
-    for (int i = 0; i <= mc->n_layers; i++) {
-        fprintf(f, "%s%d", i ? " -> " : "", mc->sizes[i]);
-    }
-    fprintf(f, " (%d dense layer%s, %zu parameters)\n", mc->n_layers, mc->n_layers == 1 ? "" : "s",
-            dp_model_n_params(x->m));
+    char spec[2048], table[8192];
+    dp_model_cfg_text(mc, spec, sizeof spec);
+    dp_model_table(mc, "  ", table, sizeof table);
+    fprintf(f, "layers: %s (%d layer%s, %zu parameters)\n%s", spec, mc->n_stages + mc->n_layers,
+            mc->n_stages + mc->n_layers == 1 ? "" : "s", dp_model_n_params(x->m), table);
     for (int i = 0; i < mc->n_layers; i++) {
-        fprintf(f, "  layer %d: %d -> %d  %s", i + 1, mc->sizes[i], mc->sizes[i + 1],
-                dp_act_name(mc->act[i]));
-        if (mc->dropout[i] > 0.0f) {
-            fprintf(f, "  dropout %g", mc->dropout[i]);
-        }
-        if (mc->batchnorm[i]) {
-            fprintf(f, "  batchnorm");
-            any_bn = true;
-        }
-        fprintf(f, "\n");
+        any_bn = any_bn || mc->batchnorm[i];
+    }
+    for (int j = 0; j < mc->n_stages; j++) {
+        any_bn = any_bn || mc->stage[j].batchnorm;
     }
     if (any_bn) {
         fprintf(f, "batchnorm: momentum %g, eps %g\n", mc->bn_momentum, mc->bn_eps);
@@ -264,6 +325,21 @@ static json_t *json_model(const file_info *x, bool *ok)
         append(layers, l, ok);
     }
     put(o, "layers", layers, ok);
+    if (mc->n_stages > 0) {
+        json_t *img = json_object(), *in = json_array(), *st = json_array();
+        append(in, json_integer(mc->in_c), ok);
+        append(in, json_integer(mc->in_h), ok);
+        append(in, json_integer(mc->in_w), ok);
+        for (int j = 0; j < mc->n_stages; j++) {
+            char tok[128];
+            dp_stage_format(&mc->stage[j], true, tok, sizeof tok);
+            append(st, json_string(tok), ok);
+        }
+        put(img, "input", in, ok);
+        put(img, "layers", st, ok);
+        put(img, "end", json_string(mc->gap ? "gap" : "flatten"), ok);
+        put(o, "image", img, ok);
+    }
     put(o, "n_params", json_integer((json_int_t)dp_model_n_params(x->m)), ok);
     put(o, "bn_momentum", jfloat(mc->bn_momentum), ok);
     put(o, "bn_eps", jfloat(mc->bn_eps), ok);

@@ -291,8 +291,10 @@ static void banner(const job *j)
     char mem[256];
     dp_job_data_describe(&j->data, j->c, mem, sizeof mem);
     say(j, "data memory: %s\n", mem);
-    say(j, "model: %zu parameters; global batch %zu (%zu rows per rank at most)\n",
-        dp_model_n_params(j->m), B, (B + (size_t)j->size - 1) / (size_t)j->size);
+    char table[8192];
+    dp_model_table(dp_model_config(j->m), "  ", table, sizeof table);
+    say(j, "model: %zu parameters; global batch %zu (%zu rows per rank at most)\n%s",
+        dp_model_n_params(j->m), B, (B + (size_t)j->size - 1) / (size_t)j->size, table);
     say(j, "gradient sum: %s\n", j->size == 1 ? "none (one rank)"
         : j->tc.reduce == DP_REDUCE_OVERLAP ? "MPI_Iallreduce per bucket, overlapped with the "
                                               "backward pass"

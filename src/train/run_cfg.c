@@ -234,7 +234,56 @@ static json_t *model_json(const dp_model_cfg *mc)
     json_object_set_new(o, "bn_eps", jfloat(mc->bn_eps));
     json_object_set_new(o, "init", wi);
     json_object_set_new(o, "bias_init", bi);
+    if (mc->n_stages > 0) {
+        json_t *img = json_object(), *in = json_array(), *st = json_array();
+        json_array_append_new(in, json_integer(mc->in_c));
+        json_array_append_new(in, json_integer(mc->in_h));
+        json_array_append_new(in, json_integer(mc->in_w));
+        for (int j = 0; j < mc->n_stages; j++) {
+            char tok[128];
+            dp_stage_format(&mc->stage[j], true, tok, sizeof tok);
+            json_array_append_new(st, json_string(tok));
+        }
+        json_object_set_new(img, "input", in);
+        json_object_set_new(img, "layers", st);
+        json_object_set_new(img, "end", json_string(mc->gap ? "gap" : "flatten"));
+        json_object_set_new(o, "image", img);
+    }
     return o;
+}
+
+/* model.image: {"input": [C, H, W], "layers": ["conv32k3p1:relu", ...], "end": "flatten"}. */
+static int read_image(const json_t *img, const char *what, dp_model_cfg *m)
+{
+    const json_t *in = json_object_get(img, "input"), *st = json_object_get(img, "layers");
+    const char *end = json_string_value(json_object_get(img, "end"));
+    if (!json_is_object(img) || !json_is_array(in) || json_array_size(in) != 3 ||
+        !json_is_array(st) || json_array_size(st) < 1 ||
+        json_array_size(st) > DP_MAX_STAGES || !end ||
+        (strcmp(end, "flatten") && strcmp(end, "gap"))) {
+        return dp_err(DP_EINVAL, "%s: model.image: want {\"input\": [C, H, W], \"layers\": "
+                                 "[1 to %d layer tokens], \"end\": \"flatten\" or \"gap\"}",
+                      what, DP_MAX_STAGES);
+    }
+    int *dims[3] = {&m->in_c, &m->in_h, &m->in_w};
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *v = json_array_get(in, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > (1 << 24)) {
+            return dp_err(DP_EINVAL, "%s: model.image.input[%zu]: want a size from 1", what, i);
+        }
+        *dims[i] = (int)json_integer_value(v);
+    }
+    m->n_stages = (int)json_array_size(st);
+    for (int j = 0; j < m->n_stages; j++) {
+        const char *tok = json_string_value(json_array_get(st, (size_t)j));
+        if (!tok || dp_stage_parse(tok, DP_ACT_IDENTITY, &m->stage[j]) != DP_OK) {
+            return dp_err(DP_EINVAL, "%s: model.image.layers[%d]: %s", what, j,
+                          tok ? dp_errmsg() : "want a layer token");
+        }
+    }
+    m->gap = strcmp(end, "gap") == 0;
+    return DP_OK;
 }
 
 /* The optimizer's name and the hyperparameters it uses (the others are not written). */
@@ -409,6 +458,9 @@ static int read_model(const json_t *o, const char *what, dp_model_cfg *mc)
                 DP_MAX_LAYERS + 1);
     }
     dp_model_cfg m = *mc;
+    m.n_stages = 0; /* no "image" key: a dense model */
+    m.in_c = m.in_h = m.in_w = 0;
+    m.gap = false;
     m.n_layers = (int)json_array_size(sizes) - 1;
     for (int i = 0; i <= m.n_layers; i++) {
         v = json_array_get(sizes, (size_t)i);
@@ -424,6 +476,10 @@ static int read_model(const json_t *o, const char *what, dp_model_cfg *mc)
         if (strcmp(key, "layers") == 0) {
             continue;
         }
+        if (strcmp(key, "image") == 0) {
+            DP_TRY(read_image(v, what, &m));
+            continue;
+        }
         if (strcmp(key, "bn_momentum") == 0 || strcmp(key, "bn_eps") == 0) {
             double x = json_number_value(v);
             if (!json_is_number(v) || !(x > 0.0 && x <= 1.0)) {
@@ -435,7 +491,7 @@ static int read_model(const json_t *o, const char *what, dp_model_cfg *mc)
         if (strcmp(key, "activations") && strcmp(key, "dropout") && strcmp(key, "batchnorm") &&
             strcmp(key, "init") && strcmp(key, "bias_init")) {
             DP_FAIL(DP_EINVAL, "%s: model.%s: unknown key (layers, activations, dropout, "
-                               "batchnorm, bn_momentum, bn_eps, init, bias_init)", what, key);
+                               "batchnorm, bn_momentum, bn_eps, init, bias_init, image)", what, key);
         }
         DP_TRY(want_array(v, L, what, key));
         for (size_t i = 0; i < L; i++) {

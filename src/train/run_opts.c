@@ -8,6 +8,7 @@
 
 #include "dptrain/err.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,14 +313,84 @@ static int parse_token(const char *spec, const char *tok, int layer, layer_token
  * size_t arithmetic. */
 #define DP_MAX_LAYER_SIZE (1L << 24)
 
+/* The image part of "1x28x28,conv32k3p1:relu:bn,maxpool2,...,flatten,128,10": the input
+ * shape and the stages into mc; *rest points at the dense part after flatten (or gap), and
+ * *features is what the stages give the first dense layer. Returns DP_OK with *rest = spec
+ * if the spec does not start with an image shape. */
+static int parse_image_stage(const char *spec, dp_act act, dp_model_cfg *mc, const char **rest,
+                             int *features)
+{
+    int c = 0, h = 0, w = 0, used = 0;
+    *rest = spec;
+    if (sscanf(spec, "%d x %d x %d%n", &c, &h, &w, &used) != 3 || used < 5 ||
+        (spec[used] != ',' && spec[used] != '\0') || strchr(spec, 'x') > spec + used) {
+        return DP_OK;
+    }
+    if (c < 1 || h < 1 || w < 1) {
+        return dp_err(DP_EINVAL, "--layers '%s': the input image %dx%dx%d must have channels, "
+                                 "height and width >= 1", spec, c, h, w);
+    }
+    mc->in_c = c;
+    mc->in_h = h;
+    mc->in_w = w;
+    const char *p = spec + used;
+    bool ended = false;
+    while (*p == ',' && !ended) {
+        char tok[128];
+        size_t len = strcspn(++p, ",");
+        if (len == 0 || len >= sizeof tok) {
+            return dp_err(DP_EINVAL, "--layers '%s': empty or overlong layer", spec);
+        }
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        p += len;
+        if (strcmp(tok, "flatten") == 0 || strcmp(tok, "gap") == 0) {
+            mc->gap = tok[0] == 'g';
+            ended = true;
+        } else if (mc->n_stages == DP_MAX_STAGES) {
+            return dp_err(DP_EINVAL, "--layers '%s': at most %d convolution and pooling layers",
+                          spec, DP_MAX_STAGES);
+        } else if (isdigit((unsigned char)tok[0])) {
+            return dp_err(DP_EINVAL, "--layers '%s': dense size %s before flatten or gap (an "
+                                     "image input takes convolution or pooling layers, then "
+                                     "flatten or gap, then the dense sizes)", spec, tok);
+        } else if (dp_stage_parse(tok, act, &mc->stage[mc->n_stages++]) != DP_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", dp_errmsg());
+            return dp_err(DP_EINVAL, "--layers '%s': %s", spec, why);
+        }
+    }
+    if (!ended || mc->n_stages == 0 || *p != ',') {
+        return dp_err(DP_EINVAL, "--layers '%s': an image input takes convolution or pooling "
+                                 "layers, then flatten or gap, then the dense sizes, e.g. "
+                                 "1x28x28,conv32k3p1,maxpool2,flatten,128,10", spec);
+    }
+    int sc[DP_MAX_STAGES + 1], sh[DP_MAX_STAGES + 1], sw[DP_MAX_STAGES + 1];
+    if (dp_model_cfg_shapes(mc, sc, sh, sw, features) != DP_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", dp_errmsg());
+        return dp_err(DP_EINVAL, "--layers '%s': %s", spec, why);
+    }
+    *rest = p + 1;
+    return DP_OK;
+}
+
 /* "784,256,128,10" -> sizes; hidden layers get act, the output layer the activation the
- * loss needs (identity where the loss fuses softmax or sigmoid). */
+ * loss needs (identity where the loss fuses softmax or sigmoid). An image spec
+ * ("1x28x28,conv...,flatten,128,10") sets the stage and sizes[0] from it. */
 static int parse_layers(const char *spec, dp_act act, dp_loss loss, dp_model_cfg *mc,
                         layer_tokens *lt)
 {
-    int n = 0;
+    int n = 0, features = 0;
     const char *p = spec;
     no_tokens(lt);
+    int rc = parse_image_stage(spec, act, mc, &p, &features);
+    if (rc != DP_OK) {
+        return rc;
+    }
+    if (p != spec) {
+        mc->sizes[n++] = features;
+    }
     while (*p) {
         char *end = NULL;
         errno = 0;

@@ -71,7 +71,13 @@ static int check_model(const dp_loss l, const dp_model_cfg *mc, const dp_dataset
     if (tr->n == 0) {
         return dp_err(DP_EINVAL, "/train has no rows");
     }
-    if (mc->sizes[0] != tr->n_features) {
+    if (dp_model_cfg_inputs(mc) != tr->n_features) {
+        if (mc->n_stages > 0) {
+            return dp_err(DP_EINVAL,
+                          "--layers: the model takes %dx%dx%d images (%d values) but /train/x "
+                          "has %d features per row", mc->in_c, mc->in_h, mc->in_w,
+                          dp_model_cfg_inputs(mc), tr->n_features);
+        }
         return dp_err(DP_EINVAL,
                       "--layers: the model takes %d inputs but /train/x has %d features per row",
                       mc->sizes[0], tr->n_features);

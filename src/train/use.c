@@ -349,13 +349,14 @@ static int check_fit(const use_job *u, bool predict)
     const dp_loss l = u->res->loss;
     const char *ln = dp_loss_name(l);
     const int k = mc->sizes[mc->n_layers], n_classes = u->d->n_classes;
-    if (mc->sizes[0] != s->n_features && u->input == DP_INPUT_CSV) {
+    const int inputs = dp_model_cfg_inputs(mc);
+    if (inputs != s->n_features && u->input == DP_INPUT_CSV) {
         return dp_err(DP_EINVAL, "%s takes %d inputs but %s has %d columns (features) per row",
-                      model, mc->sizes[0], data, s->n_features);
+                      model, inputs, data, s->n_features);
     }
-    if (mc->sizes[0] != s->n_features) {
+    if (inputs != s->n_features) {
         return dp_err(DP_EINVAL, "%s takes %d inputs but %s %s/x has %d features per row",
-                      model, mc->sizes[0], data, sname, s->n_features);
+                      model, inputs, data, sname, s->n_features);
     }
     if (!s->labels && !s->values) {
         if (predict) {

@@ -166,7 +166,7 @@ expect_exit 2 "predict: a CSV with the wrong number of features" "c/model.h5 tak
 
 # --- info ------------------------------------------------------------------------------
 out=$(run_np 2 info c/model.h5)
-if grep -q '^layers: 8 -> 16 -> 3 (2 dense layers, 195 parameters)' <<<"$out" &&
+if grep -q '^layers: 8,16:relu,3:identity (2 layers, 195 parameters)' <<<"$out" &&
    grep -q '^format: dptrain-model' <<<"$out" && grep -q '"val_fraction":0.2' <<<"$out"; then
     pass "info: layer sizes, parameter count, format and config"
 else fail "info: $out"; fi

@@ -318,10 +318,14 @@ Test(use, describe_model_file)
     json_t *js = NULL;
     char *text = describe(path, &js);
     cr_assert(strstr(text, "format: dptrain-model"), "%s", text);
-    snprintf(line, sizeof line, "layers: 3 -> 4 -> 2 (2 dense layers, %zu parameters)\n", np);
+    snprintf(line, sizeof line,
+             "layers: 3,4:tanh:dropout=0.25:bn,2:identity (2 layers, %zu parameters)\n", np);
     cr_assert(strstr(text, line), "%s", text);
-    cr_assert(strstr(text, "  layer 1: 3 -> 4  tanh  dropout 0.25  batchnorm\n"), "%s", text);
-    cr_assert(strstr(text, "  layer 2: 4 -> 2  identity\n"), "%s", text);
+    /* 3*4 + 4 + 2*4 (gamma, beta) = 24; 4*2 + 2 = 10 */
+    cr_assert(strstr(text, "  1    dense              4                      24  tanh batchnorm "
+                           "dropout 0.25\n"), "%s", text);
+    cr_assert(strstr(text, "  2    dense              2                      10  identity\n"),
+              "%s", text);
     cr_assert(strstr(text, "batchnorm: momentum 0.1, eps 1e-05\n"), "%s", text);
     cr_assert(strstr(text, "\"val_fraction\":0.2"), "%s", text);
     cr_assert_null(strstr(text, "checkpoint:"), "a model file has no training state");

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Convolutional networks: a CNN with per-channel batch norm and dropout on feature maps gives
+# the one-rank weights on 2, 3 and 4 ranks; a stop inside an epoch resumes bit for bit; eval,
+# predict, info and compare take CNN model files; shape errors name the layer; a short run
+# on Fashion-MNIST (when installed) learns.
+source "$(dirname "$0")/lib.sh"
+TOL=(--atol 2e-5 --rtol 2e-4)
+# 72 features per row = 2 channels of 6x6 images.
+"$DPTRAIN" synth blobs --features 72 --classes 3 --n-train 300 --n-test 60 --noise 0.8 --seed 5 \
+    --out "$WORK/img.h5" >/dev/null
+L=2x6x6,conv4k3p1:bn,maxpool2,conv6k2:tanh:dropout=0.2,flatten,8:dropout=0.1,3
+# batch 30: 8/8/7/7 rows on 4 ranks; 10 steps an epoch.
+ARGS=(train --data "$WORK/img.h5" --layers "$L" --batch 30 --epochs 2 --optimizer sgd
+      --lr 0.05 --momentum 0.9 --seed 7 --quiet)
+for n in 1 2 3 4; do
+    run_np "$n" "${ARGS[@]}" --out "$WORK/np$n" >/dev/null
+done
+for n in 2 3 4; do
+    if out=$("$DPTRAIN" compare "$WORK/np1/model.h5" "$WORK/np$n/model.h5" "${TOL[@]}"); then
+        pass "CNN with batch norm and dropout: np$n = np1"
+    else
+        fail "CNN: np$n differs from np1"; echo "$out" >&2
+    fi
+done
+if grep -q 'conv/0/bn_running_var' <<<"$("$DPTRAIN" compare "$WORK/np1/model.h5" "$WORK/np2/model.h5" "${TOL[@]}")"
+then pass "conv weights and per-channel batch-norm statistics are in the file and compared"
+else fail "no /conv/0 tensors in the model file"; fi
+# The file holds torch's Conv2d layout: /conv/0/weight is (out, in, kh, kw) = (4, 2, 3, 3).
+if h5dump -H -d /conv/0/weight "$WORK/np1/model.h5" | grep -q 'SIMPLE { ( 4, 2, 3, 3 )'
+then pass "/conv/0/weight has shape (4, 2, 3, 3)"
+else fail "/conv/0/weight shape"; h5dump -H -d /conv/0/weight "$WORK/np1/model.h5" >&2; fi
+# Conv dropout changes the trajectory (so the equalities above are not vacuous).
+run_np 2 "${ARGS[@]}" --layers "${L/:dropout=0.2/}" --out "$WORK/nodrop" >/dev/null
+if "$DPTRAIN" compare "$WORK/np2/model.h5" "$WORK/nodrop/model.h5" "${TOL[@]}" >/dev/null
+then fail "dropout on the conv layer changed nothing"; else pass "conv dropout changes the trajectory"; fi
+
+# --- stop inside epoch 2 (step 13 of 20), resume: bit-identical -------------------------
+rc=0
+DPTRAIN_TEST_STOP_AT=13:1 run_np 2 "${ARGS[@]}" --out "$WORK/part" >"$WORK/stop.log" 2>&1 || rc=$?
+if [ "$rc" = 3 ] && [ -e "$WORK/part/checkpoints/ckpt-0000000013.h5" ]; then
+    run_np 2 "${ARGS[@]}" --out "$WORK/part" --resume auto >/dev/null
+    if "$DPTRAIN" compare "$WORK/np2/model.h5" "$WORK/part/model.h5" >/dev/null; then
+        pass "CNN stopped at step 13 on 2 ranks and resumed: bit-identical to the uninterrupted run"
+    else
+        fail "CNN resumed run differs from the uninterrupted one"
+    fi
+else
+    fail "stop at step 13: exit $rc"; cat "$WORK/stop.log" >&2
+fi
+
+# --- eval, predict, info on the CNN file ----------------------------------------------------
+out=$(run_np 2 eval --checkpoint "$WORK/np1/model.h5" --data "$WORK/img.h5" 2>&1)
+acc=$(grep -Eo 'accuracy [0-9.]+' <<<"$out" | head -1 | cut -d' ' -f2)
+if [ -n "$acc" ] && awk -v a="$acc" 'BEGIN{exit !(a > 0.6)}'; then
+    pass "eval of the CNN on 2 ranks: test accuracy $acc > 0.6 (chance 0.33)"
+else fail "eval of the CNN: $out"; fi
+if run_np 1 predict --checkpoint "$WORK/np1/model.h5" --data "$WORK/img.h5" \
+        --output "$WORK/pred.csv" >/dev/null 2>&1 &&
+   [ "$(grep -c . "$WORK/pred.csv")" -ge 60 ]; then
+    pass "predict writes a row per test sample for the CNN"
+else fail "predict on the CNN"; fi
+info=$("$DPTRAIN" info "$WORK/np1/model.h5")
+if grep -q '^layers: 2x6x6,conv4k3p1:relu:bn,maxpool2,conv6k2:tanh:dropout=0.2,flatten,8:relu:dropout=0.1,3:identity' <<<"$info" &&
+   grep -Eq '^ +1 +conv4k3p1 +4x6x6 +84 +relu batchnorm' <<<"$info" &&
+   grep -Eq '^ +3 +conv6k2 +6x2x2 +102 +tanh dropout 0.2' <<<"$info" &&
+   grep -Eq '^ +flatten +24' <<<"$info"; then
+    pass "info prints each layer's output shape and parameter count (4x6x6: 2*4*9+4+8 = 84)"
+else fail "info of the CNN:"; echo "$info" >&2; fi
+
+# --- errors name the layer and the shapes ---------------------------------------------------
+expect_exit 2 "input shape that does not match the data" "takes 1x8x8 images \\(64 values\\) but /train/x has 72" -- \
+    run_np 1 train --data "$WORK/img.h5" --layers 1x8x8,conv2k3,flatten,3 --out "$WORK/e1"
+expect_exit 2 "a window larger than its input" "layer 3 \\(conv4k4\\): its 4x4 window does not fit the input 4x3x3" -- \
+    run_np 1 train --data "$WORK/img.h5" --layers 2x6x6,conv4k3p1,maxpool2,conv4k4,flatten,3 --out "$WORK/e2"
+expect_exit 2 "no flatten" "dense size 3 before flatten or gap" -- \
+    run_np 1 train --data "$WORK/img.h5" --layers 2x6x6,conv4k3,3 --out "$WORK/e3"
+expect_exit 2 "settings on a pooling" "a pooling takes no settings" -- \
+    run_np 1 train --data "$WORK/img.h5" --layers 2x6x6,maxpool2:relu,flatten,3 --out "$WORK/e4"
+expect_exit 2 "deterministic mode" "deterministic mode does not take convolution" -- \
+    run_np 1 train --data "$WORK/img.h5" --layers 2x6x6,conv2k3,flatten,3 --deterministic --out "$WORK/e5"
+
+# --- a short real-data run --------------------------------------------------------------------
+DIR=/usr/share/datasets/fashion-mnist
+if [ -e "$DIR/train-images-idx3-ubyte.gz" ] || [ -e "$DIR/train-images-idx3-ubyte" ]; then
+    "$DPTRAIN" convert idx --dir "$DIR" --out "$WORK/fm.h5" >/dev/null
+    run_np 2 train --data "$WORK/fm.h5" --layers 1x28x28,conv8k3p1:bn,maxpool2,conv16k3p1,maxpool2,flatten,64,10 \
+        --lr 0.05 --momentum 0.9 --batch 128 --epochs 1 --seed 1 --out "$WORK/fm" --quiet
+    acc=$(grep -o '"test_accuracy":[0-9.e+-]*' "$WORK/fm/metrics.jsonl" | cut -d: -f2)
+    if awk -v a="$acc" 'BEGIN{exit !(a >= 0.84)}'; then pass "Fashion-MNIST CNN, 1 epoch on 2 ranks: test accuracy $acc >= 0.84"
+    else fail "Fashion-MNIST CNN, 1 epoch: test accuracy $acc < 0.84"; fi
+else
+    echo "skipped the Fashion-MNIST run: $DIR not installed"
+fi
+finish
