@@ -13,6 +13,17 @@
 
 static size_t plane(const dp_model *m, int j) { return (size_t)m->st_h[j] * m->st_w[j]; }
 
+/* Raises *col and *tmp to the work buffers conv c needs for batches of up to max_batch: a
+ * chunk's (conv.c), or the whole batch's if that is less. */
+static void work_floats(const dp_conv *c, size_t max_batch, size_t *col, size_t *tmp)
+{
+    const size_t chunk = (size_t)dp_conv_chunk(c), fit = max_batch < chunk ? max_batch : chunk;
+    const size_t need_col = dp_conv_col_floats(c) / chunk * fit;
+    const size_t need_tmp = dp_conv_tmp_floats(c) / chunk * fit;
+    *col = need_col > *col ? need_col : *col;
+    *tmp = need_tmp > *tmp ? need_tmp : *tmp;
+}
+
 int dp_stage_create(dp_model *m, size_t *off, size_t *boff, int *red_width)
 {
     int rc = DP_OK, feat = 0;
@@ -76,8 +87,7 @@ int dp_stage_create(dp_model *m, size_t *off, size_t *boff, int *red_width)
                                         ? 1.0f : 0.0f};
         }
         dp_conv_init_spec(c, &w, &s->bias_init, cfg->seed, j);
-        col = dp_conv_col_floats(c) > col ? dp_conv_col_floats(c) : col;
-        tmp = dp_conv_tmp_floats(c) > tmp ? dp_conv_tmp_floats(c) : tmp;
+        work_floats(c, mb, &col, &tmp);
         DP_ARENA_CALLOC(m->sz[j], out);
         DP_ARENA_CALLOC(m->sa[j], out);
         if (s->batchnorm) {
@@ -161,8 +171,7 @@ size_t dp_stage_bytes(const dp_model *m)
         floats += m->sxhat[j] ? out + (size_t)m->conv[j].out_c : 0;
         floats += m->smask[j] ? 2 * out : 0;
         if (m->conv[j].w) {
-            col = dp_conv_col_floats(&m->conv[j]) > col ? dp_conv_col_floats(&m->conv[j]) : col;
-            tmp = dp_conv_tmp_floats(&m->conv[j]) > tmp ? dp_conv_tmp_floats(&m->conv[j]) : tmp;
+            work_floats(&m->conv[j], mb, &col, &tmp);
         }
     }
     floats += col + tmp + 2 * mb * widest + (m->gap ? mb * (size_t)m->st_c[m->n_stages] : 0);
