@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # quickstart.sh: from a fresh Debian 12 machine to a trained Fashion-MNIST model.
 # Installs what is missing, builds, converts the dataset once, trains a 784-256-128-10 MLP
-# with mpirun. Each step is skipped when it is already done.
+# (or, with MODEL=cnn, the CNN of launch/configs/fashion_mnist_cnn.ini) with mpirun. Each
+# step is skipped when it is already done.
 #   NP=4 EPOCHS=20 SEED=3 launch/quickstart.sh     (defaults: NP=2, EPOCHS=15, SEED=1)
+#   MODEL=cnn launch/quickstart.sh                 (defaults: NP=2, EPOCHS=12, SEED=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODEL=${MODEL:-mlp}
+case "$MODEL" in
+mlp|cnn) ;;
+*) echo "quickstart.sh: MODEL=$MODEL: use mlp (the default) or cnn" >&2; exit 2 ;;
+esac
 NP=${NP:-2}
-EPOCHS=${EPOCHS:-15}
+if [ "$MODEL" = cnn ]; then EPOCHS=${EPOCHS:-12}; else EPOCHS=${EPOCHS:-15}; fi
 SEED=${SEED:-1}
-# One directory per (epochs, seed): run again, it continues an interrupted run (--resume auto)
-# or reports the finished one; other settings make a new run.
+# One directory per (model, epochs, seed): run again, it continues an interrupted run
+# (--resume auto) or reports the finished one; other settings make a new run.
 OUT=runs/fmnist-${EPOCHS}e-seed${SEED}
+[ "$MODEL" = cnn ] && OUT=runs/fmnist-cnn-${EPOCHS}e-seed${SEED}
 IDX=/usr/share/datasets/fashion-mnist
 DATA=datasets/fashion_mnist.h5
 
@@ -28,7 +36,12 @@ echo "== 4/4 training on $NP ranks"
 MPI=(mpirun -np "$NP")
 [ "$(id -u)" = 0 ] && MPI+=(--allow-run-as-root)
 [ "$NP" -gt "$(nproc)" ] && MPI+=(--oversubscribe)
-"${MPI[@]}" build/dptrain train --data "$DATA" --layers 784,256,128,10 --activation relu \
-    --loss cross-entropy --optimizer sgd --lr 0.05 --momentum 0.9 --lr-schedule cosine \
-    --batch 128 --epochs "$EPOCHS" --seed "$SEED" --out "$OUT" --resume auto
+if [ "$MODEL" = cnn ]; then
+    "${MPI[@]}" build/dptrain train --config launch/configs/fashion_mnist_cnn.ini \
+        --data "$DATA" --epochs "$EPOCHS" --seed "$SEED" --out "$OUT" --resume auto
+else
+    "${MPI[@]}" build/dptrain train --data "$DATA" --layers 784,256,128,10 --activation relu \
+        --loss cross-entropy --optimizer sgd --lr 0.05 --momentum 0.9 --lr-schedule cosine \
+        --batch 128 --epochs "$EPOCHS" --seed "$SEED" --out "$OUT" --resume auto
+fi
 echo "model, metrics, config and checkpoints: $OUT/"

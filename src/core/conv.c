@@ -34,9 +34,16 @@ size_t dp_conv_tmp_floats(const dp_conv *c)
     return (size_t)dp_conv_chunk(c) * (size_t)c->out_c * out_plane(c);
 }
 
+/* GCC would turn the short copy loops below back into memcpy and memset calls. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define DP_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define DP_NO_LIBCALLS
+#endif
+
 /* col (K, nb*P), K = in_c*kh*kw rows in (c, i, j) order, column n*P + oh*out_w + ow:
  * x[n][c][oh*sh - ph + i][ow*sw - pw + j], 0 outside the image. */
-static void im2col(const dp_conv *c, float *col, const float *x, int nb)
+DP_NO_LIBCALLS static void im2col(const dp_conv *c, float *col, const float *x, int nb)
 {
     const int H = c->in_h, W = c->in_w, Ho = c->out_h, Wo = c->out_w;
     const size_t P = out_plane(c), ld = (size_t)nb * P, plane = (size_t)H * W;
@@ -60,9 +67,18 @@ static void im2col(const dp_conv *c, float *col, const float *x, int nb)
                             int lo = c->pw - j, hi = W + c->pw - j; /* [lo, hi) */
                             lo = lo < 0 ? 0 : (lo > Wo ? Wo : lo);
                             hi = hi < lo ? lo : (hi > Wo ? Wo : hi);
-                            memset(d, 0, (size_t)lo * sizeof *d);
-                            memcpy(d + lo, src + lo - c->pw + j, (size_t)(hi - lo) * sizeof *d);
-                            memset(d + hi, 0, (size_t)(Wo - hi) * sizeof *d);
+                            /* loops, not memcpy: the runs are short (a row of the
+                             * output), where a library call costs more than the copy */
+                            const float *sp = src - c->pw + j;
+                            for (int ow = 0; ow < lo; ow++) {
+                                d[ow] = 0.0f;
+                            }
+                            for (int ow = lo; ow < hi; ow++) {
+                                d[ow] = sp[ow];
+                            }
+                            for (int ow = hi; ow < Wo; ow++) {
+                                d[ow] = 0.0f;
+                            }
                         } else {
                             for (int ow = 0; ow < Wo; ow++) {
                                 const int iw = ow * c->sw - c->pw + j;
@@ -95,6 +111,16 @@ static void col2im(const dp_conv *c, float *dx, const float *col, int nb)
                         }
                         float *d = xp + (size_t)ih * W;
                         const float *sr = s + (size_t)oh * Wo;
+                        if (c->sw == 1) {
+                            int lo = c->pw - j, hi = W + c->pw - j; /* as in im2col */
+                            lo = lo < 0 ? 0 : (lo > Wo ? Wo : lo);
+                            hi = hi < lo ? lo : (hi > Wo ? Wo : hi);
+                            float *dd = d - c->pw + j;
+                            for (int ow = lo; ow < hi; ow++) {
+                                dd[ow] += sr[ow];
+                            }
+                            continue;
+                        }
                         for (int ow = 0; ow < Wo; ow++) {
                             const int iw = ow * c->sw - c->pw + j;
                             if (iw >= 0 && iw < W) {
@@ -170,7 +196,7 @@ void dp_conv_backward(dp_conv *c, float *dx, const float *dy, const float *x, in
 
 /* Whether v replaces the maximum so far bv: larger, or NaN (torch's CPU rule, so that a NaN
  * is never hidden by a pooling). */
-static inline bool max_takes(float v, float bv) { return v > bv || isnan(v); }
+static inline int max_takes(float v, float bv) { return (v > bv) | (v != v); }
 
 /* The 2x2 window at stride 2, the common case, unrolled and without branches (the
  * comparisons of activations are unpredictable). */
