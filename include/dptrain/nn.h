@@ -294,6 +294,11 @@ int dp_model_cfg_inputs(const dp_model_cfg *c);
  * or DP_EINVAL naming the stage and both shapes when a window does not fit or a shape is
  * out of range. Without stages: *features = sizes[0]. Pure. */
 int dp_model_cfg_shapes(const dp_model_cfg *cfg, int *c, int *h, int *w, int *features);
+/* The floating-point operations of one training step per sample: 6 x the dense parameters
+ * (forward, weight gradient, input gradient), plus per convolution 2 x its multiply-adds
+ * (out_c * in_c * kh * kw * out_h * out_w) for the forward, as much for the weight gradient
+ * and, above the first layer, for the input gradient. 0 if the shapes are invalid. Pure. */
+double dp_model_cfg_train_flops(const dp_model_cfg *cfg);
 
 #define DP_BN_MOMENTUM_DEFAULT 0.1f
 #define DP_BN_EPS_DEFAULT 1e-5f

@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* The unfolded input of a chunk is at most this many floats (16 MB), unless one sample
  * alone needs more: big enough for long sgemm rows, small enough to stay near the caches. */
 #define DP_CONV_COL_FLOATS (1L << 22)
@@ -198,8 +202,46 @@ void dp_conv_backward(dp_conv *c, float *dx, const float *dy, const float *x, in
  * is never hidden by a pooling). */
 static inline int max_takes(float v, float bv) { return (v > bv) | (v != v); }
 
-/* The 2x2 window at stride 2, the common case, unrolled and without branches (the
- * comparisons of activations are unpredictable). */
+#if defined(__SSE2__)
+/* m = t ? v : m, as bit masks. */
+static inline __m128 pick_ps(__m128 t, __m128 v, __m128 m)
+{
+    return _mm_or_ps(_mm_and_ps(t, v), _mm_andnot_ps(t, m));
+}
+static inline __m128i pick_epi32(__m128i t, __m128i v, __m128i m)
+{
+    return _mm_or_si128(_mm_and_si128(t, v), _mm_andnot_si128(t, m));
+}
+
+/* Four 2x2 windows at once (outputs ow..ow+3 of rows r0, r1): max_takes element by element,
+ * in the same order as the scalar loop. SSE2, so every x86-64 runs it. */
+static inline void maxpool_2x2_x4(const float *r0, const float *r1, int ow, int W, int32_t base,
+                                  float *y, int32_t *a)
+{
+    const __m128 a0 = _mm_loadu_ps(r0 + 2 * ow), a1 = _mm_loadu_ps(r0 + 2 * ow + 4);
+    const __m128 b0 = _mm_loadu_ps(r1 + 2 * ow), b1 = _mm_loadu_ps(r1 + 2 * ow + 4);
+    const __m128 v[4] = {_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)),
+                         _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))};
+    const __m128i off[4] = {_mm_setzero_si128(), _mm_set1_epi32(1), _mm_set1_epi32(W),
+                            _mm_set1_epi32(W + 1)};
+    __m128 m = v[0];
+    __m128i k = off[0];
+    for (int q = 1; q < 4; q++) {
+        const __m128 t = _mm_or_ps(_mm_cmpgt_ps(v[q], m), _mm_cmpunord_ps(v[q], v[q]));
+        m = pick_ps(t, v[q], m);
+        k = pick_epi32(_mm_castps_si128(t), off[q], k);
+    }
+    const __m128i col = _mm_add_epi32(_mm_set1_epi32(base + 2 * ow), _mm_set_epi32(6, 4, 2, 0));
+    _mm_storeu_ps(y + ow, m);
+    _mm_storeu_si128((__m128i *)(void *)(a + ow), _mm_add_epi32(col, k));
+}
+#endif
+
+/* The 2x2 window at stride 2, the common case: four windows at a time where SSE2 is there
+ * (the comparisons of activations are unpredictable branches otherwise), the rest one by
+ * one; the same maxima and indices either way. */
 static void maxpool_2x2(const dp_pool *p, float *yp, int32_t *ap, const float *xp)
 {
     const int W = p->in_w;
@@ -208,20 +250,24 @@ static void maxpool_2x2(const dp_pool *p, float *yp, int32_t *ap, const float *x
         float *y = yp + (size_t)oh * p->out_w;
         int32_t *a = ap + (size_t)oh * p->out_w;
         const int32_t base = 2 * oh * W;
-        for (int ow = 0; ow < p->out_w; ow++) {
+        int ow = 0;
+#if defined(__SSE2__)
+        for (; ow + 4 <= p->out_w; ow += 4) {
+            maxpool_2x2_x4(r0, r1, ow, W, base, y, a);
+        }
+#endif
+        for (; ow < p->out_w; ow++) {
             const int w0 = 2 * ow;
-            const float v1 = r0[w0 + 1], v2 = r1[w0], v3 = r1[w0 + 1];
-            float bv = r0[w0];
+            const float v[4] = {r0[w0], r0[w0 + 1], r1[w0], r1[w0 + 1]};
+            const int32_t off[4] = {0, 1, W, W + 1};
+            float bv = v[0];
             int32_t best = 0;
-            int t = max_takes(v1, bv);
-            bv = t ? v1 : bv;
-            best = t ? 1 : best;
-            t = max_takes(v2, bv);
-            bv = t ? v2 : bv;
-            best = t ? W : best;
-            t = max_takes(v3, bv);
-            bv = t ? v3 : bv;
-            best = t ? W + 1 : best;
+            for (int q = 1; q < 4; q++) {
+                if (max_takes(v[q], bv)) {
+                    bv = v[q];
+                    best = off[q];
+                }
+            }
             y[ow] = bv;
             a[ow] = base + w0 + best;
         }
@@ -539,4 +585,24 @@ int dp_model_cfg_shapes(const dp_model_cfg *cfg, int *c, int *h, int *w, int *fe
     const int L = cfg->n_stages;
     *features = cfg->gap ? c[L] : c[L] * h[L] * w[L];
     return DP_OK;
+}
+
+double dp_model_cfg_train_flops(const dp_model_cfg *cfg)
+{
+    int c[DP_MAX_STAGES + 1], h[DP_MAX_STAGES + 1], w[DP_MAX_STAGES + 1], feat = 0;
+    double flops = 0.0;
+    if (dp_model_cfg_shapes(cfg, c, h, w, &feat) != DP_OK) {
+        return 0.0;
+    }
+    for (int j = 0; j < cfg->n_stages; j++) {
+        const dp_stage_cfg *s = &cfg->stage[j];
+        if (s->kind == DP_STAGE_CONV) {
+            const double macs = (double)s->out_c * c[j] * s->kh * s->kw * h[j + 1] * w[j + 1];
+            flops += 2.0 * macs * (j > 0 ? 3.0 : 2.0);
+        }
+    }
+    for (int i = 0; i < cfg->n_layers; i++) {
+        flops += 6.0 * ((double)cfg->sizes[i] + 1.0) * (double)cfg->sizes[i + 1];
+    }
+    return flops;
 }

@@ -110,6 +110,79 @@ done:
     return rc;
 }
 
+/* The convolutions' GEMMs of a step (conv.c's shapes: per chunk of samples the forward
+ * (out_c, n*P, K), the weight gradient (out_c, K, n*P) and, above the first layer, the input
+ * gradient (K, n*P, out_c)), on buffers of their own. */
+typedef struct {
+    int n;
+    dp_conv conv[DP_MAX_STAGES];
+    bool first[DP_MAX_STAGES];
+    float *w, *col, *tmp, *dw;
+} conv_gemms;
+
+static int conv_gemms_create(const dp_model_cfg *mc, int B, conv_gemms *g)
+{
+    int rc = DP_OK, ch[DP_MAX_STAGES + 1], h[DP_MAX_STAGES + 1], w[DP_MAX_STAGES + 1], feat;
+    size_t nw = 1, ncol = 1, ntmp = 1;
+    if (mc->n_stages == 0) {
+        return DP_OK;
+    }
+    DP_TRY(dp_model_cfg_shapes(mc, ch, h, w, &feat));
+    for (int j = 0; j < mc->n_stages; j++) {
+        const dp_stage_cfg *s = &mc->stage[j];
+        if (s->kind != DP_STAGE_CONV) {
+            continue;
+        }
+        dp_conv *c = &g->conv[g->n];
+        *c = (dp_conv){.in_c = ch[j], .in_h = h[j], .in_w = w[j], .out_c = s->out_c,
+                       .out_h = h[j + 1], .out_w = w[j + 1], .kh = s->kh, .kw = s->kw,
+                       .sh = s->sh, .sw = s->sw, .ph = s->ph, .pw = s->pw};
+        g->first[g->n++] = j == 0;
+        const size_t K = (size_t)ch[j] * s->kh * s->kw, P = (size_t)h[j + 1] * w[j + 1];
+        const size_t nb = (size_t)(B < dp_conv_chunk(c) ? B : dp_conv_chunk(c));
+        nw = K * s->out_c > nw ? K * s->out_c : nw;
+        ncol = K * nb * P > ncol ? K * nb * P : ncol;
+        ntmp = (size_t)s->out_c * nb * P > ntmp ? (size_t)s->out_c * nb * P : ntmp;
+    }
+    DP_CALLOC(g->w, nw);
+    DP_CALLOC(g->dw, nw);
+    DP_CALLOC(g->col, ncol);
+    DP_CALLOC(g->tmp, ntmp);
+    dp_rng r = dp_rng_make(9, 9);
+    for (size_t i = 0; i < nw; i++) {
+        g->w[i] = 0.05f * ((float)dp_rng_uniform(&r) - 0.5f);
+    }
+    for (size_t i = 0; i < ncol; i++) {
+        g->col[i] = (float)dp_rng_uniform(&r);
+    }
+done:
+    return rc;
+}
+
+static void conv_gemms_run(conv_gemms *g, int B)
+{
+    for (int k = 0; k < g->n; k++) {
+        const dp_conv *c = &g->conv[k];
+        const int chunk = dp_conv_chunk(c), K = c->in_c * c->kh * c->kw, P = c->out_h * c->out_w;
+        for (int n0 = 0; n0 < B; n0 += chunk) {
+            const int nb = B - n0 < chunk ? B - n0 : chunk;
+            dp_sgemm(false, false, c->out_c, nb * P, K, 1.0f, g->w, g->col, 0.0f, g->tmp);
+            dp_sgemm(false, true, c->out_c, K, nb * P, 1e-3f, g->tmp, g->col, 0.0f, g->dw);
+            if (!g->first[k]) {
+                dp_sgemm(true, false, K, nb * P, c->out_c, 1.0f, g->w, g->tmp, 0.0f, g->col);
+            }
+        }
+    }
+}
+
+static void conv_gemms_free(conv_gemms *g)
+{
+    free(g->w);
+    free(g->dw);
+    free(g->col);
+    free(g->tmp);
+}
+
 /* Seconds per step of the step's GEMMs alone, for B rows on this rank: per layer the
  * forward product, the weight gradient and (above the first layer) the input gradient, with
  * the trainer's shapes and transposes, from constant inputs into outputs of their own (so
@@ -123,6 +196,7 @@ static int gemm_ceiling(const dp_comm *c, const dp_model_cfg *mc, int B, long st
     size_t wmax = 0;
     float *x = NULL, *dy = NULL, *y = NULL, *dx = NULL, *w = NULL, *dw = NULL;
     double t[DP_BENCH_MAX_REPEATS];
+    conv_gemms cg = {0};
     for (int i = 0; i <= L; i++) {
         widest = mc->sizes[i] > widest ? mc->sizes[i] : widest;
         if (i < L && (size_t)mc->sizes[i] * mc->sizes[i + 1] > wmax) {
@@ -144,12 +218,14 @@ static int gemm_ceiling(const dp_comm *c, const dp_model_cfg *mc, int B, long st
     for (size_t i = 0; i < wmax; i++) {
         w[i] = 0.05f * ((float)dp_rng_uniform(&r) - 0.5f);
     }
+    DP_TRY(conv_gemms_create(mc, B, &cg));
 done:
     rc = dp_comm_agree(c, rc);
     for (int rep = -1; rc == DP_OK && rep < repeats; rep++) { /* rep -1 warms up */
         dp_comm_barrier(c);
         double t0 = dp_wtime();
         for (long s = 0; s < steps && B > 0; s++) {
+            conv_gemms_run(&cg, B);
             for (int i = 0; i < L; i++) {
                 int in = mc->sizes[i], o = mc->sizes[i + 1];
                 dp_sgemm(false, true, B, o, in, 1.0f, x, w, 0.0f, y);
@@ -172,6 +248,7 @@ done:
     free(dx);
     free(w);
     free(dw);
+    conv_gemms_free(&cg);
     return rc;
 }
 
@@ -315,6 +392,7 @@ static void summarize_mode(const dp_bench_cfg *cfg, int mode, const mode_runs *r
 {
     const int size = dp_comm_size(c), R = cfg->repeats;
     const size_t n_params = dp_model_n_params(m);
+    const dp_model_cfg *mc = dp_model_config(m);
     double v[7][DP_BENCH_MAX_REPEATS];
     for (int rep = 0; rep < R; rep++) {
         const dp_step_times *t = &run->t[rep];
@@ -334,7 +412,8 @@ static void summarize_mode(const dp_bench_cfg *cfg, int mode, const mode_runs *r
         .allreduce_wait_ms = dp_bench_median(v[4], R), .optim_ms = dp_bench_median(v[5], R),
         .samples_per_s = dp_bench_median(v[6], R)};
     r->step_ms = (double)res->rows_per_step / r->samples_per_s * 1e3;
-    r->gflops = 6.0 * (double)n_params * r->samples_per_s / 1e9;
+    r->gflops = (mc->n_stages > 0 ? dp_model_cfg_train_flops(mc) : 6.0 * (double)n_params) *
+                r->samples_per_s / 1e9;
     /* the ceiling is per row: accumulation does not change it */
     r->ceiling_ratio = r->samples_per_s / res->ceiling_samples_per_s;
     int first[DP_MAX_LAYERS];

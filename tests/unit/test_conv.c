@@ -451,6 +451,7 @@ typedef struct {
 static const pool_case pool_cases[] = {
     /*  B  C  H  W kh kw sh sw */
     {2, 3, 6, 8, 2, 2, 2, 2}, /* the plain 2x2 */
+    {2, 2, 6, 13, 2, 2, 2, 2}, /* 2x2 with 6 outputs a row: 4 at once, then 2 one by one */
     {2, 2, 7, 9, 3, 3, 2, 2}, /* 3s2: overlapping windows, remainder rows and columns */
     {1, 3, 7, 9, 2, 3, 2, 3}, /* non-square window 2x3, stride = window, remainders */
     {2, 2, 6, 7, 3, 2, 1, 2}, /* 3x2 stride 1x2: overlap in rows only */
@@ -1023,4 +1024,42 @@ Test(conv, maxpool_propagates_nan)
                         .sh = 2, .sw = 3};
     dp_maxpool_forward(&p3, y, arg, x, 1);
     cr_assert(isnan(y[0]) && arg[0] == 1, "2x3 window: y %g arg %d", y[0], arg[0]);
+}
+
+/* The 2x2 pooling takes four windows at a time: its ties and NaNs follow the same order as
+ * one window at a time (row-major: (0,0), (0,1), (1,0), (1,1)), in both parts of a row. */
+Test(conv, maxpool_2x2_ties_and_nan_in_every_lane)
+{
+    enum { H = 2, W = 14, WO = 7 };
+    const dp_pool p = {.c = 1, .in_h = H, .in_w = W, .out_h = 1, .out_w = WO, .kh = 2, .kw = 2,
+                       .sh = 2, .sw = 2};
+    /* window q: columns 2q, 2q+1. Per window: the value pattern and the expected winner
+     * (0: (0,0), 1: (0,1), 2: (1,0), 3: (1,1)). */
+    static const float pat[WO][4] = {
+        {3, 3, 3, 3},      /* all tie: (0,0) */
+        {1, 3, 3, 2},      /* (0,1) and (1,0) tie: (0,1) comes first */
+        {1, 2, 3, 3},      /* (1,0) and (1,1) tie: (1,0) */
+        {1, NAN, 3, 4},    /* a NaN wins where it stands */
+        {NAN, 5, 6, 7},    /* a NaN first stays */
+        {0, -1, -2, NAN},  /* the last NaN */
+        {-5, -4, -3, -2},  /* plain maximum last */
+    };
+    static const int want[WO] = {0, 1, 2, 1, 0, 3, 3};
+    float x[H * W], y[WO];
+    int32_t arg[WO];
+    for (int q = 0; q < WO; q++) {
+        x[2 * q] = pat[q][0];
+        x[2 * q + 1] = pat[q][1];
+        x[W + 2 * q] = pat[q][2];
+        x[W + 2 * q + 1] = pat[q][3];
+    }
+    dp_maxpool_forward(&p, y, arg, x, 1);
+    for (int q = 0; q < WO; q++) {
+        const int off[4] = {0, 1, W, W + 1};
+        const int k = want[q];
+        cr_assert_eq(arg[q], 2 * q + off[k], "window %d: arg %d, want %d", q, arg[q],
+                     2 * q + off[k]);
+        const float v = pat[q][k];
+        cr_assert(isnan(v) ? isnan(y[q]) : y[q] == v, "window %d: y %g, want %g", q, y[q], v);
+    }
 }
