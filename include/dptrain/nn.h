@@ -187,7 +187,8 @@ void dp_conv_init_spec(dp_conv *c, const dp_init_spec *w, const dp_init_spec *b,
                        int stage);
 
 /* Floats of the work buffers the convolution kernels take for chunks of up to
- * dp_conv_chunk(c) samples: col (the unfolded input) and tmp (the product). */
+ * dp_conv_chunk(c) samples: col (the unfolded input) and tmp (the product and a row of
+ * ones). */
 int dp_conv_chunk(const dp_conv *c);
 size_t dp_conv_col_floats(const dp_conv *c);
 size_t dp_conv_tmp_floats(const dp_conv *c);

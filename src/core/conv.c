@@ -35,7 +35,8 @@ size_t dp_conv_col_floats(const dp_conv *c)
 }
 size_t dp_conv_tmp_floats(const dp_conv *c)
 {
-    return (size_t)dp_conv_chunk(c) * (size_t)c->out_c * out_plane(c);
+    /* the product, then a row of ones for the bias gradient's sums */
+    return (size_t)dp_conv_chunk(c) * ((size_t)c->out_c + 1) * out_plane(c);
 }
 
 /* GCC would turn the short copy loops below back into memcpy and memset calls. */
@@ -170,19 +171,20 @@ void dp_conv_backward(dp_conv *c, float *dx, const float *dy, const float *x, in
     }
     for (int n0 = 0; n0 < B; n0 += chunk) {
         const int nb = B - n0 < chunk ? B - n0 : chunk;
-        /* tmp (out_c, nb*P) = dy of the chunk, channel-major; db += its row sums */
+        /* tmp (out_c, nb*P) = dy of the chunk, channel-major; db += its row sums, as a
+         * product with a row of ones (summed like dw, in sgemm's order) */
+        float *ones = tmp + (size_t)c->out_c * nb * P;
         for (int o = 0; o < c->out_c; o++) {
             float *d = tmp + (size_t)o * nb * P;
-            double sb = 0.0;
             for (int n = 0; n < nb; n++) {
-                const float *s = dy + ((size_t)(n0 + n) * c->out_c + o) * P;
-                memcpy(d + (size_t)n * P, s, P * sizeof *d);
-                for (size_t p = 0; p < P; p++) {
-                    sb += s[p];
-                }
+                memcpy(d + (size_t)n * P, dy + ((size_t)(n0 + n) * c->out_c + o) * P,
+                       P * sizeof *d);
             }
-            c->db[o] += (float)sb;
         }
+        for (size_t k = 0; k < (size_t)nb * P; k++) {
+            ones[k] = 1.0f;
+        }
+        dp_sgemm(false, false, c->out_c, 1, nb * (int)P, 1.0f, tmp, ones, 1.0f, c->db);
         im2col(c, col, x + (size_t)n0 * in_s, nb);
         /* dw (out_c, K) += tmp (out_c, nb*P) col^T (nb*P, K) */
         dp_sgemm(false, true, c->out_c, K, nb * (int)P, 1.0f, tmp, col, 1.0f, c->dw);

@@ -184,18 +184,36 @@ static const float *stage_out(const dp_model *m, int j)
     return (m->training && m->sdrop[j]) ? m->sdrop[j] : m->sa[j];
 }
 
+/* sum of a[p] and of a[p] * b[p] (b == NULL: a[p]^2) over p < n, in double, in four
+ * interleaved chains (one chain would wait on each add's latency), combined in a fixed
+ * order: the same bits for the same data. */
+static void sum_pair(const float *a, const float *b, size_t n, double *sa, double *sab)
+{
+    double s[4] = {0, 0, 0, 0}, q[4] = {0, 0, 0, 0};
+    const float *m = b ? b : a;
+    size_t p = 0;
+    for (; p + 4 <= n; p += 4) {
+        for (int k = 0; k < 4; k++) {
+            s[k] += a[p + k];
+            q[k] += (double)a[p + k] * m[p + k];
+        }
+    }
+    for (; p < n; p++) {
+        s[0] += a[p];
+        q[0] += (double)a[p] * m[p];
+    }
+    *sa = (s[0] + s[1]) + (s[2] + s[3]);
+    *sab = (q[0] + q[1]) + (q[2] + q[3]);
+}
+
 /* Per-channel sums of z (B, C, P): s[c] = sum z, s[C + c] = sum z^2, s[2C] = B*P. */
 static void channel_sums(double *s, const float *z, int B, int C, size_t P)
 {
     memset(s, 0, (2 * (size_t)C + 1) * sizeof *s);
     for (int n = 0; n < B; n++) {
         for (int c = 0; c < C; c++) {
-            const float *v = z + ((size_t)n * C + c) * P;
-            double a = 0.0, q = 0.0;
-            for (size_t p = 0; p < P; p++) {
-                a += v[p];
-                q += (double)v[p] * v[p];
-            }
+            double a, q;
+            sum_pair(z + ((size_t)n * C + c) * P, NULL, P, &a, &q);
             s[c] += a;
             s[C + c] += q;
         }
@@ -238,14 +256,16 @@ static int stage_bn_forward(dp_model *m, int j, int B, const dp_train_ctx *ctx)
             m->sinvstd[j][c] = (float)(1.0 / sqrt((double)m->srun_var[j][c] + m->cfg.bn_eps));
         }
     }
+    /* per element in float (vectorized; the statistics above are in double) */
     const float *g = m->sgamma[j], *be = m->sbeta[j], *is = m->sinvstd[j];
     for (int n = 0; n < B; n++) {
         for (int c = 0; c < C; c++) {
             const size_t o = ((size_t)n * C + c) * P;
+            const float mu = (float)mean[c], isc = is[c], gc = g[c], bc = be[c];
             float *z = m->sz[j] + o, *xh = m->sxhat[j] + o;
             for (size_t p = 0; p < P; p++) {
-                xh[p] = (float)(((double)z[p] - mean[c]) * is[c]);
-                z[p] = g[c] * xh[p] + be[c];
+                xh[p] = (z[p] - mu) * isc;
+                z[p] = gc * xh[p] + bc;
             }
         }
     }
@@ -285,10 +305,8 @@ const float *dp_stage_forward(dp_model *m, const float *x, int B, const dp_train
     const int L = m->n_stages, C = m->st_c[L];
     const size_t P = plane(m, L);
     for (size_t q = 0; q < (size_t)B * C; q++) {
-        double s = 0.0;
-        for (size_t p = 0; p < P; p++) {
-            s += in[q * P + p];
-        }
+        double s, unused;
+        sum_pair(in + q * P, in + q * P, P, &s, &unused);
         m->gap[q] = (float)(s / (double)P);
     }
     return m->gap;
@@ -302,11 +320,8 @@ static void channel_grad_sums(double *s, const float *dz, const float *xh, int B
     for (int n = 0; n < B; n++) {
         for (int c = 0; c < C; c++) {
             const size_t o = ((size_t)n * C + c) * P;
-            double a = 0.0, q = 0.0;
-            for (size_t p = 0; p < P; p++) {
-                a += dz[o + p];
-                q += (double)dz[o + p] * xh[o + p];
-            }
+            double a, q;
+            sum_pair(dz + o, xh + o, P, &a, &q);
             s[c] += a;
             s[C + c] += q;
         }
@@ -349,9 +364,10 @@ static int stage_bn_backward(dp_model *m, int j, float *dz, int B, bool accumula
     for (int n = 0; n < B; n++) {
         for (int c = 0; c < C; c++) {
             const size_t o = ((size_t)n * C + c) * P;
-            const double gs = (double)g[c] * is[c];
+            const float gs = (float)((double)g[c] * is[c]), my = (float)sdy[c];
+            const float mx = (float)sdyx[c];
             for (size_t p = 0; p < P; p++) {
-                dz[o + p] = (float)(gs * ((double)dz[o + p] - sdy[c] - (double)xh[o + p] * sdyx[c]));
+                dz[o + p] = gs * (dz[o + p] - my - xh[o + p] * mx);
             }
         }
     }
