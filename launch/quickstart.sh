@@ -4,7 +4,7 @@
 # (or, with MODEL=cnn, the CNN of launch/configs/fashion_mnist_cnn.ini) with mpirun. Each
 # step is skipped when it is already done.
 #   NP=4 EPOCHS=20 SEED=3 launch/quickstart.sh     (defaults: NP=2, EPOCHS=15, SEED=1)
-#   MODEL=cnn launch/quickstart.sh                 (defaults: NP=2, EPOCHS=12, SEED=1)
+#   MODEL=cnn launch/quickstart.sh                 (defaults: NP=2, EPOCHS=15, SEED=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-mlp}
@@ -13,7 +13,7 @@ mlp|cnn) ;;
 *) echo "quickstart.sh: MODEL=$MODEL: use mlp (the default) or cnn" >&2; exit 2 ;;
 esac
 NP=${NP:-2}
-if [ "$MODEL" = cnn ]; then EPOCHS=${EPOCHS:-12}; else EPOCHS=${EPOCHS:-15}; fi
+EPOCHS=${EPOCHS:-15}
 SEED=${SEED:-1}
 # One directory per (model, epochs, seed): run again, it continues an interrupted run
 # (--resume auto) or reports the finished one; other settings make a new run.

@@ -187,6 +187,11 @@ int dp_train_check(const dp_train_cfg *cfg, const dp_model_cfg *mc, const dp_dat
                                  "the run's bits depend on --shards, not on the ranks)",
                       cfg->shards, cfg->shards, n_ranks, n_ranks);
     }
+    if (cfg->deterministic && mc->n_stages > 0) {
+        return dp_err(DP_EINVAL, "--deterministic: deterministic mode does not take convolution "
+                                 "or pooling layers yet (its exact sums cover dense layers "
+                                 "only); train this CNN without it");
+    }
     if (cfg->deterministic && cfg->reduce == DP_REDUCE_OVERLAP) {
         return dp_err(DP_EINVAL, "--deterministic sums the gradient once, after the backward "
                                  "pass: it does not combine with --allreduce overlap");
