@@ -22,6 +22,14 @@ for n in 2 3 4; do
         fail "CNN: np$n differs from np1"; echo "$out" >&2
     fi
 done
+# The overlapped allreduce: the conv parameters ride in the first dense layer's bucket,
+# started after the image part's backward.
+run_np 3 "${ARGS[@]}" --allreduce overlap --bucket-kb 1 --out "$WORK/ov3" >/dev/null
+if out=$("$DPTRAIN" compare "$WORK/np1/model.h5" "$WORK/ov3/model.h5" "${TOL[@]}"); then
+    pass "CNN with --allreduce overlap (1 KB buckets) on 3 ranks = np1"
+else
+    fail "CNN with --allreduce overlap differs from np1"; echo "$out" >&2
+fi
 if grep -q 'conv/0/bn_running_var' <<<"$("$DPTRAIN" compare "$WORK/np1/model.h5" "$WORK/np2/model.h5" "${TOL[@]}")"
 then pass "conv weights and per-channel batch-norm statistics are in the file and compared"
 else fail "no /conv/0 tensors in the model file"; fi
