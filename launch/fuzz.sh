@@ -177,7 +177,7 @@ if [ "$RUN" = 0 ]; then log "built (--no-run)"; exit 0; fi
 # Leaks of memory that HDF5 itself allocated (its error paths on damaged files leak a few
 # hundred bytes) are suppressed by tests/fuzz/lsan.supp; leaks of our own allocations are
 # findings. HDF5 objects left open by our code are caught by the harness itself.
-export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:symbolize=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:symbolize=1:intercept_tls_get_addr=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export LSAN_OPTIONS="suppressions=$ROOT/tests/fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 [ -n "$SYMBOLIZER" ] && export ASAN_SYMBOLIZER_PATH=$SYMBOLIZER

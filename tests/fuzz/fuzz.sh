@@ -49,7 +49,7 @@ declare -A GOOD=([dataset]=dp_dataset_load_inputs [ckpt]=dp_model_load [csv]=dp_
                  [idx]=dp_convert_idx [args]=dp_cli_parse_run)
 declare -A BAD=([dataset]=dp_dataset_load_inputs [ckpt]=dp_ckpt_load [csv]=dp_convert_csv
                 [idx]=dp_convert_idx [args]=dp_cli_parse_run)
-export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1
+export ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1:intercept_tls_get_addr=0  # see launch/test.sh
 export LSAN_OPTIONS=suppressions=$ROOT/tests/fuzz/lsan.supp
 export HDF5_USE_FILE_LOCKING=FALSE OPENBLAS_NUM_THREADS=1
 for t in "${TARGETS[@]}"; do
