@@ -93,3 +93,26 @@ endif()
 if(TARGET dptrain_deps::jansson)
   set(DPTRAIN_JANSSON_FOUND TRUE)
 endif()
+
+# oneDNN (optional): the convolutions in its blocked layouts (src/core/conv_dnnl.c); without
+# it they run as im2col + OpenBLAS. Debian's libdnnl runs its threads on OpenMP (libgomp):
+# dptrain sets that runtime's thread count (omp_set_num_threads) with OpenBLAS's.
+# DPTRAIN_WITH_DNNL=OFF builds without it even when it is installed.
+set(DPTRAIN_DNNL_FOUND FALSE)
+if(NOT DEFINED DPTRAIN_WITH_DNNL OR DPTRAIN_WITH_DNNL)
+  if(NOT TARGET dptrain_deps::dnnl)
+    find_path(DPTRAIN_DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)
+    find_library(DPTRAIN_DNNL_LIBRARY NAMES dnnl)
+    mark_as_advanced(DPTRAIN_DNNL_INCLUDE_DIR DPTRAIN_DNNL_LIBRARY)
+    find_package(OpenMP QUIET COMPONENTS C)
+    if(DPTRAIN_DNNL_INCLUDE_DIR AND DPTRAIN_DNNL_LIBRARY AND OpenMP_C_FOUND)
+      add_library(dptrain_deps::dnnl INTERFACE IMPORTED)
+      set_target_properties(dptrain_deps::dnnl PROPERTIES
+        INTERFACE_INCLUDE_DIRECTORIES "${DPTRAIN_DNNL_INCLUDE_DIR}"
+        INTERFACE_LINK_LIBRARIES "${DPTRAIN_DNNL_LIBRARY};OpenMP::OpenMP_C")
+    endif()
+  endif()
+  if(TARGET dptrain_deps::dnnl)
+    set(DPTRAIN_DNNL_FOUND TRUE)
+  endif()
+endif()

@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(gcc make libc6-dev cmake pkg-config
       libopenmpi-dev openmpi-bin libopenblas-dev
       libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcriterion-dev libinih-dev libjansson-dev
+      libdnnl-dev
       dataset-fashion-mnist python3 help2man man-db "$@")
 missing=()
 for p in "${PKGS[@]}"; do

@@ -14,7 +14,8 @@ void dp_sgemm_ref(bool ta, bool tb, int M, int N, int K, float alpha, const floa
 
 /* Name of the OpenBLAS kernel family in use ("SkylakeX", "Haswell", "Prescott", ...). */
 const char *dp_blas_corename(void);
-/* Sets the OpenBLAS thread count (>= 1) for this process. */
+/* Sets the OpenBLAS thread count (>= 1) for this process, and oneDNN's (its OpenMP runtime's,
+ * for the calling thread) when the build has oneDNN. */
 void dp_blas_set_threads(int n);
 int dp_blas_get_threads(void);
 

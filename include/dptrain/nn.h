@@ -348,13 +348,21 @@ int dp_model_bn_layer(const dp_model *m, int i, float **gamma, float **beta,
  * pooling or out of range. */
 dp_conv *dp_model_conv(dp_model *m, int j);
 const dp_conv *dp_model_conv_const(const dp_model *m, int j);
+/* Which kernels compute the model's convolutions, as one line for the banner, e.g.
+ * "oneDNN jit:avx512_core: layers 1, 3" or "im2col + OpenBLAS sgemm: layer 1" ("" without
+ * convolutions). oneDNN runs them when the build has it, unless the environment variable
+ * DPTRAIN_CONV=im2col (read by dp_model_create; onednn: required, auto: the default) says
+ * otherwise, or oneDNN has only its reference kernel for a layer's shape. */
+void dp_model_conv_kernels(const dp_model *m, char *buf, size_t cap);
 /* As dp_model_bn_layer, for stage j's per-channel batch norm (each of out_c floats). */
 int dp_model_stage_bn(const dp_model *m, int j, float **gamma, float **beta,
                       float **running_mean, float **running_var);
 
 /* Runs B rows (B <= max_batch) of x (B, inputs) through the model in evaluation mode (no
  * dropout; batch norm with the running statistics); returns the output
- * (B, sizes[n_layers]) after the last layer's activation, valid until the next forward. */
+ * (B, sizes[n_layers]) after the last layer's activation, valid until the next forward.
+ * NULL, with a dp_err message, only if a oneDNN convolution fails (a batch of a new size
+ * makes its primitives, which allocate). */
 const float *dp_model_forward(dp_model *m, const float *x, int B);
 
 /* Sums buf[0..n) over every rank, in place (the trainer passes an MPI allreduce). Every rank

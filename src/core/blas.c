@@ -3,6 +3,9 @@
 
 #include <cblas.h>
 #include <string.h>
+#ifdef DPTRAIN_HAVE_DNNL
+#include <omp.h> /* oneDNN's threads (conv_dnnl.c) run on OpenMP */
+#endif
 #if defined(__SSE2__)
 #include <pmmintrin.h>
 #include <xmmintrin.h>
@@ -44,7 +47,13 @@ const char *dp_blas_corename(void)
     return n ? n : "unknown";
 }
 
-void dp_blas_set_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
+void dp_blas_set_threads(int n)
+{
+    openblas_set_num_threads(n < 1 ? 1 : n);
+#ifdef DPTRAIN_HAVE_DNNL
+    omp_set_num_threads(n < 1 ? 1 : n);
+#endif
+}
 
 int dp_blas_get_threads(void) { return openblas_get_num_threads(); }
 

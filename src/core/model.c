@@ -430,6 +430,9 @@ const float *dp_model_forward(dp_model *m, const float *x, int B)
     m->training = false;
     m->ctx = NULL;
     const float *in = m->n_stages > 0 ? dp_stage_forward(m, x, B, NULL) : x;
+    if (!in) {
+        return NULL;
+    }
     for (int i = 0; i < m->cfg.n_layers; i++) {
         dp_dense *l = &m->layers[i];
         dp_dense_forward(l, m->z[i], in, B);

@@ -70,6 +70,8 @@ struct dp_model {
     double sbn_count[DP_MAX_STAGES]; /* global elements per channel of the last training forward */
     float *smask[DP_MAX_STAGES], *sdrop[DP_MAX_STAGES]; /* dropout, as mask and drop */
     float *col, *ctmp;               /* convolution work buffers (the largest stage's) */
+    struct dp_conv_dnnl *cdnn[DP_MAX_STAGES]; /* conv stages computed by oneDNN (conv_dnnl.h);
+                                      * NULL: by im2col + sgemm (conv.c) */
     float *gap;                      /* (max_batch, C): global average pooling's output */
     float *sg[2];                    /* backward ping-pong, (max_batch, largest size[j]) */
 };

@@ -4,10 +4,13 @@
  * which go through the training context's sum like the dense layers'. */
 #include "model_impl.h"
 
+#include "conv_dnnl.h"
 #include "dptrain/arena.h"
 #include "dptrain/err.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,13 +27,41 @@ static void work_floats(const dp_conv *c, size_t max_batch, size_t *col, size_t 
     *tmp = need_tmp > *tmp ? need_tmp : *tmp;
 }
 
+/* Which kernels compute the convolutions: DPTRAIN_CONV = auto (or unset: oneDNN when this
+ * build has it, else im2col), onednn (required) or im2col. */
+typedef enum { CONV_AUTO, CONV_IM2COL, CONV_ONEDNN } conv_engine;
+
+static int engine_from_env(conv_engine *e)
+{
+    const char *v = getenv("DPTRAIN_CONV");
+    *e = CONV_AUTO;
+    if (!v || !*v || strcmp(v, "auto") == 0) {
+        return DP_OK;
+    }
+    if (strcmp(v, "im2col") == 0) {
+        *e = CONV_IM2COL;
+    } else if (strcmp(v, "onednn") == 0) {
+        *e = CONV_ONEDNN;
+    } else {
+        return dp_err(DP_EINVAL, "environment: DPTRAIN_CONV=%s: expected auto, onednn or im2col",
+                      v);
+    }
+    if (*e == CONV_ONEDNN && !dp_conv_dnnl_available()) {
+        return dp_err(DP_EINVAL, "environment: DPTRAIN_CONV=onednn, but this dptrain was built "
+                                 "without oneDNN (install libdnnl-dev and rebuild)");
+    }
+    return DP_OK;
+}
+
 int dp_stage_create(dp_model *m, size_t *off, size_t *boff, int *red_width)
 {
     int rc = DP_OK, feat = 0;
     const dp_model_cfg *cfg = &m->cfg;
     const size_t mb = (size_t)cfg->max_batch;
     size_t col = 0, tmp = 0, widest = 1;
+    conv_engine engine = CONV_AUTO;
     m->n_stages = cfg->n_stages;
+    DP_TRY(engine_from_env(&engine));
     DP_TRY(dp_model_cfg_shapes(cfg, m->st_c, m->st_h, m->st_w, &feat));
     if (feat != cfg->sizes[0]) {
         char tok[96];
@@ -87,7 +118,20 @@ int dp_stage_create(dp_model *m, size_t *off, size_t *boff, int *red_width)
                                         ? 1.0f : 0.0f};
         }
         dp_conv_init_spec(c, &w, &s->bias_init, cfg->seed, j);
-        work_floats(c, mb, &col, &tmp);
+        if (engine != CONV_IM2COL && dp_conv_dnnl_available()) {
+            rc = dp_conv_dnnl_create(c, cfg->max_batch, j > 0, &m->cdnn[j]);
+            if (rc != DP_OK && engine == CONV_ONEDNN) {
+                goto done;
+            }
+            rc = DP_OK;
+            if (engine == CONV_AUTO && dp_conv_dnnl_is_ref(m->cdnn[j])) {
+                dp_conv_dnnl_free(&m->cdnn[j]);
+            }
+            dp_err_clear(); /* auto: a shape oneDNN refuses or runs slowly goes to im2col */
+        }
+        if (!m->cdnn[j]) {
+            work_floats(c, mb, &col, &tmp);
+        }
         DP_ARENA_CALLOC(m->sz[j], out);
         DP_ARENA_CALLOC(m->sa[j], out);
         if (s->batchnorm) {
@@ -152,6 +196,9 @@ void dp_stage_free(dp_model *m)
         dp_arena_free(m->smask[j]);
         dp_arena_free(m->sdrop[j]);
     }
+    for (int j = 0; j < DP_MAX_STAGES; j++) {
+        dp_conv_dnnl_free(&m->cdnn[j]);
+    }
     dp_arena_free(m->col);
     dp_arena_free(m->ctmp);
     dp_arena_free(m->gap);
@@ -162,7 +209,7 @@ void dp_stage_free(dp_model *m)
 size_t dp_stage_bytes(const dp_model *m)
 {
     const size_t mb = (size_t)m->cfg.max_batch;
-    size_t floats = 0, widest = 1, col = 0, tmp = 0;
+    size_t floats = 0, widest = 1, col = 0, tmp = 0, bytes = 0;
     for (int j = 0; j < m->n_stages; j++) {
         const size_t out = mb * m->ssize[j + 1];
         widest = m->ssize[j] > widest ? m->ssize[j] : widest;
@@ -170,12 +217,13 @@ size_t dp_stage_bytes(const dp_model *m)
         floats += out * (m->conv[j].w ? 2 : 1) + (m->arg[j] ? out : 0);
         floats += m->sxhat[j] ? out + (size_t)m->conv[j].out_c : 0;
         floats += m->smask[j] ? 2 * out : 0;
-        if (m->conv[j].w) {
+        if (m->conv[j].w && !m->cdnn[j]) {
             work_floats(&m->conv[j], mb, &col, &tmp);
         }
+        bytes += dp_conv_dnnl_bytes(m->cdnn[j]);
     }
     floats += col + tmp + 2 * mb * widest + (m->gap ? mb * (size_t)m->st_c[m->n_stages] : 0);
-    return floats * sizeof(float);
+    return floats * sizeof(float) + bytes;
 }
 
 /* Stage j's output as the next stage (or the dense layers) sees it in the current mode. */
@@ -286,7 +334,11 @@ const float *dp_stage_forward(dp_model *m, const float *x, int B, const dp_train
             dp_avgpool_forward(&m->pool[j], m->sa[j], in, B);
             break;
         default:
-            dp_conv_forward(&m->conv[j], m->sz[j], in, B, m->col, m->ctmp);
+            if (!m->cdnn[j]) {
+                dp_conv_forward(&m->conv[j], m->sz[j], in, B, m->col, m->ctmp);
+            } else if (dp_conv_dnnl_forward(m->cdnn[j], &m->conv[j], m->sz[j], in, B) != DP_OK) {
+                return NULL;
+            }
             if (m->sgamma[j] && stage_bn_forward(m, j, B, ctx) != DP_OK) {
                 return NULL;
             }
@@ -418,10 +470,59 @@ int dp_stage_backward(dp_model *m, const float *x, const float *g, int B, bool a
             if (m->sgamma[j] && (rc = stage_bn_backward(m, j, dz, B, accumulate)) != DP_OK) {
                 return rc;
             }
-            dp_conv_backward(&m->conv[j], dx, dz, in, B, accumulate, m->col, m->ctmp);
+            if (!m->cdnn[j]) {
+                dp_conv_backward(&m->conv[j], dx, dz, in, B, accumulate, m->col, m->ctmp);
+            } else if ((rc = dp_conv_dnnl_backward(m->cdnn[j], &m->conv[j], dx, dz, in, B,
+                                                   accumulate)) != DP_OK) {
+                return rc;
+            }
         }
         g = dx;
         which ^= 1;
     }
     return DP_OK;
+}
+
+/* Appends printf-style text to buf (len of cap used); stops quietly when full. */
+static void append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = *len < cap ? vsnprintf(buf + *len, cap - *len, fmt, ap) : 0;
+    va_end(ap);
+    if (n > 0) {
+        *len = *len + (size_t)n < cap ? *len + (size_t)n : cap;
+    }
+}
+
+/* Which kernels conv stage j runs on: oneDNN's implementation name, or im2col's. */
+static const char *kernel_name(const dp_model *m, int j)
+{
+    return m->cdnn[j] ? dp_conv_dnnl_impl(m->cdnn[j]) : "im2col + OpenBLAS sgemm";
+}
+
+void dp_model_conv_kernels(const dp_model *m, char *buf, size_t cap)
+{
+    size_t len = 0;
+    bool done[DP_MAX_STAGES] = {false};
+    buf[0] = '\0';
+    for (int j = 0; j < m->n_stages; j++) {
+        if (!m->conv[j].w || done[j]) {
+            continue;
+        }
+        const char *name = kernel_name(m, j);
+        append(buf, cap, &len, "%s%s%s: layer", len ? "; " : "", m->cdnn[j] ? "oneDNN " : "",
+               name);
+        const char *sep = " ";
+        for (int k = j; k < m->n_stages; k++) {
+            if (m->conv[k].w && !done[k] && (!m->cdnn[k]) == (!m->cdnn[j]) &&
+                strcmp(kernel_name(m, k), name) == 0) {
+                done[k] = true;
+                append(buf, cap, &len, "%s%d", sep, k + 1);
+                sep = ", ";
+            }
+        }
+    }
 }

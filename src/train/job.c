@@ -295,6 +295,11 @@ static void banner(const job *j)
     dp_model_table(dp_model_config(j->m), "  ", table, sizeof table);
     say(j, "model: %zu parameters; global batch %zu (%zu rows per rank at most)\n%s",
         dp_model_n_params(j->m), B, (B + (size_t)j->size - 1) / (size_t)j->size, table);
+    char kernels[512];
+    dp_model_conv_kernels(j->m, kernels, sizeof kernels);
+    if (kernels[0]) {
+        say(j, "convolutions: %s\n", kernels);
+    }
     say(j, "gradient sum: %s\n", j->size == 1 ? "none (one rank)"
         : j->tc.reduce == DP_REDUCE_OVERLAP ? "MPI_Iallreduce per bucket, overlapped with the "
                                               "backward pass"

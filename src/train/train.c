@@ -265,6 +265,9 @@ int dp_evaluate(dp_model *m, dp_loss loss, const dp_split *s, const size_t *rows
         }
         DP_TRY(dp_split_gather(s, idx, nb, x, labels, values));
         const float *o = dp_model_forward(m, x, nb);
+        if (!o) {
+            DP_FAIL(DP_EINVAL, "evaluation: %s", dp_errmsg());
+        }
         dp_targets t = {labels, values};
         long correct = 0;
         sums[ch] = dp_f64_bits(dp_loss_eval(loss, o, &t, nb, k, 1.0f, NULL, &correct));

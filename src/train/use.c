@@ -503,6 +503,9 @@ static int predict_share(const use_job *u, float *buf)
         }
         DP_TRY(dp_split_gather(u->s, idx, nb, x, NULL, NULL));
         const float *out = dp_model_forward(u->m, x, nb);
+        if (!out) {
+            DP_FAIL(DP_EINVAL, "predict: %s", dp_errmsg());
+        }
         for (int i = 0; i < nb; i++) {
             size_t r = r0 + (size_t)i;
             int32_t label = dp_pred_transform(kind, out + (size_t)i * k, k, buf + r * (size_t)k);

@@ -42,6 +42,54 @@ run_np 2 "${ARGS[@]}" --layers "${L/:dropout=0.2/}" --out "$WORK/nodrop" >/dev/n
 if "$DPTRAIN" compare "$WORK/np2/model.h5" "$WORK/nodrop/model.h5" "${TOL[@]}" >/dev/null
 then fail "dropout on the conv layer changed nothing"; else pass "conv dropout changes the trajectory"; fi
 
+# --- the convolution kernels: oneDNN (AVX-512 and AVX2) against im2col + OpenBLAS ----------
+# Channels in oneDNN's blocks of 16, so that its blocked layouts are used (the net above, of
+# 2 to 6 channels, runs on whichever kernels auto picks). With oneDNN in the build, auto
+# runs it, the banner says so, and the weights after 2 epochs agree with im2col's and with
+# oneDNN's AVX2 kernels' (the path of machines without AVX-512) to the rank tolerance; on 1
+# and 3 ranks likewise; predict writes the same file at 1 and 3 ranks.
+LB=2x6x6,conv16k3p1:bn,maxpool2,conv32k3p1,flatten,8,3
+AB=(train --data "$WORK/img.h5" --layers "$LB" --batch 30 --epochs 2 --optimizer sgd
+    --lr 0.05 --momentum 0.9 --seed 3)
+banner=$(run_np 2 "${AB[@]}" --out "$WORK/k_auto" 2>&1 | grep '^convolutions:' || true)
+# Whether this build has oneDNN: the program links libdnnl.
+has_dnnl=0
+if ldd "$DPTRAIN" 2>/dev/null | grep -q 'libdnnl'; then has_dnnl=1; fi
+if [ "$has_dnnl" = 1 ] && [[ "$banner" == "convolutions: oneDNN "*": layer 1, 3" ]]; then
+    pass "the banner names the kernels: $banner"
+    DPTRAIN_CONV=im2col run_np 2 "${AB[@]}" --out "$WORK/k_im2col" --quiet >/dev/null
+    DNNL_MAX_CPU_ISA=AVX2 run_np 2 "${AB[@]}" --out "$WORK/k_avx2" --quiet >/dev/null
+    for k in im2col avx2; do
+        if out=$("$DPTRAIN" compare "$WORK/k_auto/model.h5" "$WORK/k_$k/model.h5" "${TOL[@]}")
+        then pass "oneDNN's convolutions = $k's after 2 epochs on 2 ranks"
+        else fail "oneDNN's convolutions differ from $k's"; echo "$out" >&2; fi
+    done
+    if "$DPTRAIN" compare "$WORK/k_auto/model.h5" "$WORK/k_im2col/model.h5" >/dev/null
+    then fail "oneDNN and im2col gave bit-identical weights: was oneDNN used at all?"
+    else pass "oneDNN and im2col differ in the last bits (two kernels really ran)"; fi
+    run_np 1 "${AB[@]}" --out "$WORK/k_np1" --quiet >/dev/null
+    run_np 3 "${AB[@]}" --out "$WORK/k_np3" --quiet >/dev/null
+    if out=$("$DPTRAIN" compare "$WORK/k_np1/model.h5" "$WORK/k_np3/model.h5" "${TOL[@]}")
+    then pass "oneDNN's convolutions: np3 = np1"
+    else fail "oneDNN's convolutions: np3 differs from np1"; echo "$out" >&2; fi
+    for n in 1 3; do
+        run_np "$n" predict --checkpoint "$WORK/k_np1/model.h5" --data "$WORK/img.h5" \
+            --eval-batch 16 --output "$WORK/kp$n.csv" >/dev/null
+    done
+    if [ -s "$WORK/kp1.csv" ] && cmp -s "$WORK/kp1.csv" "$WORK/kp3.csv"
+    then pass "oneDNN's convolutions: predict writes the same file at 1 and 3 ranks"
+    else fail "oneDNN's convolutions: predict at 1 and 3 ranks differ"; fi
+elif [ "$has_dnnl" = 0 ] && [[ "$banner" == "convolutions: im2col + OpenBLAS sgemm: layer 1, 3" ]]; then
+    echo "skipped the oneDNN checks: this build has no oneDNN ($banner)"
+else
+    fail "banner with oneDNN linked ($has_dnnl): '$banner'"
+fi
+if DPTRAIN_CONV=gpu run_np 1 "${AB[@]}" --out "$WORK/k_bad" >"$WORK/kbad.log" 2>&1; then
+    fail "DPTRAIN_CONV=gpu was taken"
+elif grep -q 'DPTRAIN_CONV=gpu: expected auto, onednn or im2col' "$WORK/kbad.log"; then
+    pass "DPTRAIN_CONV=gpu refused with a message"
+else fail "DPTRAIN_CONV=gpu: $(cat "$WORK/kbad.log")"; fi
+
 # --- stop inside epoch 2 (step 13 of 20), resume: bit-identical -------------------------
 rc=0
 DPTRAIN_TEST_STOP_AT=13:1 run_np 2 "${ARGS[@]}" --out "$WORK/part" >"$WORK/stop.log" 2>&1 || rc=$?

@@ -675,6 +675,29 @@ Test(core_cnn, gradcheck_training_conv_bn_relu_maxpool_dropout_flatten)
     fixture_free(&f);
 }
 
+/* The same with the convolutions by im2col + OpenBLAS (DPTRAIN_CONV=im2col, read when the
+ * model is made; the test above runs oneDNN's when the build has it), and an unknown
+ * DPTRAIN_CONV refused by name. */
+Test(core_cnn, gradcheck_training_im2col_engine)
+{
+    setenv("DPTRAIN_CONV", "im2col", 1);
+    fixture f;
+    fixture_init(&f, &spec_a, 6, 41);
+    dp_train_ctx tc = {.seed = 77, .step = 3, .sample_ids = f.ids};
+    gc_result r = gradcheck_cnn(f.m, &f.n, f.x, f.labels, f.B, &tc, "(a) training, im2col");
+    expect_gradcheck(&r, &f.n, "(a) training, im2col");
+    fixture_free(&f);
+    setenv("DPTRAIN_CONV", "gpu", 1);
+    /* 1x6x6, conv2k3 (2x4x4), flatten: 32 features, 3 outputs */
+    dp_model_cfg cfg = {.in_c = 1, .in_h = 6, .in_w = 6, .n_stages = 1, .n_layers = 1,
+                        .sizes = {32, 3}, .seed = 1, .max_batch = 2};
+    cr_assert_eq(dp_stage_parse("conv2k3", DP_ACT_RELU, &cfg.stage[0]), DP_OK);
+    dp_model *m = NULL;
+    cr_assert_eq(dp_model_create(&cfg, &m), DP_EINVAL, "DPTRAIN_CONV=gpu was taken");
+    cr_assert_not_null(strstr(dp_errmsg(), "DPTRAIN_CONV=gpu"), "message: %s", dp_errmsg());
+    unsetenv("DPTRAIN_CONV");
+}
+
 /* Evaluation mode after training forwards: batch norm is the fixed affine map of the
  * running statistics, which two training forwards (momentum 0.6) have moved; they are
  * checked against the reference's batch statistics first (unbiased variance, N = B*H*W). */

@@ -12,6 +12,8 @@
 
 #include "testutil.h"
 
+#include "core/conv_dnnl.h"
+#include "dptrain/blas.h"
 #include "dptrain/err.h"
 #include "dptrain/nn.h"
 
@@ -55,8 +57,10 @@ static const conv_case conv_cases[] = {
 typedef struct {
     conv_case k;
     dp_conv c;
+    int alloc_b;    /* the batch the arrays hold; k.B may be set lower (batch-size tests) */
     size_t n_x, n_y, n_w, n_col, n_tmp;
     float *w, *b, *dw, *db, *x, *dx, *y, *r, *col, *tmp;
+    dp_conv_dnnl *dn; /* non-NULL: the kernels under test are oneDNN's (conv_dnnl.c) */
     char name[96];
 } conv_fix;
 
@@ -74,6 +78,7 @@ static void fix_init(conv_fix *f, const conv_case *k, uint64_t seed)
     f->c = (dp_conv){.in_c = k->in_c, .in_h = k->in_h, .in_w = k->in_w, .out_c = k->out_c,
                      .out_h = oh, .out_w = ow, .kh = k->kh, .kw = k->kw, .sh = k->sh,
                      .sw = k->sw, .ph = k->ph, .pw = k->pw};
+    f->alloc_b = k->B;
     f->n_x = (size_t)k->B * k->in_c * k->in_h * k->in_w;
     f->n_y = (size_t)k->B * k->out_c * oh * ow;
     f->n_w = (size_t)k->out_c * k->in_c * k->kh * k->kw;
@@ -108,6 +113,7 @@ static void fix_init(conv_fix *f, const conv_case *k, uint64_t seed)
 
 static void fix_free(conv_fix *f)
 {
+    dp_conv_dnnl_free(&f->dn);
     free(f->w);
     free(f->dw);
     free(f->b);
@@ -245,16 +251,45 @@ static double scaled_err(const float *got, const float *base, const double *want
  * summed magnitudes of the terms). */
 #define REF_TOL 1e-5
 
+/* The kernels under test: dp_conv_forward/backward, or oneDNN's through f->dn. */
+static void run_forward(conv_fix *f)
+{
+    if (f->dn) {
+        int rc = dp_conv_dnnl_forward(f->dn, &f->c, f->y, f->x, f->k.B);
+        cr_assert_eq(rc, DP_OK, "%s: oneDNN forward: %s", f->name, dp_errmsg());
+    } else {
+        dp_conv_forward(&f->c, f->y, f->x, f->k.B, f->col, f->tmp);
+    }
+}
+
+static void run_backward(conv_fix *f, float *dx, bool accumulate)
+{
+    if (f->dn) {
+        int rc = dp_conv_dnnl_backward(f->dn, &f->c, dx, f->r, f->x, f->k.B, accumulate);
+        cr_assert_eq(rc, DP_OK, "%s: oneDNN backward: %s", f->name, dp_errmsg());
+    } else {
+        dp_conv_backward(&f->c, dx, f->r, f->x, f->k.B, accumulate, f->col, f->tmp);
+    }
+}
+
+/* Entries of y and x for the current k.B (<= alloc_b). */
+static size_t ny(const conv_fix *f) { return f->n_y / (size_t)f->alloc_b * (size_t)f->k.B; }
+static size_t nx(const conv_fix *f) { return f->n_x / (size_t)f->alloc_b * (size_t)f->k.B; }
+
 static void check_forward(conv_fix *f)
 {
     double *want = calloc(f->n_y, sizeof *want), *mag = calloc(f->n_y, sizeof *mag);
     cr_assert(want && mag);
     tfill_nan(f->y, f->n_y);
-    dp_conv_forward(&f->c, f->y, f->x, f->k.B, f->col, f->tmp);
+    run_forward(f);
     check_guards(f);
     ref_forward(f, want, mag);
     size_t at;
-    double e = scaled_err(f->y, NULL, want, mag, f->n_y, &at);
+    double e = scaled_err(f->y, NULL, want, mag, ny(f), &at);
+    for (size_t i = ny(f); i < f->n_y; i++) {
+        cr_assert(isnan(f->y[i]), "conv forward %s: y[%zu] written beyond the batch", f->name,
+                  i);
+    }
     cr_assert_lt(e, REF_TOL, "conv forward %s: y[%zu] = %.9g, want %.9g (scaled err %g)",
                  f->name, at, f->y[at], want[at], e);
     free(want);
@@ -278,7 +313,7 @@ static void check_backward(conv_fix *f)
     tfill_nan(f->dw, f->n_w);
     tfill_nan(f->db, oc);
     tfill_nan(f->dx, f->n_x);
-    dp_conv_backward(&f->c, f->dx, f->r, f->x, f->k.B, false, f->col, f->tmp);
+    run_backward(f, f->dx, false);
     check_guards(f);
     e = scaled_err(f->dw, NULL, dw, mdw, f->n_w, &at);
     cr_assert_lt(e, REF_TOL, "conv backward %s: dw[%zu] = %.9g, want %.9g (scaled err %g)",
@@ -286,7 +321,7 @@ static void check_backward(conv_fix *f)
     e = scaled_err(f->db, NULL, db, mdb, oc, &at);
     cr_assert_lt(e, REF_TOL, "conv backward %s: db[%zu] = %.9g, want %.9g (scaled err %g)",
                  f->name, at, f->db[at], db[at], e);
-    e = scaled_err(f->dx, NULL, dx, mdx, f->n_x, &at);
+    e = scaled_err(f->dx, NULL, dx, mdx, nx(f), &at);
     cr_assert_lt(e, REF_TOL, "conv backward %s: dx[%zu] = %.9g, want %.9g (scaled err %g)",
                  f->name, at, f->dx[at], dx[at], e);
 
@@ -301,7 +336,7 @@ static void check_backward(conv_fix *f)
     memcpy(f->dw, pre_w, f->n_w * sizeof *pre_w);
     memcpy(f->db, pre_b, (size_t)oc * sizeof *pre_b);
     tfill_nan(f->dx, f->n_x);
-    dp_conv_backward(&f->c, f->dx, f->r, f->x, f->k.B, true, f->col, f->tmp);
+    run_backward(f, f->dx, true);
     check_guards(f);
     e = scaled_err(f->dw, pre_w, dw, mdw, f->n_w, &at);
     cr_assert_lt(e, REF_TOL, "conv backward accumulate %s: dw[%zu] = %.9g, want %g + %.9g",
@@ -309,14 +344,14 @@ static void check_backward(conv_fix *f)
     e = scaled_err(f->db, pre_b, db, mdb, oc, &at);
     cr_assert_lt(e, REF_TOL, "conv backward accumulate %s: db[%zu] = %.9g, want %g + %.9g",
                  f->name, at, f->db[at], pre_b[at], db[at]);
-    e = scaled_err(f->dx, NULL, dx, mdx, f->n_x, &at);
+    e = scaled_err(f->dx, NULL, dx, mdx, nx(f), &at);
     cr_assert_lt(e, REF_TOL, "conv backward accumulate %s: dx[%zu] = %.9g, want %.9g",
                  f->name, at, f->dx[at], dx[at]);
 
     /* dx == NULL: dw and db as without it. */
     tfill_nan(f->dw, f->n_w);
     tfill_nan(f->db, oc);
-    dp_conv_backward(&f->c, NULL, f->r, f->x, f->k.B, false, f->col, f->tmp);
+    run_backward(f, NULL, false);
     check_guards(f);
     e = scaled_err(f->dw, NULL, dw, mdw, f->n_w, &at);
     cr_assert_lt(e, REF_TOL, "conv backward dx=NULL %s: dw[%zu] = %.9g, want %.9g", f->name,
@@ -440,6 +475,116 @@ Test(conv, gradcheck)
         cr_assert_lt(ex, 1e-3, "conv gradcheck %s: dx max rel err %g", f.name, ex);
         fix_free(&f);
     }
+}
+
+/* --- oneDNN (conv_dnnl.c) against the same reference ------------------------------------- */
+
+/* f's oneDNN handle for batches up to max_batch (the test is skipped without oneDNN). */
+static void fix_dnnl(conv_fix *f, int max_batch, bool need_dx)
+{
+    if (!dp_conv_dnnl_available()) {
+        cr_skip_test("built without oneDNN");
+    }
+    int rc = dp_conv_dnnl_create(&f->c, max_batch, need_dx, &f->dn);
+    cr_assert_eq(rc, DP_OK, "%s: dp_conv_dnnl_create: %s", f->name, dp_errmsg());
+    cr_assert(f->dn != NULL);
+}
+
+/* Every case, forward and backward (overwrite, accumulate, dx == NULL). */
+static void dnnl_all_cases(uint64_t seed)
+{
+    for (size_t t = 0; t < N_CONV_CASES; t++) {
+        conv_fix f;
+        fix_init(&f, &conv_cases[t], seed + 10 * t);
+        fix_dnnl(&f, f.k.B, true);
+        check_forward(&f);
+        check_backward(&f);
+        fix_free(&f);
+    }
+}
+
+Test(conv_dnnl, matches_reference) { dnnl_all_cases(6000); }
+
+/* The same on oneDNN's AVX2 kernels (DNNL_MAX_CPU_ISA, read at oneDNN's first call: each
+ * Criterion test runs in a process of its own), the path of machines without AVX-512; the
+ * implementation name shows the limit took. */
+Test(conv_dnnl, matches_reference_avx2)
+{
+    dp_cpu_features cpu = dp_cpu_detect();
+    if (!cpu.avx2) {
+        cr_skip_test("no AVX2 on this machine");
+    }
+    setenv("DNNL_MAX_CPU_ISA", "AVX2", 1);
+    dnnl_all_cases(7000);
+    conv_fix f;
+    fix_init(&f, &conv_cases[2], 7500);
+    fix_dnnl(&f, 4, true);
+    const char *impl = dp_conv_dnnl_impl(f.dn);
+    cr_assert(strstr(impl, "avx512") == NULL, "DNNL_MAX_CPU_ISA=AVX2, yet oneDNN runs %s", impl);
+    fix_free(&f);
+}
+
+/* One handle, batches of many sizes in turn (more than the DP_CONV_DNNL_SIZES it keeps
+ * primitives for, and back to evicted ones): each matches the reference; y beyond the batch
+ * is left alone. A CNN-sized layer (32 -> 64 channels, oneDNN's blocked layouts). */
+Test(conv_dnnl, batch_sizes_come_and_go)
+{
+    const conv_case k = {9, 32, 10, 10, 64, 3, 3, 1, 1, 1, 1};
+    static const int sizes[] = {9, 1, 5, 3, 7, 2, 9, 1, 6, 5};
+    conv_fix f;
+    fix_init(&f, &k, 8000);
+    fix_dnnl(&f, k.B, true);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        f.k.B = sizes[i];
+        check_forward(&f);
+        check_backward(&f);
+    }
+    fix_free(&f);
+}
+
+/* A handle without the input gradient (a first layer): dw and db as the reference, and a
+ * call with dx is refused; a batch above max_batch is refused; B = 0 writes nothing but
+ * zeroes dw and db (or keeps them when accumulating). */
+Test(conv_dnnl, first_layer_limits_and_empty_batch)
+{
+    conv_fix f;
+    fix_init(&f, &conv_cases[1], 9000);
+    fix_dnnl(&f, f.k.B, false);
+    check_forward(&f);
+    double *dw = calloc(f.n_w, sizeof *dw), *mdw = calloc(f.n_w, sizeof *mdw);
+    double *db = calloc(f.k.out_c, sizeof *db), *mdb = calloc(f.k.out_c, sizeof *mdb);
+    double *dx = calloc(f.n_x, sizeof *dx), *mdx = calloc(f.n_x, sizeof *mdx);
+    cr_assert(dw && mdw && db && mdb && dx && mdx);
+    ref_backward(&f, f.r, dw, mdw, db, mdb, dx, mdx);
+    tfill_nan(f.dw, f.n_w);
+    run_backward(&f, NULL, false);
+    size_t at;
+    double e = scaled_err(f.dw, NULL, dw, mdw, f.n_w, &at);
+    cr_assert_lt(e, REF_TOL, "first layer %s: dw[%zu] = %.9g, want %.9g", f.name, at, f.dw[at],
+                 dw[at]);
+    cr_assert_neq(dp_conv_dnnl_backward(f.dn, &f.c, f.dx, f.r, f.x, f.k.B, false), DP_OK,
+                  "a handle made without dx computed dx");
+    cr_assert_neq(dp_conv_dnnl_forward(f.dn, &f.c, f.y, f.x, f.k.B + 1), DP_OK,
+                  "a batch above max_batch was taken");
+    f.y[0] = 7.0f;
+    cr_assert_eq(dp_conv_dnnl_forward(f.dn, &f.c, f.y, f.x, 0), DP_OK);
+    cr_assert_eq(f.y[0], 7.0f);
+    f.dw[0] = 7.0f;
+    f.db[0] = 7.0f;
+    cr_assert_eq(dp_conv_dnnl_backward(f.dn, &f.c, NULL, f.r, f.x, 0, true), DP_OK);
+    cr_assert(f.dw[0] == 7.0f && f.db[0] == 7.0f);
+    cr_assert_eq(dp_conv_dnnl_backward(f.dn, &f.c, NULL, f.r, f.x, 0, false), DP_OK);
+    for (size_t i = 0; i < f.n_w; i++) {
+        cr_assert_eq(f.dw[i], 0.0f, "dw[%zu] = %g after an empty batch", i, f.dw[i]);
+    }
+    cr_assert_eq(f.db[0], 0.0f);
+    free(dw);
+    free(mdw);
+    free(db);
+    free(mdb);
+    free(dx);
+    free(mdx);
+    fix_free(&f);
 }
 
 /* --- pooling ---------------------------------------------------------------------------- */
