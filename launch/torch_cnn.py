@@ -3,7 +3,8 @@
 against: conv(1->32,3x3,p1)-relu-maxpool2-conv(32->64,3x3,p1)-relu-maxpool2-flatten-
 Linear(3136,128)-relu-Linear(128,10), cross-entropy, SGD with momentum, on Fashion-MNIST from
 the dptrain HDF5 file (groups /train and /test; x uint8 [n,28,28] seen as x*scale+offset, y
-int32 [n]).
+int32 [n]). --model mlp trains the quickstart's MLP instead, 784-256-relu-128-relu-10 (with
+--cosine, the learning rate of dptrain's cosine schedule, per step, to 0 at the last step).
 
 Per epoch it prints the mean training loss, the test accuracy and the samples/s of the training
 loop alone (batch gathering, forward, backward, gradient averaging and the update; evaluation
@@ -28,6 +29,7 @@ Debian's python3-torch is used as it is (nothing from pip): run with /usr/bin/py
 """
 import argparse
 import ctypes
+import math
 import os
 import socket
 import statistics
@@ -59,6 +61,10 @@ def parse_args(argv=None):
     p.add_argument("--malloc-keep", action="store_true",
                    help="glibc mallopt: keep freed memory (trim threshold 2^31-1, mmap threshold "
                         "32 MiB) so that tensors reuse pages instead of faulting in new ones")
+    p.add_argument("--model", choices=("cnn", "mlp"), default="cnn",
+                   help="the CNN above, or the quickstart's MLP 784-256-128-10")
+    p.add_argument("--cosine", action="store_true",
+                   help="cosine learning-rate decay per step over the run (dptrain's default)")
     p.add_argument("--profile", action="store_true",
                    help="before training, profile 5 steps and print the top operators")
     a = p.parse_args(argv)
@@ -128,6 +134,23 @@ class Net(nn.Module):
         return self.fc2(self.drop(x))
 
 
+class MLP(nn.Module):
+    def __init__(self, dropout=0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 256)
+        self.fc2 = nn.Linear(256, 128)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc3 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc3(self.drop(F.relu(self.fc2(x))))
+
+
+def make_model(args):
+    return MLP(args.dropout) if args.model == "mlp" else Net(bn=args.bn, dropout=args.dropout)
+
+
 def evaluate(model, x, y, rank, ranks, batch):
     """Accuracy over the whole split; each rank takes a contiguous share, then one allreduce."""
     model.eval()
@@ -168,7 +191,7 @@ def run(rank, args, port):
     torch.manual_seed(args.seed)
     xtr, ytr = load_split(args.data, "train")
     xte, yte = load_split(args.data, "test")
-    model = Net(bn=args.bn, dropout=args.dropout)
+    model = make_model(args)
     net = model
     if ranks > 1:
         net = nn.parallel.DistributedDataParallel(model)
@@ -181,6 +204,7 @@ def run(rank, args, port):
         steps = min(steps, args.steps_per_epoch)
     if rank == 0:
         print(f"torch {torch.__version__} (mkldnn {torch.backends.mkldnn.is_available()}), "
+              f"model {args.model}{' (cosine lr)' if args.cosine else ''}, "
               f"threads {torch.get_num_threads()} per process (OpenBLAS {blas_threads()}, "
               f"OPENBLAS_CORETYPE {os.environ.get('OPENBLAS_CORETYPE', 'unset')}), "
               f"ranks {ranks}, batch {B} "
@@ -190,7 +214,13 @@ def run(rank, args, port):
               f"malloc-keep {args.malloc_keep}, "
               f"train {n}, test {xte.shape[0]}", flush=True)
 
+    total_steps, done_steps = steps * args.epochs, [0]
+
     def step(idx):
+        if args.cosine:  # dptrain's cosine schedule: lr at step t of T = lr (1 + cos(pi t/T)) / 2
+            for g in opt.param_groups:
+                g["lr"] = args.lr * 0.5 * (1.0 + math.cos(math.pi * done_steps[0] / total_steps))
+            done_steps[0] += 1
         lo, hi = idx.shape[0] * rank // ranks, idx.shape[0] * (rank + 1) // ranks
         mine = idx[lo:hi]
         xb, yb = xtr[mine], ytr[mine]
@@ -211,7 +241,7 @@ def run(rank, args, port):
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15),
                   flush=True)
         torch.manual_seed(args.seed)  # the profiled steps changed the weights: start again
-        model.load_state_dict(Net(bn=args.bn, dropout=args.dropout).state_dict())
+        model.load_state_dict(make_model(args).state_dict())
         opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
 
     rates = []

@@ -102,10 +102,9 @@ static void set_free(dn_set *s)
 }
 
 /* Makes tensor t: plain memory of plain_md, and if the primitive's want differs, memory of
- * that layout in e->buf[which] (checked against its capacity, or setting it when sizing)
- * and the reorder. */
+ * that layout in e->buf[which] (set_make has made room) and the reorder. */
 static int tensor_make(dp_conv_dnnl *e, dn_tensor *t, const dnnl_memory_desc_t *plain_md,
-                       const dnnl_memory_desc_t *want, int which, bool out, bool sizing)
+                       const dnnl_memory_desc_t *want, int which, bool out)
 {
     int rc = DP_OK;
     dnnl_primitive_desc_t rpd = NULL;
@@ -114,21 +113,6 @@ static int tensor_make(dp_conv_dnnl *e, dn_tensor *t, const dnnl_memory_desc_t *
     t->prim = t->plain;
     if (dnnl_memory_desc_equal(plain_md, want)) {
         goto done;
-    }
-    const size_t need = dnnl_memory_desc_get_size(want);
-    if (sizing && need > e->cap[which]) {
-        free(e->buf[which]);
-        e->cap[which] = 0;
-        e->buf[which] = aligned_alloc(64, (need + 63) / 64 * 64);
-        if (!e->buf[which]) {
-            DP_FAIL(DP_ENOMEM, "out of memory allocating %zu bytes for a convolution's "
-                               "oneDNN layout", need);
-        }
-        e->cap[which] = need;
-    }
-    if (need > e->cap[which]) {
-        DP_FAIL(DP_EINVAL, "oneDNN: a batch of fewer samples needs a larger buffer (%zu > %zu "
-                           "bytes); set DPTRAIN_CONV=im2col", need, e->cap[which]);
     }
     DN(dnnl_memory_create(&t->prim, want, e->eng, e->buf[which]));
     DN(dnnl_reorder_primitive_desc_create(&rpd, out ? want : plain_md, e->eng,
@@ -146,7 +130,7 @@ done:
  * weight gradient's dy), else a tensor of its own, from the same plain data. */
 static int tensor_make_or_view(dp_conv_dnnl *e, dn_tensor *v, bool *is_view,
                                const dn_tensor *base, const dnnl_memory_desc_t *plain_md,
-                               const dnnl_memory_desc_t *want, int which, bool sizing)
+                               const dnnl_memory_desc_t *want, int which)
 {
     const dnnl_memory_desc_t *have;
     int rc = DP_OK;
@@ -155,7 +139,7 @@ static int tensor_make_or_view(dp_conv_dnnl *e, dn_tensor *v, bool *is_view,
     if (*is_view) {
         *v = (dn_tensor){.plain = base->plain, .prim = base->prim, .reorder = NULL, .out = false};
     } else {
-        rc = tensor_make(e, v, plain_md, want, which, false, sizing);
+        rc = tensor_make(e, v, plain_md, want, which, false);
     }
 done:
     return rc;
@@ -201,8 +185,20 @@ done:
     return rc;
 }
 
-/* Makes the primitives of batch size mb in slot s; sizing: the first (max_batch) set, which
- * sizes the buffers. */
+/* Raises need[which] to the bytes of layout want when it is not the plain layout (a
+ * tensor of that layout lives in buffer which). */
+static void want_room(size_t *need, int which, const dnnl_memory_desc_t *plain,
+                      const dnnl_memory_desc_t *want)
+{
+    if (!dnnl_memory_desc_equal(plain, want)) {
+        const size_t n = dnnl_memory_desc_get_size(want);
+        need[which] = n > need[which] ? n : need[which];
+    }
+}
+
+/* Makes the primitives of batch size mb in slot s: first the three primitive descriptors,
+ * then the room their layouts need in the buffers (grown if sizing; else DP_ERANGE, without a
+ * message, when a buffer is too small: set_for then makes room), then the tensors. */
 static int set_make(dp_conv_dnnl *e, const dp_conv *c, int mb, dn_set *s, bool sizing)
 {
     int rc = DP_OK;
@@ -212,6 +208,8 @@ static int set_make(dp_conv_dnnl *e, const dp_conv *c, int mb, dn_set *s, bool s
     const dnnl_dims_t strides = {c->sh, c->sw}, pad = {c->ph, c->pw};
     dnnl_memory_desc_t p_x, p_y, p_w, p_b, a_x, a_y, a_w;
     dnnl_convolution_desc_t cd;
+    const dnnl_memory_desc_t *d_dx = NULL, *d_wb = NULL, *d_dy = NULL;
+    size_t need[N_BUF] = {0};
     memset(s, 0, sizeof *s);
     s->mb = mb;
     DN(dnnl_memory_desc_init_by_tag(&p_x, 4, d_x, dnnl_f32, dnnl_nchw));
@@ -226,54 +224,86 @@ static int set_make(dp_conv_dnnl *e, const dp_conv *c, int mb, dn_set *s, bool s
     DN(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct,
                                           &a_x, &a_w, &p_b, &a_y, strides, pad, pad));
     DN(dnnl_primitive_desc_create(&s->pd[0], &cd, NULL, e->eng, NULL));
-    DN(dnnl_primitive_create(&s->fwd, s->pd[0]));
     const dnnl_memory_desc_t *f_x = dnnl_primitive_desc_query_md(s->pd[0], dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *f_y = dnnl_primitive_desc_query_md(s->pd[0], dnnl_query_dst_md, 0);
     const dnnl_memory_desc_t *f_w =
         dnnl_primitive_desc_query_md(s->pd[0], dnnl_query_weights_md, 0);
-    DP_TRY(tensor_make(e, &s->x, &p_x, f_x, B_SRC, false, sizing));
-    DP_TRY(tensor_make(e, &s->y, &p_y, f_y, B_OUT, true, sizing));
-    DP_TRY(tensor_make(e, &s->w_f, &p_w, f_w, B_WF, false, sizing));
-    DP_TRY(tensor_make(e, &s->b, &p_b, &p_b, 0, false, sizing));
-    if (sizing) {
-        const char *impl = NULL;
-        DN(dnnl_primitive_desc_query(s->pd[0], dnnl_query_impl_info_str, 0, &impl));
-        snprintf(e->impl, sizeof e->impl, "%s", impl ? impl : "?");
-    }
-
-    /* weight gradient: x from the forward when it wants the forward's layout */
+    /* weight gradient; its layouts are chosen apart from the forward's (oneDNN 2.6 has only
+     * its reference kernel for some forced combinations), x and dy reordered as needed */
     DN(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &a_x, &a_w, &p_b,
                                                    &a_y, strides, pad, pad));
     DN(dnnl_primitive_desc_create(&s->pd[1], &cd, NULL, e->eng, s->pd[0]));
-    DN(dnnl_primitive_create(&s->bwd_w, s->pd[1]));
     const dnnl_memory_desc_t *w_x = dnnl_primitive_desc_query_md(s->pd[1], dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *w_dy =
         dnnl_primitive_desc_query_md(s->pd[1], dnnl_query_diff_dst_md, 0);
     const dnnl_memory_desc_t *w_dw =
         dnnl_primitive_desc_query_md(s->pd[1], dnnl_query_diff_weights_md, 0);
-    DP_TRY(tensor_make_or_view(e, &s->x_w, &s->x_w_view, &s->x, &p_x, w_x, B_SRC_W, sizing));
-    DP_TRY(tensor_make(e, &s->dy, &p_y, w_dy, B_OUT, false, sizing));
-    DP_TRY(tensor_make(e, &s->dw, &p_w, w_dw, B_DW, true, sizing));
-    DP_TRY(tensor_make(e, &s->db, &p_b, &p_b, 0, true, sizing));
-    s->ref = is_ref(s->pd[0]) || is_ref(s->pd[1]);
-
-    /* data gradient: dy from the weight gradient's when it wants that layout */
-    s->dy_d_view = true;
+    /* data gradient */
     if (e->need_dx) {
         DN(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &a_x, &a_w, &a_y,
                                                     strides, pad, pad));
         DN(dnnl_primitive_desc_create(&s->pd[2], &cd, NULL, e->eng, s->pd[0]));
+        d_dx = dnnl_primitive_desc_query_md(s->pd[2], dnnl_query_diff_src_md, 0);
+        d_wb = dnnl_primitive_desc_query_md(s->pd[2], dnnl_query_weights_md, 0);
+        d_dy = dnnl_primitive_desc_query_md(s->pd[2], dnnl_query_diff_dst_md, 0);
+    }
+
+    /* room: x (kept for the weight gradient) and y/dy (one at a time) share nothing else */
+    want_room(need, B_SRC, &p_x, f_x);
+    want_room(need, B_OUT, &p_y, f_y);
+    want_room(need, B_WF, &p_w, f_w);
+    want_room(need, B_OUT, &p_y, w_dy);
+    want_room(need, B_DW, &p_w, w_dw);
+    if (!dnnl_memory_desc_equal(dnnl_memory_desc_equal(&p_x, f_x) ? &p_x : f_x, w_x)) {
+        want_room(need, B_SRC_W, &p_x, w_x);
+    }
+    if (d_dx) {
+        if (!dnnl_memory_desc_equal(dnnl_memory_desc_equal(&p_y, w_dy) ? &p_y : w_dy, d_dy)) {
+            want_room(need, B_DY_D, &p_y, d_dy);
+        }
+        want_room(need, B_WB, &p_w, d_wb);
+        want_room(need, B_DSRC, &p_x, d_dx);
+    }
+    for (int i = 0; i < N_BUF; i++) {
+        if (need[i] <= e->cap[i]) {
+            continue;
+        }
+        if (!sizing) {
+            rc = DP_ERANGE; /* no message: set_for makes room */
+            goto done;
+        }
+        free(e->buf[i]);
+        e->cap[i] = 0;
+        e->buf[i] = aligned_alloc(64, (need[i] + 63) / 64 * 64);
+        if (!e->buf[i]) {
+            DP_FAIL(DP_ENOMEM, "out of memory allocating %zu bytes for a convolution's oneDNN "
+                               "layout", need[i]);
+        }
+        e->cap[i] = need[i];
+    }
+
+    DN(dnnl_primitive_create(&s->fwd, s->pd[0]));
+    DP_TRY(tensor_make(e, &s->x, &p_x, f_x, B_SRC, false));
+    DP_TRY(tensor_make(e, &s->y, &p_y, f_y, B_OUT, true));
+    DP_TRY(tensor_make(e, &s->w_f, &p_w, f_w, B_WF, false));
+    DP_TRY(tensor_make(e, &s->b, &p_b, &p_b, 0, false));
+    if (!e->impl[0]) {
+        const char *impl = NULL;
+        DN(dnnl_primitive_desc_query(s->pd[0], dnnl_query_impl_info_str, 0, &impl));
+        snprintf(e->impl, sizeof e->impl, "%s", impl ? impl : "?");
+    }
+    DN(dnnl_primitive_create(&s->bwd_w, s->pd[1]));
+    DP_TRY(tensor_make_or_view(e, &s->x_w, &s->x_w_view, &s->x, &p_x, w_x, B_SRC_W));
+    DP_TRY(tensor_make(e, &s->dy, &p_y, w_dy, B_OUT, false));
+    DP_TRY(tensor_make(e, &s->dw, &p_w, w_dw, B_DW, true));
+    DP_TRY(tensor_make(e, &s->db, &p_b, &p_b, 0, true));
+    s->ref = is_ref(s->pd[0]) || is_ref(s->pd[1]);
+    s->dy_d_view = true;
+    if (d_dx) {
         DN(dnnl_primitive_create(&s->bwd_d, s->pd[2]));
-        const dnnl_memory_desc_t *d_dx =
-            dnnl_primitive_desc_query_md(s->pd[2], dnnl_query_diff_src_md, 0);
-        const dnnl_memory_desc_t *d_w =
-            dnnl_primitive_desc_query_md(s->pd[2], dnnl_query_weights_md, 0);
-        const dnnl_memory_desc_t *d_dy =
-            dnnl_primitive_desc_query_md(s->pd[2], dnnl_query_diff_dst_md, 0);
-        DP_TRY(tensor_make_or_view(e, &s->dy_d, &s->dy_d_view, &s->dy, &p_y, d_dy, B_DY_D,
-                                   sizing));
-        DP_TRY(tensor_make(e, &s->w_b, &p_w, d_w, B_WB, false, sizing));
-        DP_TRY(tensor_make(e, &s->dx, &p_x, d_dx, B_DSRC, true, sizing));
+        DP_TRY(tensor_make_or_view(e, &s->dy_d, &s->dy_d_view, &s->dy, &p_y, d_dy, B_DY_D));
+        DP_TRY(tensor_make(e, &s->w_b, &p_w, d_wb, B_WB, false));
+        DP_TRY(tensor_make(e, &s->dx, &p_x, d_dx, B_DSRC, true));
         s->ref = s->ref || is_ref(s->pd[2]);
     }
 done:
@@ -299,7 +329,18 @@ static int set_for(dp_conv_dnnl *e, const dp_conv *c, int mb, dn_set **out)
         }
     }
     set_free(&e->set[lru]);
-    DP_TRY(set_make(e, c, mb, &e->set[lru], false));
+    rc = set_make(e, c, mb, &e->set[lru], false);
+    if (rc == DP_ERANGE) {
+        /* This size wants a layout larger than the buffers made for max_batch (oneDNN may
+         * choose other layouts for other batch sizes): free every set, whose memories point
+         * into the buffers, and make this one with room; the others come back when used. */
+        for (int i = 0; i < DP_CONV_DNNL_SIZES; i++) {
+            set_free(&e->set[i]);
+        }
+        lru = 0;
+        rc = set_make(e, c, mb, &e->set[lru], true);
+    }
+    DP_TRY(rc);
     e->set[lru].used = e->clock;
     *out = &e->set[lru];
 done:
