@@ -348,12 +348,12 @@ int dp_model_bn_layer(const dp_model *m, int i, float **gamma, float **beta,
  * pooling or out of range. */
 dp_conv *dp_model_conv(dp_model *m, int j);
 const dp_conv *dp_model_conv_const(const dp_model *m, int j);
-/* Which kernels compute the model's convolutions, as one line for the banner, e.g.
- * "oneDNN jit:avx512_core: layers 1, 3" or "im2col + OpenBLAS sgemm: layer 1" ("" without
- * convolutions). oneDNN runs them when the build has it, unless the environment variable
- * DPTRAIN_CONV=im2col (read by dp_model_create; onednn: required, auto: the default) says
- * otherwise, or oneDNN has only its reference kernel for a layer's shape. */
-void dp_model_conv_kernels(const dp_model *m, char *buf, size_t cap);
+/* Which kernels compute stage j's convolution: "oneDNN <implementation>" (e.g. "oneDNN
+ * jit:avx512_core") or "im2col + OpenBLAS sgemm"; "" for a pooling or j out of range.
+ * oneDNN runs them when the build has it, unless the environment variable DPTRAIN_CONV=im2col
+ * (read by dp_model_create; onednn: required, auto: the default) says otherwise, or oneDNN
+ * has only its reference kernel for the layer's shape. */
+const char *dp_model_conv_kernel(const dp_model *m, int j);
 /* As dp_model_bn_layer, for stage j's per-channel batch norm (each of out_c floats). */
 int dp_model_stage_bn(const dp_model *m, int j, float **gamma, float **beta,
                       float **running_mean, float **running_var);

@@ -102,6 +102,9 @@ void dp_model_cfg_text(const dp_model_cfg *mc, char *buf, size_t cap);
  * activation, batch norm and dropout, e.g. "  1  conv32k3p1   32x28x28      320  relu bn".
  * Lines start with indent. Local. */
 void dp_model_table(const dp_model_cfg *mc, const char *indent, char *buf, size_t cap);
+/* The kernels of the model's convolutions as one line (dp_model_conv_kernel, layers with the
+ * same kernels grouped): "oneDNN jit:avx512_core: layer 1, 3"; "" without convolutions. Local. */
+void dp_model_conv_kernels(const dp_model *m, char *buf, size_t cap);
 
 /* What the driver gives a job besides its configuration. */
 typedef struct {

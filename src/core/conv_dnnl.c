@@ -65,7 +65,7 @@ struct dp_conv_dnnl {
     void *buf[N_BUF];
     size_t cap[N_BUF];
     float *dw, *db; /* the weight gradient in torch's layout before the add into c->dw */
-    char impl[64];
+    char impl[72]; /* "oneDNN " and the forward's implementation name */
 };
 
 bool dp_conv_dnnl_available(void) { return true; }
@@ -290,7 +290,7 @@ static int set_make(dp_conv_dnnl *e, const dp_conv *c, int mb, dn_set *s, bool s
     if (!e->impl[0]) {
         const char *impl = NULL;
         DN(dnnl_primitive_desc_query(s->pd[0], dnnl_query_impl_info_str, 0, &impl));
-        snprintf(e->impl, sizeof e->impl, "%s", impl ? impl : "?");
+        snprintf(e->impl, sizeof e->impl, "oneDNN %s", impl ? impl : "?");
     }
     DN(dnnl_primitive_create(&s->bwd_w, s->pd[1]));
     DP_TRY(tensor_make_or_view(e, &s->x_w, &s->x_w_view, &s->x, &p_x, w_x, B_SRC_W));

@@ -42,8 +42,8 @@ int dp_conv_dnnl_forward(dp_conv_dnnl *e, const dp_conv *c, float *y, const floa
  * (or adds, if accumulate) c->dw and c->db; overwrites dx unless dx == NULL. */
 int dp_conv_dnnl_backward(dp_conv_dnnl *e, dp_conv *c, float *dx, const float *dy,
                           const float *x, int B, bool accumulate);
-/* The implementation oneDNN chose for the forward at max_batch (e.g. "jit:avx512_core"), for
- * the banner and the benchmarks; "" without oneDNN. */
+/* "oneDNN " and the implementation oneDNN chose for the forward at max_batch (e.g. "oneDNN
+ * jit:avx512_core"), for the banner; "" without oneDNN. */
 const char *dp_conv_dnnl_impl(const dp_conv_dnnl *e);
 /* Whether one of the three passes at max_batch runs oneDNN's reference kernel (a plain loop
  * nest, 100 times slower than im2col): oneDNN 2.6 has no fast weight gradient for some

@@ -9,8 +9,6 @@
 #include "dptrain/err.h"
 
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -483,46 +481,10 @@ int dp_stage_backward(dp_model *m, const float *x, const float *g, int B, bool a
     return DP_OK;
 }
 
-/* Appends printf-style text to buf (len of cap used); stops quietly when full. */
-static void append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+const char *dp_model_conv_kernel(const dp_model *m, int j)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    const int n = *len < cap ? vsnprintf(buf + *len, cap - *len, fmt, ap) : 0;
-    va_end(ap);
-    if (n > 0) {
-        *len = *len + (size_t)n < cap ? *len + (size_t)n : cap;
+    if (j < 0 || j >= m->n_stages || !m->conv[j].w) {
+        return "";
     }
-}
-
-/* Which kernels conv stage j runs on: oneDNN's implementation name, or im2col's. */
-static const char *kernel_name(const dp_model *m, int j)
-{
     return m->cdnn[j] ? dp_conv_dnnl_impl(m->cdnn[j]) : "im2col + OpenBLAS sgemm";
-}
-
-void dp_model_conv_kernels(const dp_model *m, char *buf, size_t cap)
-{
-    size_t len = 0;
-    bool done[DP_MAX_STAGES] = {false};
-    buf[0] = '\0';
-    for (int j = 0; j < m->n_stages; j++) {
-        if (!m->conv[j].w || done[j]) {
-            continue;
-        }
-        const char *name = kernel_name(m, j);
-        append(buf, cap, &len, "%s%s%s: layer", len ? "; " : "", m->cdnn[j] ? "oneDNN " : "",
-               name);
-        const char *sep = " ";
-        for (int k = j; k < m->n_stages; k++) {
-            if (m->conv[k].w && !done[k] && (!m->cdnn[k]) == (!m->cdnn[j]) &&
-                strcmp(kernel_name(m, k), name) == 0) {
-                done[k] = true;
-                append(buf, cap, &len, "%s%d", sep, k + 1);
-                sep = ", ";
-            }
-        }
-    }
 }

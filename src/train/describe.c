@@ -151,6 +151,29 @@ void dp_model_table(const dp_model_cfg *mc, const char *indent, char *buf, size_
     }
 }
 
+void dp_model_conv_kernels(const dp_model *m, char *buf, size_t cap)
+{
+    const int L = dp_model_config(m)->n_stages;
+    bool done[DP_MAX_STAGES] = {false};
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int j = 0; j < L; j++) {
+        const char *name = dp_model_conv_kernel(m, j);
+        if (!name[0] || done[j]) {
+            continue;
+        }
+        add_line(buf, cap, &len, "%s%s: layer", len ? "; " : "", name);
+        const char *sep = " ";
+        for (int k = j; k < L; k++) {
+            if (!done[k] && strcmp(dp_model_conv_kernel(m, k), name) == 0) {
+                done[k] = true;
+                add_line(buf, cap, &len, "%s%d", sep, k + 1);
+                sep = ", ";
+            }
+        }
+    }
+}
+
 static void text_model(FILE *f, const file_info *x)
 {
     const dp_model_cfg *mc = dp_model_config(x->m);
