@@ -43,7 +43,12 @@ static void usage(FILE *f)
             "  DPTRAIN_BLAS_CORETYPE=auto|off|NAME  OpenBLAS kernel choice (default auto: if\n"
             "      OpenBLAS fell back to slower kernels than this CPU supports, dptrain sets\n"
             "      OPENBLAS_CORETYPE and restarts itself once; off: leave it; NAME: use it).\n"
-            "      An OPENBLAS_CORETYPE already set by the user is always respected.\n",
+            "      An OPENBLAS_CORETYPE already set by the user is always respected.\n"
+            "  DPTRAIN_MPI_LOCAL=auto|off  Open MPI transport (default auto: a job whose\n"
+            "      ranks mpirun placed on one node, or a process started alone, uses Open\n"
+            "      MPI's ob1 over shared memory, skipping UCX's 0.2 s probe of network devices;\n"
+            "      off: leave Open MPI's choice). A pml chosen by the user (--mca pml X) is\n"
+            "      always respected.\n",
             DPTRAIN_VERSION);
 }
 
