@@ -129,8 +129,16 @@ int dp_split_gather(const dp_split *s, const size_t *idx, int n_idx, float *x, i
  * same rows waits for that read, a gather of others reads its own. */
 void dp_split_prefetch(const dp_split *s, const size_t *idx, int n_idx);
 
-/* 64-bit FNV-1a over the split's raw arrays and shapes: identical data, identical value. */
+/* XXH64 over the split's raw arrays and shapes: identical data, identical value. */
 uint64_t dp_split_fingerprint(const dp_split *s);
+
+/* Whether fp (a checkpoint's or model file's) is s's fingerprint: dp_split_fingerprint's, or
+ * the FNV-1a value that dptrain wrote before 2026-12 (computed only then, and only for a split
+ * in memory: a streamed split matches the current kind alone). */
+bool dp_split_fingerprint_matches(const dp_split *s, uint64_t fp);
+
+/* XXH64 (seed 0) of n bytes: the fingerprint's hash, for its tests. */
+uint64_t dp_xxh64(const void *p, size_t n);
 
 /* --- converters: each writes a dataset file with dp_dataset_save ---------------------- */
 

@@ -179,7 +179,18 @@ static int resume_from(job *j)
     dp_train_state_free(&j->st);
     int rc = dp_ckpt_load(path, 1, &saved, &j->st, &saved_meta);
     if (rc == DP_OK) {
-        rc = dp_job_check_resume(path, &saved_meta, saved, &j->ckw.meta, j->cfg);
+        /* A checkpoint of before 2026-12 holds the older kind of fingerprint: the same data
+         * is the same data. */
+        dp_ckpt_meta now = j->ckw.meta;
+        if (saved_meta.train_fingerprint != now.train_fingerprint &&
+            dp_split_fingerprint_matches(&j->d->train, saved_meta.train_fingerprint)) {
+            now.train_fingerprint = saved_meta.train_fingerprint;
+        }
+        if (now.test_fingerprint && saved_meta.test_fingerprint != now.test_fingerprint &&
+            dp_split_fingerprint_matches(&j->d->test, saved_meta.test_fingerprint)) {
+            now.test_fingerprint = saved_meta.test_fingerprint;
+        }
+        rc = dp_job_check_resume(path, &saved_meta, saved, &now, j->cfg);
     }
     if (rc == DP_OK) {
         memcpy(dp_model_params(j->m), dp_model_params(saved),
@@ -300,6 +311,8 @@ static void banner(const job *j)
     if (kernels[0]) {
         say(j, "convolutions: %s\n", kernels);
     }
+    dp_gemm_describe(kernels, sizeof kernels);
+    say(j, "dense products: %s\n", kernels);
     say(j, "gradient sum: %s\n", j->size == 1 ? "none (one rank)"
         : j->tc.reduce == DP_REDUCE_OVERLAP ? "MPI_Iallreduce per bucket, overlapped with the "
                                               "backward pass"

@@ -315,7 +315,7 @@ static int pick_rows(use_job *u, bool file_order)
     }
     u->s = tr;
     u->sname = "/train";
-    if (u->meta.train_fingerprint && u->meta.train_fingerprint != dp_split_fingerprint(tr)) {
+    if (u->meta.train_fingerprint && !dp_split_fingerprint_matches(tr, u->meta.train_fingerprint)) {
         DP_FAIL(DP_EINVAL, "%s /train is not the data %s was trained on (%s: %llu rows, "
                            "fingerprint %016llx): --split %s would not be the training run's "
                            "rows", cfg->data, cfg->model,

@@ -586,6 +586,59 @@ Test(data_h5, fingerprint_sees_every_field)
     (void)h;
 }
 
+/* XXH64 against values printed by xxhsum -H1 (xxHash 0.8.1, Debian's package xxhash), the
+ * reference implementation: the empty input, 1 and 3 bytes (the tail rules), 39 bytes (one
+ * 32-byte stripe and a tail), and 1 MB of a pattern. (Fed in pieces: test_stream compares a
+ * streamed split's fingerprint, hashed block by block as it is read, with the loaded one's.) */
+Test(data_h5, fingerprint_hash_is_xxh64)
+{
+    cr_assert_eq(dp_xxh64("", 0), 0xef46db3751d8e999ULL);
+    cr_assert_eq(dp_xxh64("a", 1), 0xd24ec4f1a98c6e5bULL);
+    cr_assert_eq(dp_xxh64("abc", 3), 0x44bc2cf5ad770999ULL);
+    const char *s = "Nobody inspects the spammish repetition";
+    cr_assert_eq(dp_xxh64(s, strlen(s)), 0xfbcea83c8a378bf1ULL);
+    const size_t n = 1u << 20;
+    uint8_t *b = malloc(n);
+    cr_assert_not_null(b);
+    for (size_t i = 0; i < n; i++) {
+        b[i] = (uint8_t)(i * 7 + i / 13);
+    }
+    /* printf pattern | xxhsum -H1, the pattern written by a 3-line C program */
+    cr_assert_eq(dp_xxh64(b, n), 0xbbafa1afcfc365cfULL, "1 MB: %016llx",
+                 (unsigned long long)dp_xxh64(b, n));
+    free(b);
+}
+
+/* The fingerprint dptrain wrote before 2026-12, 64-bit FNV-1a over the same bytes, computed
+ * here byte by byte: a checkpoint holding it still matches its data; another value does not. */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
+Test(data_h5, fingerprint_accepts_the_older_kind)
+{
+    uint8_t x[6] = {1, 2, 3, 4, 5, 6};
+    int32_t l[3] = {0, 1, 2};
+    dp_split s = {.n = 3, .n_features = 2, .x_u8 = x, .x_scale = 0.5f, .labels = l};
+    const uint64_t shape[2] = {3, 2}; /* little-endian host: the 8 bytes as dptrain feeds them */
+    uint64_t h = fnv1a(0xcbf29ce484222325ULL, shape, sizeof shape);
+    h = fnv1a(h, x, sizeof x);
+    h = fnv1a(h, &s.x_scale, sizeof s.x_scale);
+    h = fnv1a(h, &s.x_offset, sizeof s.x_offset);
+    h = fnv1a(h, l, sizeof l);
+    cr_assert_neq(dp_split_fingerprint(&s), h, "the current kind is not FNV-1a");
+    cr_assert(dp_split_fingerprint_matches(&s, dp_split_fingerprint(&s)));
+    cr_assert(dp_split_fingerprint_matches(&s, h), "the older kind must match");
+    cr_assert_not(dp_split_fingerprint_matches(&s, h ^ 1));
+    x[5] = 7;
+    cr_assert_not(dp_split_fingerprint_matches(&s, h), "other data must not match");
+}
+
 Test(data_h5, loads_foreign_file)
 {
     /* written as another tool would: no format attributes, double x of shape [4, 2, 3],
