@@ -3,11 +3,35 @@
 #define DPTRAIN_BLAS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* C (M,N) = alpha * op(A) * op(B) + beta * C, all row-major. op(A) is (M,K), op(B) is (K,N);
  * ta/tb say whether A/B are stored transposed ((K,M) and (N,K)). Calls cblas_sgemm. */
 void dp_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
               const float *B, float beta, float *C);
+/* The dense layers' products: C (M,N) = op(A) op(B), or C += op(A) op(B) if acc, by oneDNN's
+ * matmul or OpenBLAS's sgemm as dp_gemm_uses_dnnl says for the shape. The choice depends on
+ * the shape and DPTRAIN_GEMM alone, never on a timing, so a run is bit-for-bit the same run to
+ * run, and deterministic mode's fixed shards see the same kernels at every rank count.
+ * DPTRAIN_GEMM = auto (or unset): oneDNN from DP_GEMM_DNNL_MIN multiply-adds (M N K) up when
+ * the build has it (measured: oneDNN 2.6's brgemm at 1.07-1.24x OpenBLAS 0.3.21's sgemm on
+ * the quickstart network's shapes on an AVX-512 machine, and 1.04-1.12x with both limited to
+ * AVX2; OpenBLAS faster on the 10-wide output layer's), OpenBLAS below; onednn: every dense
+ * product by oneDNN; openblas: none. A shape that oneDNN can only run with its reference
+ * kernel, or any oneDNN failure, falls back to OpenBLAS. */
+#define DP_GEMM_DNNL_MIN 1048576.0
+typedef enum { DP_GEMM_AUTO, DP_GEMM_OPENBLAS, DP_GEMM_ONEDNN } dp_gemm_mode;
+void dp_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, bool acc,
+             float *C);
+bool dp_gemm_uses_dnnl(int M, int N, int K);
+dp_gemm_mode dp_gemm_get_mode(void);
+/* DP_EINVAL (with the message) if DPTRAIN_GEMM has a value other than auto, onednn or
+ * openblas, or onednn in a build without oneDNN. */
+int dp_gemm_check_env(void);
+/* The dense products' kernels for the banner, e.g. "oneDNN matmul brg:avx512_core from 2^20
+ * multiply-adds, OpenBLAS Cooperlake sgemm below". */
+void dp_gemm_describe(char *out, size_t cap);
+
 /* The same product by plain loops in double accumulation: the reference for tests. */
 void dp_sgemm_ref(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
                   const float *B, float beta, float *C);

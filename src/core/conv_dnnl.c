@@ -1,5 +1,5 @@
 /* conv_dnnl.c: convolutions by oneDNN in its blocked layouts, NCHW at the edges (see
- * conv_dnnl.h). The only file that includes oneDNN's header. */
+ * conv_dnnl.h). */
 #include "conv_dnnl.h"
 
 #include "dptrain/err.h"
@@ -11,19 +11,7 @@
 
 #ifdef DPTRAIN_HAVE_DNNL
 
-#include <oneapi/dnnl/dnnl.h>
-
-/* Every oneDNN call goes through DN: a failure records the call and oneDNN's status. */
-#define DN(call)                                                                            \
-    do {                                                                                    \
-        dnnl_status_t s_ = (call);                                                          \
-        if (s_ != dnnl_success) {                                                           \
-            rc = dp_err(s_ == dnnl_out_of_memory ? DP_ENOMEM : DP_EINVAL,                   \
-                        "oneDNN: %s failed (status %d) (%s:%d)", #call, (int)s_, __FILE__,  \
-                        __LINE__);                                                          \
-            goto done;                                                                      \
-        }                                                                                   \
-    } while (0)
+#include "dnnl_util.h"
 
 /* The tensors in the primitives' layouts that need memory of their own (sized at creation
  * for max_batch): the input kept from the forward for the weight gradient, the output in the

@@ -18,13 +18,12 @@ void dp_dense_forward(const dp_dense *l, float *y, const float *x, int B)
         memcpy(y + (size_t)r * l->out, l->b, (size_t)l->out * sizeof *y);
     }
     /* y (B,out) += x (B,in) * w^T, w stored (out,in). */
-    dp_sgemm(false, true, B, l->out, l->in, 1.0f, x, l->w, 1.0f, y);
+    dp_gemm(false, true, B, l->out, l->in, x, l->w, true, y);
 }
 
 void dp_dense_backward(dp_dense *l, float *dx, const float *dy, const float *x, int B,
                        bool accumulate)
 {
-    float beta = accumulate ? 1.0f : 0.0f;
     if (B == 0) {
         if (!accumulate) {
             memset(l->dw, 0, (size_t)l->out * l->in * sizeof *l->dw);
@@ -33,7 +32,7 @@ void dp_dense_backward(dp_dense *l, float *dx, const float *dy, const float *x, 
         return;
     }
     /* dw (out,in) = dy^T (out,B) * x (B,in) */
-    dp_sgemm(true, false, l->out, l->in, B, 1.0f, dy, x, beta, l->dw);
+    dp_gemm(true, false, l->out, l->in, B, dy, x, accumulate, l->dw);
     const int n = l->out;
     if (accumulate) {
         for (int j = 0; j < n; j++) {
@@ -65,7 +64,7 @@ void dp_dense_backward(dp_dense *l, float *dx, const float *dy, const float *x, 
 void dp_dense_backward_dx(const dp_dense *l, float *dx, const float *dy, int B)
 {
     /* dx (B,in) = dy (B,out) * w (out,in) */
-    dp_sgemm(false, false, B, l->in, l->out, 1.0f, dy, l->w, 0.0f, dx);
+    dp_gemm(false, false, B, l->in, l->out, dy, l->w, false, dx);
 }
 
 int dp_init_spec_parse(const char *s, dp_init_spec *out)

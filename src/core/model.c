@@ -6,6 +6,7 @@
 #include "model_impl.h"
 
 #include "dptrain/arena.h"
+#include "dptrain/blas.h"
 #include "dptrain/err.h"
 #include "dptrain/exact.h"
 #include "dptrain/rng.h"
@@ -112,6 +113,7 @@ int dp_model_create(const dp_model_cfg *cfg, dp_model **out)
         m->n_buffers += cfg->batchnorm[i] ? 2 * o : 0;
         widest = cfg->sizes[i + 1] > widest ? cfg->sizes[i + 1] : widest;
     }
+    DP_TRY(dp_gemm_check_env());
     DP_ARENA_CALLOC(m->params, m->n_params);
     DP_ARENA_CALLOC(m->grads, m->n_params + DP_GRAD_TAIL);
     DP_ARENA_CALLOC(m->buffers, m->n_buffers);

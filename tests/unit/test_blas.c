@@ -1,14 +1,17 @@
 /* test_blas.c: unit tests of the BLAS layer: dp_sgemm and dp_sgemm_ref against a reference
  * computed here in double and by hand (every transpose, odd and blocked shapes, vector shapes),
  * flushing of subnormals, and the OpenBLAS kernel policy (which core type to ask for on which
- * CPU flags). Suites core_blas and core_blas_policy.
+ * CPU flags); dp_gemm, the dense layers' products by oneDNN or OpenBLAS, in each setting of
+ * DPTRAIN_GEMM. Suites core_blas, core_blas_policy and core_gemm.
  * Expected values come from independent computation in the test (a reference in double,
  * products worked by hand), never from program output. */
 #include <criterion/criterion.h>
 
 #include "testutil.h"
 
+#include "core/gemm_dnnl.h"
 #include "dptrain/blas.h"
+#include "dptrain/err.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -222,4 +225,132 @@ Test(core_blas_policy, running_library)
     dp_cpu_features f = dp_cpu_detect();
     cr_assert(!f.avx512 || f.avx2, "avx512 without avx2 reported");
     cr_assert(!f.avx2 || f.avx, "avx2 without avx reported");
+}
+
+/* ---------------------------------------------------------------------------------------
+ * dp_gemm: the dense layers' products, by oneDNN's matmul or OpenBLAS as the shape and
+ * DPTRAIN_GEMM say. DPTRAIN_GEMM is read once per process; each Criterion test runs in a
+ * process of its own, so each sets it first. */
+
+TestSuite(core_gemm);
+
+/* dp_gemm (acc false and true) against the double reference for every transpose: C = op(A)
+ * op(B) (+ C0). */
+static void check_gemm_shape(int M, int N, int K, uint64_t seed)
+{
+    for (int t = 0; t < 8; t++) {
+        const bool ta = t & 1, tb = (t >> 1) & 1, acc = (t >> 2) & 1;
+        float *A = talloc((size_t)M * K), *B = talloc((size_t)K * N);
+        float *C0 = talloc((size_t)M * N), *C = talloc((size_t)M * N);
+        double *Cd = calloc((size_t)M * N, sizeof *Cd);
+        cr_assert_not_null(Cd);
+        tfill(A, (size_t)M * K, -1.0f, 1.0f, seed + 1);
+        tfill(B, (size_t)K * N, -1.0f, 1.0f, seed + 2);
+        tfill(C0, (size_t)M * N, -1.0f, 1.0f, seed + 3);
+        memcpy(C, C0, (size_t)M * N * sizeof *C);
+        gemm_double(ta, tb, M, N, K, 1.0, A, B, acc ? 1.0 : 0.0, C0, Cd);
+        dp_gemm(ta, tb, M, N, K, A, B, acc, C);
+        double e = max_rel_err_vs(C, Cd, (size_t)M * N);
+        cr_assert_lt(e, 1e-5, "dp_gemm ta=%d tb=%d acc=%d M=%d N=%d K=%d: rel err %g", ta, tb,
+                     acc, M, N, K, e);
+        free(A);
+        free(B);
+        free(C0);
+        free(C);
+        free(Cd);
+    }
+}
+
+/* The quickstart network's products at 64 and 128 rows (forward, weight and data gradient),
+ * odd sizes, a 1-row product, and more shapes than the table keeps (DP_GEMM_DNNL_SHAPES), so
+ * that evicted shapes are made again. */
+static void gemm_all_shapes(uint64_t seed)
+{
+    static const int shapes[][3] = {
+        {64, 256, 784}, {256, 784, 64}, {64, 128, 256}, {128, 256, 64}, {64, 256, 128},
+        {128, 256, 784}, {64, 10, 128}, {10, 128, 64}, {37, 53, 129}, {1, 300, 17},
+        {300, 1, 17},   {129, 65, 33},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        check_gemm_shape(shapes[i][0], shapes[i][1], shapes[i][2], seed + 10 * i);
+    }
+    for (int k = 1; k <= 2 * DP_GEMM_DNNL_SHAPES / 8 + 2; k++) { /* 8 products per shape */
+        check_gemm_shape(16 + k, 24, 8 + k, seed + 1000 + k);
+    }
+    check_gemm_shape(64, 256, 784, seed + 5000); /* evicted by now: made again */
+}
+
+static void require_dnnl(void)
+{
+    if (!dp_gemm_uses_dnnl(1, 1, 1)) {
+        cr_skip_test("this build has no oneDNN");
+    }
+}
+
+Test(core_gemm, onednn_matches_reference)
+{
+    setenv("DPTRAIN_GEMM", "onednn", 1);
+    cr_assert_eq(dp_gemm_check_env(), DP_OK);
+    require_dnnl();
+    gemm_all_shapes(100);
+}
+
+Test(core_gemm, openblas_matches_reference)
+{
+    setenv("DPTRAIN_GEMM", "openblas", 1);
+    cr_assert_eq(dp_gemm_check_env(), DP_OK);
+    cr_assert_not(dp_gemm_uses_dnnl(4096, 4096, 4096));
+    gemm_all_shapes(200);
+}
+
+/* oneDNN's AVX2 kernels (DNNL_MAX_CPU_ISA, read at its first call), the path of machines
+ * without AVX-512; the implementation's name shows the limit took. */
+Test(core_gemm, onednn_avx2_matches_reference)
+{
+    if (!dp_cpu_detect().avx2) {
+        cr_skip_test("no AVX2 on this machine");
+    }
+    setenv("DNNL_MAX_CPU_ISA", "AVX2", 1);
+    setenv("DPTRAIN_GEMM", "onednn", 1);
+    require_dnnl();
+    gemm_all_shapes(300);
+    char what[256];
+    dp_gemm_describe(what, sizeof what);
+    cr_assert(strstr(what, "oneDNN matmul") && !strstr(what, "avx512"),
+              "DNNL_MAX_CPU_ISA=AVX2, yet: %s", what);
+}
+
+/* auto: oneDNN from DP_GEMM_DNNL_MIN multiply-adds, OpenBLAS below; results the same bits
+ * call after call (the choice is the shape's, the kernel deterministic). */
+Test(core_gemm, auto_chooses_by_shape_and_repeats_bits)
+{
+    setenv("DPTRAIN_GEMM", "auto", 1);
+    cr_assert_eq(dp_gemm_check_env(), DP_OK);
+    const bool have = dp_gemm_uses_dnnl(64, 256, 784);
+    cr_assert_not(dp_gemm_uses_dnnl(64, 10, 128), "64 x 10 x 128 is OpenBLAS's");
+    cr_assert_eq(dp_gemm_uses_dnnl(64, 128, 256), have, "64 x 128 x 256 is above the line");
+    gemm_all_shapes(400);
+    const int M = 64, N = 256, K = 784;
+    float *A = talloc((size_t)M * K), *B = talloc((size_t)K * N);
+    float *C1 = talloc((size_t)M * N), *C2 = talloc((size_t)M * N);
+    tfill(A, (size_t)M * K, -1.0f, 1.0f, 7);
+    tfill(B, (size_t)K * N, -1.0f, 1.0f, 8);
+    dp_gemm(false, true, M, N, K, A, B, false, C1);
+    for (int r = 0; r < 5; r++) {
+        dp_gemm(false, true, M, N, K, A, B, false, C2);
+        cr_assert(memcmp(C1, C2, (size_t)M * N * sizeof *C1) == 0, "repeat %d differs", r);
+    }
+    free(A);
+    free(B);
+    free(C1);
+    free(C2);
+}
+
+Test(core_gemm, bad_setting_refused)
+{
+    setenv("DPTRAIN_GEMM", "fastest", 1);
+    cr_assert_eq(dp_gemm_check_env(), DP_EINVAL);
+    cr_assert(strstr(dp_errmsg(), "DPTRAIN_GEMM=fastest") &&
+                  strstr(dp_errmsg(), "auto, onednn or openblas"),
+              "%s", dp_errmsg());
 }
