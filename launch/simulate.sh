@@ -9,7 +9,8 @@
 #      and src/data/{shard,split}.c compiled with smpicc, plus sim/*.c; no HDF5, no OpenBLAS;
 #      the model-sized arrays are shared by all simulated ranks (sim/arena_sim.c);
 #   3. lists the GEMM shapes of one step (a first simulated run records them) and times
-#      each with OpenBLAS here (sim/gemm_bench.c, one copy per core running at once);
+#      each here as a run computes it, dp_gemm (oneDNN's matmul or OpenBLAS by shape;
+#      sim/gemm_bench.c, one copy per core running at once);
 #   4. self-check: measures the allreduce alone and the real step on 2 ranks here (dptrain
 #      bench), simulates 2 ranks on a platform calibrated from the allreduce alone, and
 #      fails if the predicted step time is off by more than a factor 1 + TOL either way;
@@ -102,7 +103,15 @@ smpicc "${CFLAGS[@]}" "${CORE[@]}" "$ROOT"/src/dist/*.c "${TRAIN[@]}" \
     "$ROOT/sim/arena_sim.c" "$ROOT/sim/sim_mpi.c" "$ROOT/sim/sim_main.c" -o "$BUILD/dptrain-sim" -lm \
     $(pkg-config --cflags --libs jansson) -Wl,--wrap=MPI_Allreduce -Wl,--wrap=dp_loss_eval \
     -Wl,--wrap=dp_dense_init_spec
-gcc "${CFLAGS[@]}" "$ROOT/sim/gemm_bench.c" "$ROOT/src/core/blas.c" -o "$BUILD/gemm_bench" -lopenblas
+# gemm_bench times the products as a run computes them: dp_gemm, with oneDNN when installed.
+GEMM_SRC=("$ROOT/sim/gemm_bench.c" "$ROOT/src/core/blas.c" "$ROOT/src/core/gemm.c"
+          "$ROOT/src/core/gemm_dnnl.c" "$ROOT/src/core/err.c")
+GEMM_LIBS=(-lopenblas -lpthread)
+if [ -f /usr/include/oneapi/dnnl/dnnl.h ]; then
+    GEMM_SRC+=(-DDPTRAIN_HAVE_DNNL -fopenmp)
+    GEMM_LIBS+=(-ldnnl)
+fi
+gcc "${CFLAGS[@]}" "${GEMM_SRC[@]}" -o "$BUILD/gemm_bench" "${GEMM_LIBS[@]}"
 # SMPI's shared-malloc file goes to /dev/shm (sim/shm_shim.c: on a disk file system its
 # writeback stalls a many-rank simulation for minutes).
 PRELOAD=()

@@ -1,5 +1,6 @@
-/* gemm_bench.c: measures dp_sgemm (the real one, src/core/blas.c on OpenBLAS) for a list of
- * product shapes and writes the table the simulation build injects (sim/blas_sim.c).
+/* gemm_bench.c: measures dp_gemm (the real one, src/core/gemm.c: oneDNN's matmul or OpenBLAS
+ * by shape, as a run computes its dense products) for a list of product shapes and writes the
+ * table the simulation build injects (sim/blas_sim.c).
  *
  * usage: gemm_bench SHAPES OUT [THREADS]
  *   SHAPES  lines "ta tb M N K" (as recorded by a simulation run, duplicates allowed)
@@ -42,7 +43,7 @@ static double time_shape(const shape *s, const float *A, const float *B, float *
     double t[N_TIMED];
     for (int i = 0; i < N_WARM + N_TIMED; i++) {
         double t0 = now();
-        dp_sgemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, B, 0.0f, C);
+        dp_gemm(s->ta, s->tb, s->M, s->N, s->K, A, B, false, C);
         if (i >= N_WARM) {
             t[i - N_WARM] = now() - t0;
         }
