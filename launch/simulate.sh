@@ -48,6 +48,9 @@
 #           benchmark); gemm: only the products' table times (smpi/simulate-computation:no),
 #           immune to other work on this machine, which at many ranks inflates the slowest
 #           rank's step and so every rank's (see sim/README.md)            bench
+#   ALLREDUCE blocking, or sharded (ZeRO-1: the gradient's reduce-scatter, each rank's slice
+#           of the optimizer step, the parameters' allgather; the self-check measures that
+#           too; allreduce_ms is then the time of those two)       blocking
 #   GEMM_TABLE  a GEMM table (OUT/gemm_table.txt of an earlier run) to use instead of
 #           measuring now: on a shared machine the measurement varies (2x seen here)   unset
 # Exit: 0 done; 1 a step failed or the self-check is off by more than 1+TOL; 77 SimGrid is
@@ -76,6 +79,8 @@ TOL=${TOL:-0.30}
 BUILD=${BUILD:-$ROOT/build-sim}
 GEMM_TABLE=${GEMM_TABLE:-}
 COMPUTE=${COMPUTE:-bench}
+ALLREDUCE=${ALLREDUCE:-blocking}
+case $ALLREDUCE in blocking | sharded) ;; *) echo "simulate: ALLREDUCE=$ALLREDUCE: want blocking or sharded" >&2; exit 1 ;; esac
 mkdir -p "$OUT" "$BUILD"
 OUT=$(cd "$OUT" && pwd)
 BUILD=$(cd "$BUILD" && pwd)
@@ -102,6 +107,7 @@ smpicc "${CFLAGS[@]}" "${CORE[@]}" "$ROOT"/src/dist/*.c "${TRAIN[@]}" \
     "$ROOT/src/data/shard.c" "$ROOT/src/data/split.c" "$ROOT/sim/blas_sim.c" \
     "$ROOT/sim/arena_sim.c" "$ROOT/sim/sim_mpi.c" "$ROOT/sim/sim_main.c" -o "$BUILD/dptrain-sim" -lm \
     $(pkg-config --cflags --libs jansson) -Wl,--wrap=MPI_Allreduce -Wl,--wrap=dp_loss_eval \
+    -Wl,--wrap=MPI_Sendrecv -Wl,--wrap=MPI_Allgatherv \
     -Wl,--wrap=dp_dense_init_spec
 # gemm_bench times the products as a run computes them: dp_gemm, with oneDNN when installed.
 GEMM_SRC=("$ROOT/sim/gemm_bench.c" "$ROOT/src/core/blas.c" "$ROOT/src/core/gemm.c"
@@ -119,7 +125,7 @@ if [ -d /dev/shm ] && [ -w /dev/shm ] &&
         gcc -O2 -Wall -Wextra -shared -fPIC "$ROOT/sim/shm_shim.c" -o "$BUILD/shm_shim.so" -ldl; then
     PRELOAD=(env LD_PRELOAD="$BUILD/shm_shim.so")
 fi
-SIMARGS=(--layers "$LAYERS" --batch-per-rank "$BATCH" --steps "$STEPS")
+SIMARGS=(--layers "$LAYERS" --batch-per-rank "$BATCH" --steps "$STEPS" --allreduce "$ALLREDUCE")
 # smpirun settings common to every run. Host speed 1 Gflop/s in the platform and here: CPU
 # time that SMPI benchmarks is injected 1:1. cpu-threshold -1: inject even sub-microsecond
 # bursts (activations of small layers). No privatization: dptrain has no mutable globals
@@ -239,7 +245,7 @@ if [ "$SELF_CHECK" = 1 ]; then
     "${MPIRUN[@]}" "$DPTRAIN" bench --layers 1,1 --loss mse --batch 2 --steps 20 --repeats 3 \
         --allreduce blocking --threads 1 --csv "$BUILD/self-tiny.csv" >/dev/null
     "${MPIRUN[@]}" "$DPTRAIN" bench --layers "$LAYERS" --batch "$gb" --momentum 0.9 --lr 0.05 \
-        --steps 200 --repeats 5 --allreduce blocking --threads 1 --csv "$BUILD/self-step.csv" >/dev/null
+        --steps 200 --repeats 5 --allreduce "$ALLREDUCE" --threads 1 --csv "$BUILD/self-step.csv" >/dev/null
     # csv_col FILE NAME: NAME's value in the first row of FILE (quoted fields hold commas).
     csv_col() { python3 -c 'import csv, sys; print(next(csv.DictReader(open(sys.argv[1])))[sys.argv[2]])' "$1" "$2"; }
     t_small=$(awk -v m="$(csv_col "$BUILD/self-tiny.csv" allreduce_ms_alone)" 'BEGIN { print m / 1e3 }')

@@ -10,6 +10,7 @@
  *
  * usage: smpirun ... dptrain-sim [--layers 784,256,128,10] [--batch-per-rank 64] [--steps 5]
  *                                [--lr 0.05] [--momentum 0.9] [--shuffle feistel|fisher-yates]
+ *                                [--allreduce blocking|sharded]
  * Weak scaling: the global batch is batch-per-rank x ranks. Runs a warm-up epoch of `steps`
  * steps, then a measured epoch of `steps` steps; the dataset has exactly steps x global batch
  * rows (uint8 features, allocated once for all ranks with SMPI_SHARED_MALLOC; labels, which
@@ -21,7 +22,9 @@
  *          allreduce_max_ms=.. other_collectives_ms=.. samples_per_s=.. params=..
  *          allreduce_calls=.. train_loss=..
  * step_ms is the measured epoch's time (max over ranks, as dptrain reports it) per step;
- * allreduce_ms the mean over ranks of the time in the gradient allreduce per step.
+ * allreduce_ms the mean over ranks of the time in the gradient allreduce per step (with
+ * --allreduce sharded: in the gradient's reduce-scatter, the ring's MPI_Sendrecv calls, and
+ * the parameters' MPI_Allgatherv).
  *
  * The model-sized arrays are shared by all ranks (arena_sim.c), so logits are garbage and
  * the loss computed from them may be NaN or huge: dptrain would stop the run ("training
@@ -47,6 +50,7 @@ typedef struct {
     int steps;
     float lr, momentum;
     dp_shuffle shuffle;
+    dp_reduce_mode reduce;
 } sim_opts;
 
 /* Parses argv into o (defaults: the Fashion-MNIST MLP, 64 rows per rank, 5 steps).
@@ -75,6 +79,14 @@ static int parse_opts(int argc, char **argv, sim_opts *o)
             o->lr = (float)atof(v);
         } else if (strcmp(argv[i], "--momentum") == 0) {
             o->momentum = (float)atof(v);
+        } else if (strcmp(argv[i], "--allreduce") == 0) {
+            if (strcmp(v, "blocking") == 0) {
+                o->reduce = DP_REDUCE_BLOCKING;
+            } else if (strcmp(v, "sharded") == 0) {
+                o->reduce = DP_REDUCE_SHARDED;
+            } else {
+                return dp_err(DP_EINVAL, "--allreduce %s: want blocking or sharded", v);
+            }
         } else if (strcmp(argv[i], "--shuffle") == 0) {
             if (strcmp(v, "feistel") == 0) {
                 o->shuffle = DP_SHUFFLE_FEISTEL;
@@ -236,6 +248,7 @@ int main(int argc, char **argv)
         .eval_batch = o.batch_per_rank, /* no evaluation; keeps the model's buffers small */
         .accumulate = 1,
         .shuffle = o.shuffle,
+        .reduce = o.reduce,
     };
     /* The model and its fresh state, as dp_run_job makes them; the state covers both
      * epochs. */

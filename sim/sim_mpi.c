@@ -9,6 +9,7 @@
 #include "dptrain/err.h"
 
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,6 +122,47 @@ int __wrap_MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Data
             c->other_calls++;
         }
     }
+    return rc;
+}
+
+/* --allreduce sharded's gradient communication: the reduce-scatter's ring of MPI_Sendrecv
+ * (src/dist/comm.c) and the parameters' MPI_Allgatherv count as the big collective. */
+static void count_big(double dt, bool call)
+{
+    if (g_counters) {
+        rank_counters *c = &g_counters[world_rank()];
+        c->big_seconds += dt;
+        c->big_calls += call;
+    }
+}
+
+int __wrap_MPI_Sendrecv(const void *sendbuf, int sendcount, MPI_Datatype sendtype, int dest,
+                        int sendtag, void *recvbuf, int recvcount, MPI_Datatype recvtype,
+                        int source, int recvtag, MPI_Comm comm, MPI_Status *status);
+
+int __wrap_MPI_Sendrecv(const void *sendbuf, int sendcount, MPI_Datatype sendtype, int dest,
+                        int sendtag, void *recvbuf, int recvcount, MPI_Datatype recvtype,
+                        int source, int recvtag, MPI_Comm comm, MPI_Status *status)
+{
+    double t0 = MPI_Wtime();
+    int rc = PMPI_Sendrecv(sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount,
+                           recvtype, source, recvtag, comm, status);
+    count_big(MPI_Wtime() - t0, false);
+    return rc;
+}
+
+int __wrap_MPI_Allgatherv(const void *sendbuf, int sendcount, MPI_Datatype sendtype,
+                          void *recvbuf, const int *recvcounts, const int *displs,
+                          MPI_Datatype recvtype, MPI_Comm comm);
+
+int __wrap_MPI_Allgatherv(const void *sendbuf, int sendcount, MPI_Datatype sendtype,
+                          void *recvbuf, const int *recvcounts, const int *displs,
+                          MPI_Datatype recvtype, MPI_Comm comm)
+{
+    double t0 = MPI_Wtime();
+    int rc = PMPI_Allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs,
+                             recvtype, comm);
+    count_big(MPI_Wtime() - t0, true);
     return rc;
 }
 

@@ -25,6 +25,8 @@ typedef enum {
     DP_BENCH_OVERLAP,       /* bucket allreduces overlapped with the backward pass */
     DP_BENCH_DETERMINISTIC, /* deterministic mode (run.train.shards virtual shards, one
                              * blocking int64 allreduce); needs ranks <= shards */
+    DP_BENCH_SHARDED,       /* ZeRO-1 (DP_REDUCE_SHARDED): reduce-scatter, slice update,
+                             * allgather; on one rank, the blocking step */
     DP_BENCH_MODES
 } dp_bench_mode;
 
@@ -97,6 +99,8 @@ struct dp_bench_result {
     double state_mb;         /* the model (parameters, gradients, activation buffers) and
                               * the optimizer's slots */
     double rss_bound_mb;     /* 1.5 x (data_mb + state_mb) + 30 */
+    double slots_mb;         /* the optimizer's slots over all parameters (a sharded run holds
+                              * 1/ranks of them per rank) */
 };
 
 /* Measures cfg on c: loads run.data (every rank holds all the training rows it needs) or

@@ -37,6 +37,20 @@ int dp_comm_allreduce_sum_f64(const dp_comm *c, double *buf, size_t n);
 int dp_comm_allreduce_sum_i64(const dp_comm *c, int64_t *buf, size_t n);
 /* In-place element-wise maximum (exact: the same whatever the order). Collective. */
 int dp_comm_allreduce_max_f32(const dp_comm *c, float *buf, size_t n);
+/* ZeRO-1's collectives over a vector cut into one contiguous slice per rank, rank r's of
+ * counts[r] floats at displs[r] (displs[r] = counts[0] + ... + counts[r-1]; total at most
+ * INT_MAX). reduce_scatter: in place, buf's slice `rank` becomes the sum over the ranks of
+ * their buf's slice `rank` (the rest of buf is left with partial sums): a ring of N - 1
+ * MPI_Sendrecv steps, in pieces of tmp_n floats through tmp, so that no buffer of the
+ * vector's size is allocated (Open MPI's MPI_Reduce_scatter takes one per call); the sums
+ * are added in ring order, the same bits at every call (2 ranks: a + b, as an allreduce).
+ * allgatherv: in place, every rank's slice of buf to every rank. gatherv: this rank's slice
+ * (mine, counts[rank] floats) into full on root (full is not read elsewhere). Collective. */
+int dp_comm_reduce_scatter_sum_f32(const dp_comm *c, float *buf, const int *counts,
+                                   const int *displs, float *tmp, int tmp_n);
+int dp_comm_allgatherv_f32(const dp_comm *c, float *buf, const int *counts, const int *displs);
+int dp_comm_gatherv_f32(const dp_comm *c, const float *mine, float *full, const int *counts,
+                        const int *displs, int root);
 /* Broadcasts n floats from root. Collective. */
 int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root);
 /* Agrees on a status: returns the largest status over the ranks (DP_OK if all are).

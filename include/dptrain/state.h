@@ -56,12 +56,16 @@ typedef struct {
     int bad_epochs;
     int best_epoch;      /* the epoch whose weights are kept in best_params, 0 if none */
     bool stopped_early;
-    /* Optimizer: its hyperparameters, n_slots arrays of n_params floats
-     * (dp_optim_slot_name names them) and the scalar state (Nadam's mu_product; 1 for the
+    /* Optimizer: its hyperparameters, n_slots arrays (dp_optim_slot_name names them) of the
+     * state of parameters [slot_off, slot_off + slot_n): all n_params of them (slot_off 0,
+     * slot_n n_params), except on the ranks of a sharded run (--allreduce sharded), where
+     * dp_train_run keeps each rank's slice alone and leaves it so (its checkpoints gather the
+     * slices: the files hold all of it); and the scalar state (Nadam's mu_product; 1 for the
      * others). */
     dp_optim_cfg opt;
     int n_slots;
     size_t n_params, n_buffers;
+    size_t slot_off, slot_n;
     float *slots[DP_OPTIM_MAX_SLOTS];
     double opt_scalar;
     /* Early stopping's kept weights and batch-norm statistics (NULL without early stopping). */
@@ -80,5 +84,10 @@ typedef struct {
 int dp_train_state_init(dp_train_state *s, const dp_optim_cfg *opt, size_t n_params,
                         size_t n_buffers, uint64_t seed, int epochs, bool early_stopping);
 void dp_train_state_free(dp_train_state *s); /* NULL-safe, idempotent */
+
+/* Keeps of the optimizer state only parameters [off, off + n) (which the slots must hold):
+ * new arrays of n floats each replace the slots. Local. */
+int dp_train_state_keep_slice(dp_train_state *s, size_t off, size_t n);
+
 
 #endif

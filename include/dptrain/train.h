@@ -48,6 +48,14 @@ typedef enum {
     DP_REDUCE_OVERLAP,  /* buckets of layers in reverse order, each an MPI_Iallreduce started
                          * as soon as its layers' gradients are final, progressed during the
                          * rest of the backward pass, waited for after it */
+    DP_REDUCE_SHARDED,  /* ZeRO-1: MPI_Reduce_scatter of the gradient, so each rank holds the
+                         * sum of its contiguous slice of it (and an MPI_Allreduce of the
+                         * trainer's few tail floats); each rank updates its slice of the
+                         * parameters with the optimizer state of that slice alone (the state
+                         * takes 1/N of the memory); an MPI_Allgatherv of the parameters.
+                         * Checkpoints gather the state's slices on rank 0, so files are the
+                         * same as replicated runs' and resume either way. With 1 rank, the
+                         * blocking step. */
     DP_REDUCE_COUNT
 } dp_reduce_mode;
 

@@ -47,9 +47,11 @@ static void help(FILE *f)
 "  --repeats R        repeats (1 to %d)                                      [5]\n"
 "  --allreduce LIST   the modes, comma-separated: blocking, overlap,       [both]\n"
 "                     deterministic (dptrain train --deterministic with\n"
-"                     --shards V, default %d: needs ranks <= V); both =\n"
-"                     blocking,overlap; all = the three. One rank: overlap\n"
-"                     measures blocking (nothing to overlap)\n"
+"                     --shards V, default %d: needs ranks <= V), sharded\n"
+"                     (ZeRO-1: reduce-scatter, slice update, allgather; its\n"
+"                     allgather counts in allred); both = blocking,overlap;\n"
+"                     all = the four. One rank: overlap and sharded measure\n"
+"                     blocking (nothing to overlap or shard)\n"
 "  --deterministic    without --allreduce: --allreduce deterministic; with it,\n"
 "                     LIST must name deterministic\n"
 "  --csv FILE         append one CSV row per mode (header if FILE is new)\n"
@@ -67,8 +69,8 @@ static void help(FILE *f)
             DP_BENCH_MAX_REPEATS, DP_SHARDS_DEFAULT, DEFAULT_LAYERS);
 }
 
-/* --allreduce LIST: comma-separated blocking, overlap, deterministic, both (blocking and
- * overlap) or all, into modes (which it sets whole). Local. */
+/* --allreduce LIST: comma-separated blocking, overlap, deterministic, sharded, both
+ * (blocking and overlap) or all, into modes (which it sets whole). Local. */
 static int parse_modes(const char *val, bool *modes)
 {
     static const struct {
@@ -78,8 +80,9 @@ static int parse_modes(const char *val, bool *modes)
         {"blocking", {[DP_BENCH_BLOCKING] = true}},
         {"overlap", {[DP_BENCH_OVERLAP] = true}},
         {"deterministic", {[DP_BENCH_DETERMINISTIC] = true}},
+        {"sharded", {[DP_BENCH_SHARDED] = true}},
         {"both", {[DP_BENCH_BLOCKING] = true, [DP_BENCH_OVERLAP] = true}},
-        {"all", {true, true, true}},
+        {"all", {true, true, true, true}},
     };
     const int n_words = (int)(sizeof words / sizeof words[0]);
     memset(modes, 0, DP_BENCH_MODES * sizeof *modes);
@@ -91,7 +94,7 @@ static int parse_modes(const char *val, bool *modes)
         }
         if (hit < 0) {
             return dp_err(DP_EINVAL, "--allreduce: unknown mode '%.*s' in '%s' (a comma-separated "
-                                     "list of blocking, overlap, deterministic, both or all)",
+                                     "list of blocking, overlap, deterministic, sharded, both or all)",
                           (int)n, p, val);
         }
         for (int k = 0; k < DP_BENCH_MODES; k++) {
@@ -202,6 +205,12 @@ static void print_ratios(const bench_cli *o, const dp_bench_result *res)
     if (b && det) {
         printf("deterministic / blocking: %.2f of the samples/s (same run, medians; %d shards)\n",
                det->samples_per_s / b->samples_per_s, o->cfg.run.train.shards);
+    }
+    const dp_bench_row *sh = by[DP_BENCH_SHARDED];
+    if (b && sh) {
+        printf("sharded / blocking: %.3f of the samples/s (same run, medians; optimizer state "
+               "per rank %.1f MB against %.1f MB)\n", sh->samples_per_s / b->samples_per_s,
+               res->slots_mb / res->ranks, res->slots_mb);
     }
 }
 

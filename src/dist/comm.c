@@ -157,6 +157,58 @@ int dp_comm_allreduce_sum_f64(const dp_comm *c, double *buf, size_t n)
     return chunked(c, buf, n, MPI_DOUBLE, sizeof *buf, -1);
 }
 
+int dp_comm_reduce_scatter_sum_f32(const dp_comm *c, float *buf, const int *counts,
+                                   const int *displs, float *tmp, int tmp_n)
+{
+    int rc = DP_OK;
+    const int N = c->size, r = c->rank;
+    const int right = (r + 1) % N, left = (r + N - 1) % N;
+    dp_wd_enter(c, WD_REDUCE_SCATTER);
+    for (int k = 0; k + 1 < N; k++) {
+        /* Step k: the partial sum of slice (r - k - 1) goes right; that of slice (r - k - 2)
+         * comes from the left and takes this rank's part. After N - 1 steps, slice r holds
+         * every rank's part: g_r + (g_{r-1} + (... + g_{r+1})). */
+        const int sc = ((r - k - 1) % N + N) % N, rcv = ((r - k - 2) % N + N) % N;
+        float *out = buf + displs[sc], *in = buf + displs[rcv];
+        const int n_out = counts[sc], n_in = counts[rcv];
+        for (int done = 0; done < n_out || done < n_in; done += tmp_n) {
+            const int so = n_out - done < tmp_n ? (n_out > done ? n_out - done : 0) : tmp_n;
+            const int si = n_in - done < tmp_n ? (n_in > done ? n_in - done : 0) : tmp_n;
+            DP_MPI(MPI_Sendrecv(out + done, so, MPI_FLOAT, right, 0, tmp, si, MPI_FLOAT, left, 0,
+                                c->comm, MPI_STATUS_IGNORE));
+            for (int i = 0; i < si; i++) {
+                in[done + i] += tmp[i];
+            }
+        }
+    }
+done:
+    dp_wd_leave(c);
+    return rc;
+}
+
+int dp_comm_allgatherv_f32(const dp_comm *c, float *buf, const int *counts, const int *displs)
+{
+    int rc = DP_OK;
+    dp_wd_enter(c, WD_ALLGATHER);
+    DP_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT,
+                          c->comm));
+done:
+    dp_wd_leave(c);
+    return rc;
+}
+
+int dp_comm_gatherv_f32(const dp_comm *c, const float *mine, float *full, const int *counts,
+                        const int *displs, int root)
+{
+    int rc = DP_OK;
+    dp_wd_enter(c, WD_GATHER);
+    DP_MPI(MPI_Gatherv(mine, counts[c->rank], MPI_FLOAT, full, counts, displs, MPI_FLOAT, root,
+                       c->comm));
+done:
+    dp_wd_leave(c);
+    return rc;
+}
+
 int dp_comm_bcast_f32(const dp_comm *c, float *buf, size_t n, int root)
 {
     return chunked(c, buf, n, MPI_FLOAT, sizeof *buf, root);

@@ -30,6 +30,9 @@ typedef enum {
     WD_MAX,
     WD_BARRIER,
     WD_BUCKETS,
+    WD_REDUCE_SCATTER,
+    WD_ALLGATHER,
+    WD_GATHER,
     WD_N_KINDS
 } wd_kind;
 

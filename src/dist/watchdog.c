@@ -25,7 +25,8 @@ enum { WD_RING = 64, WD_MIN_STEPS = 8 };
 
 static const char *const wd_kind_names[WD_N_KINDS] = {
     "an allreduce", "a broadcast", "a status agreement", "a maximum", "a barrier",
-    "the bucketed gradient allreduce"};
+    "the bucketed gradient allreduce", "the gradient reduce-scatter",
+    "the parameter allgather", "a gather of the optimizer state"};
 
 /* One rank's progress, in memory shared by the ranks of a node: written by its owner only. */
 typedef struct {

@@ -251,6 +251,11 @@ static int write_state(hid_t f, const char *path, const dp_train_state *st)
           ds = H5I_INVALID_HID;
     hsize_t np = st->n_params, nbuf = st->n_buffers;
     double *hist = NULL;
+    if (st->slot_off != 0 || st->slot_n != st->n_params) {
+        DP_FAIL(DP_EINVAL, "%s: the optimizer state holds parameters [%zu, %zu) of %zu only "
+                           "(a shard): gather it first", path, st->slot_off,
+                st->slot_off + st->slot_n, st->n_params);
+    }
     DP_H5CHK(g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "creating group /state");
     for (size_t i = 0; i < N_STATE_FIELDS; i++) {

@@ -28,7 +28,8 @@ void dp_bench_defaults(dp_bench_cfg *cfg)
 
 const char *dp_bench_mode_name(dp_bench_mode mode)
 {
-    static const char *const names[DP_BENCH_MODES] = {"blocking", "overlap", "deterministic"};
+    static const char *const names[DP_BENCH_MODES] = {"blocking", "overlap", "deterministic",
+                                                      "sharded"};
     return (unsigned)mode < DP_BENCH_MODES ? names[mode] : NULL;
 }
 
@@ -37,7 +38,9 @@ const char *dp_bench_mode_name(dp_bench_mode mode)
 static void mode_cfg(const dp_train_cfg *tc, dp_bench_mode mode, dp_train_cfg *out)
 {
     *out = *tc;
-    out->reduce = mode == DP_BENCH_OVERLAP ? DP_REDUCE_OVERLAP : DP_REDUCE_BLOCKING;
+    out->reduce = mode == DP_BENCH_OVERLAP   ? DP_REDUCE_OVERLAP
+                  : mode == DP_BENCH_SHARDED ? DP_REDUCE_SHARDED
+                                             : DP_REDUCE_BLOCKING;
     out->deterministic = mode == DP_BENCH_DETERMINISTIC;
 }
 
@@ -461,6 +464,7 @@ static void footprint(const dp_split *s, const dp_model *m, const dp_optim_cfg *
                     (s->labels ? 4.0 * s->n : 4.0 * s->n * s->n_targets)) / 1048576.0;
     const double slots_bytes = (double)n_params * sizeof(float) * dp_optim_n_slots(opt);
     res->state_mb = ((double)dp_model_bytes(m) + slots_bytes) / 1048576.0;
+    res->slots_mb = slots_bytes / 1048576.0;
     res->rss_bound_mb = 1.5 * (res->data_mb + res->state_mb) + 30.0;
     res->allreduce_bytes = (double)(n_params + DP_GRAD_TAIL) * sizeof(float);
     res->allreduce_ms_alone = t_alone * 1e3;
@@ -486,8 +490,9 @@ int dp_bench_run(const dp_bench_cfg *cfg, const dp_comm *c, dp_bench_result *res
         return rc;
     }
     memcpy(modes, cfg->modes, sizeof modes);
-    if (size == 1 && modes[DP_BENCH_OVERLAP]) {
-        modes[DP_BENCH_OVERLAP] = false; /* nothing to overlap */
+    if (size == 1 && (modes[DP_BENCH_OVERLAP] || modes[DP_BENCH_SHARDED])) {
+        modes[DP_BENCH_OVERLAP] = modes[DP_BENCH_SHARDED] = false; /* nothing to overlap or
+                                                                    * shard */
         modes[DP_BENCH_BLOCKING] = true;
     }
     if (cfg->run.flush_subnormals) {

@@ -316,6 +316,10 @@ static void banner(const job *j)
     say(j, "gradient sum: %s\n", j->size == 1 ? "none (one rank)"
         : j->tc.reduce == DP_REDUCE_OVERLAP ? "MPI_Iallreduce per bucket, overlapped with the "
                                               "backward pass"
+        : j->tc.reduce == DP_REDUCE_SHARDED ? "MPI_Reduce_scatter after the backward pass; "
+                                              "each rank updates its slice of the parameters "
+                                              "and holds that slice's optimizer state "
+                                              "(ZeRO-1); MPI_Allgatherv of the parameters"
         : "MPI_Allreduce after the backward pass");
 }
 

@@ -8,6 +8,7 @@
 #include "dptrain/arena.h"
 #include "dptrain/err.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,14 +188,20 @@ static const size_t *rank_slice(const dp_loop *s, size_t b, size_t *buf, int *co
     return dp_loop_ids(s, b, lo, hi - lo, buf);
 }
 
-/* Scales g (n) so that its L2 norm is at most max_norm; the norm is taken in double over
- * the allreduced gradient, so every rank computes the same factor. */
-static void clip_global_norm(float *g, size_t n, float max_norm)
+static double sum_squares(const float *g, size_t n)
 {
     double ss = 0.0;
     for (size_t i = 0; i < n; i++) {
         ss += (double)g[i] * g[i];
     }
+    return ss;
+}
+
+/* Scales g (n) so that the gradient's L2 norm, sqrt(ss), is at most max_norm. ss is taken in
+ * double over the allreduced gradient (sharded: the sum of the slices' sums), so every rank
+ * computes the same factor. */
+static void clip_to_norm(float *g, size_t n, double ss, float max_norm)
+{
     double norm = sqrt(ss);
     if (norm > max_norm) {
         float f = (float)(max_norm / (norm + 1e-6));
@@ -222,11 +229,44 @@ static void add_times(dp_step_times *acc, const dp_step_times *t)
     acc->optim += t->optim;
 }
 
-/* Asks for a checkpoint if the run has a writer. */
-static int checkpoint(const dp_train_cfg *cfg, const dp_model *m, const dp_train_state *st,
-                      dp_ckpt_reason why)
+/* Asks for a checkpoint if the run has a writer. A sharded run gathers the optimizer
+ * state's slices into whole arrays on rank 0 first (the writer's rank), so that the file is
+ * the one a replicated run writes. Collective. */
+static int checkpoint(const dp_loop *s, dp_ckpt_reason why)
 {
-    return cfg->checkpoint ? cfg->checkpoint(cfg->checkpoint_ctx, m, st, why) : DP_OK;
+    const dp_train_cfg *cfg = s->cfg;
+    if (!cfg->checkpoint) {
+        return DP_OK;
+    }
+    if (!s->z.on) {
+        return cfg->checkpoint(cfg->checkpoint_ctx, s->m, s->st, why);
+    }
+    int rc = DP_OK;
+    dp_train_state whole = *s->st; /* shares everything but the slots */
+    float *mine[DP_OPTIM_MAX_SLOTS] = {0};
+    if (s->rank == 0) {
+        for (int i = 0; i < whole.n_slots && rc == DP_OK; i++) {
+            mine[i] = dp_arena_calloc(whole.n_params ? whole.n_params : 1, sizeof(float));
+            rc = mine[i] ? DP_OK
+                         : dp_err(DP_ENOMEM, "out of memory gathering the optimizer state "
+                                             "(%zu floats) for a checkpoint", whole.n_params);
+            whole.slots[i] = mine[i];
+        }
+        whole.slot_off = 0;
+        whole.slot_n = whole.n_params;
+    }
+    rc = dp_comm_agree(s->c, rc);
+    for (int i = 0; i < whole.n_slots && rc == DP_OK; i++) {
+        rc = dp_comm_agree(s->c, dp_comm_gatherv_f32(s->c, s->st->slots[i], whole.slots[i],
+                                                     s->z.counts, s->z.displs, 0));
+    }
+    if (rc == DP_OK) {
+        rc = cfg->checkpoint(cfg->checkpoint_ctx, s->m, &whole, why);
+    }
+    for (int i = 0; i < DP_OPTIM_MAX_SLOTS; i++) {
+        dp_arena_free(mine[i]);
+    }
+    return rc;
 }
 
 /* A loss that explodes without becoming NaN (a learning rate far too high) stops the run as
@@ -306,6 +346,67 @@ void dp_loop_free(dp_loop *s)
     free(s->values);
     free(s->labels);
     dp_loop_det_free(s);
+    free(s->z.counts);
+    free(s->z.displs);
+    free(s->z.tmp);
+}
+
+#define DP_ZERO_PIECE 65536
+
+/* --allreduce sharded: the slices of the parameters and the reduce-scatter's buffer. */
+static int zero_alloc(dp_loop *s)
+{
+    int rc = DP_OK;
+    const size_t np = dp_model_n_params(s->m);
+    if (np > (size_t)INT_MAX) {
+        DP_FAIL(DP_EINVAL, "--allreduce sharded: %zu parameters; MPI's counts take at most "
+                           "%d: use --allreduce blocking", np, INT_MAX);
+    }
+    DP_CALLOC(s->z.counts, (size_t)s->size);
+    DP_CALLOC(s->z.displs, (size_t)s->size);
+    for (int r = 0; r < s->size; r++) {
+        size_t lo = 0, hi = 0;
+        dp_shard_rows(np, r, s->size, &lo, &hi);
+        s->z.counts[r] = (int)(hi - lo);
+        s->z.displs[r] = (int)lo;
+    }
+    s->z.off = (size_t)s->z.displs[s->rank];
+    s->z.n = (size_t)s->z.counts[s->rank];
+    /* 256 KiB pieces: large enough for the links' bandwidth, small beside any model that
+     * sharding helps. */
+    s->z.tmp_n = (int)(np / (size_t)s->size + 1 < DP_ZERO_PIECE ? np / (size_t)s->size + 1
+                                                                : DP_ZERO_PIECE);
+    DP_CALLOC(s->z.tmp, (size_t)s->z.tmp_n);
+    s->z.on = true;
+done:
+    return rc;
+}
+
+/* Keeps this rank's slice of the optimizer state (a state already cut to it stays; one cut
+ * otherwise is refused). */
+static int zero_shard_state(dp_loop *s)
+{
+    dp_train_state *st = s->st;
+    if (st->slot_off == s->z.off && st->slot_n == s->z.n) {
+        return DP_OK;
+    }
+    return dp_train_state_keep_slice(st, s->z.off, s->z.n);
+}
+
+/* The state's slots hold what this run updates: every parameter, or (sharded) this rank's
+ * slice, or all of them for the slice to be cut from. */
+static int slots_fit(const dp_loop *s)
+{
+    const dp_train_state *st = s->st;
+    const bool whole = st->slot_off == 0 && st->slot_n == st->n_params;
+    if (whole || (s->z.on && st->slot_off == s->z.off && st->slot_n == s->z.n)) {
+        return DP_OK;
+    }
+    return dp_err(DP_EINVAL, "the training state's optimizer slots hold parameters [%zu, %zu) "
+                             "of %zu (a sharded run's slice), which this run (%s, rank %d of "
+                             "%d) does not update", st->slot_off, st->slot_off + st->slot_n,
+                  st->n_params, s->z.on ? "--allreduce sharded" : "not sharded", s->rank,
+                  s->size);
 }
 
 static int loop_alloc(dp_loop *s)
@@ -340,6 +441,9 @@ static int loop_alloc(dp_loop *s)
     if (cfg->deterministic) {
         DP_TRY(dp_loop_det_alloc(s));
     }
+    if (cfg->reduce == DP_REDUCE_SHARDED && s->size > 1) {
+        DP_TRY(zero_alloc(s));
+    }
 done:
     return rc;
 }
@@ -365,6 +469,12 @@ int dp_loop_init(dp_loop *s, const dp_train_cfg *cfg, dp_model *m, const dp_data
     int rc = loop_alloc(s);
     if (rc == DP_OK) {
         rc = state_fits(cfg, m, st, s->steps_per_epoch, s->n_batches);
+    }
+    if (rc == DP_OK) {
+        rc = slots_fit(s);
+    }
+    if (rc == DP_OK && s->z.on) {
+        rc = zero_shard_state(s);
     }
     if ((rc = dp_comm_agree(c, rc)) == DP_OK) {
         /* The log of the epochs before a resume, as they were written. */
@@ -455,6 +565,19 @@ static int reduce_grads(dp_loop *s, dp_step_ctx *sc)
     int rc = DP_OK;
     if (s->hooks->skip_allreduce || s->size == 1) {
         /* One rank's sum is its own; the test hook leaves gradients unsummed. */
+    } else if (s->z.on) {
+        /* Each rank sums its slice; the tail (loss, correct rows, stop, failure) goes to
+         * every rank. */
+        float *g = dp_model_grads(s->m);
+        rc = dp_comm_reduce_scatter_sum_f32(s->c, g, s->z.counts, s->z.displs, s->z.tmp,
+                                            s->z.tmp_n);
+        if (rc == DP_OK) {
+            rc = dp_comm_allreduce_sum_f32(s->c, g + dp_model_n_params(s->m), DP_TAIL_USED);
+        }
+        if (rc == DP_OK) {
+            dp_loop_lap(sc, &sc->tm.reduce);
+            sc->tm.reduce_wait = sc->tm.reduce;
+        }
     } else if (s->ov.r) {
         if ((rc = dp_reducer_wait(s->ov.r)) == DP_OK) {
             sc->tm.reduce = dp_loop_lap(sc, &sc->tm.reduce_wait) - s->ov.t_first;
@@ -500,8 +623,9 @@ static int check_loss(dp_loop *s, float group_loss, size_t group)
 }
 
 /* Counts the step into the epoch's sums, then updates the parameters from the summed
- * gradient: rmse rescale, clipping, the scheduled rate, the optimizer. Local. */
-static void update(dp_loop *s, const dp_step_ctx *sc)
+ * gradient: rmse rescale, clipping, the scheduled rate, the optimizer. Local; sharded, each
+ * rank updates its slice, then the parameters are allgathered (Collective). */
+static int update(dp_loop *s, dp_step_ctx *sc)
 {
     const dp_train_cfg *cfg = s->cfg;
     dp_train_state *st = s->st;
@@ -511,22 +635,42 @@ static void update(dp_loop *s, const dp_step_ctx *sc)
     st->loss_sum += group_loss;
     st->correct_sum += grads[n_params + DP_TAIL_CORRECT];
     st->seen += sc->group;
+    /* The gradient this rank applies: all of it, or its slice [off, off + n). */
+    float *g = grads;
+    size_t off = 0, n = n_params;
+    int rc = DP_OK;
+    if (s->z.on) {
+        off = s->z.off;
+        n = s->z.n;
+        g = grads + off;
+    }
     if (cfg->loss == DP_LOSS_RMSE) {
         /* The gradient is that of the mean squared error m; d sqrt(m) = dm/(2 sqrt m). */
         double rmse = dp_loss_report(DP_LOSS_RMSE, group_loss, sc->group);
         float f = rmse > 0.0 ? (float)(0.5 / rmse) : 0.0f;
-        for (size_t i = 0; i < n_params; i++) {
-            grads[i] *= f;
+        for (size_t i = 0; i < n; i++) {
+            g[i] *= f;
         }
     }
     if (cfg->clip_norm > 0.0f) {
-        clip_global_norm(grads, n_params, cfg->clip_norm);
+        double ss = sum_squares(g, n);
+        if (s->z.on && (rc = dp_comm_allreduce_sum_f64(s->c, &ss, 1)) != DP_OK) {
+            return rc;
+        }
+        clip_to_norm(g, n, ss, cfg->clip_norm);
     }
     st->lr = st->lr_factor * dp_sched_lr_at(&s->sched, st->step, s->steps_per_epoch,
                                             s->total_steps);
     st->step++;
-    dp_optim_step(&cfg->opt, st->lr, st->step, n_params, dp_model_params(s->m), grads,
-                  st->slots, &st->opt_scalar);
+    float *params = dp_model_params(s->m);
+    dp_optim_step(&cfg->opt, st->lr, st->step, n, params + off, g, st->slots, &st->opt_scalar);
+    if (s->z.on) {
+        /* The allgather is communication: counted with the reduction. */
+        const double t = dp_loop_lap(sc, &sc->tm.optim);
+        rc = dp_comm_allgatherv_f32(s->c, params, s->z.counts, s->z.displs);
+        sc->tm.reduce_wait += dp_loop_lap(sc, &sc->tm.reduce) - t;
+    }
+    return rc;
 }
 
 /* The progress callback, with plain numbers the loop already holds: no allocation, I/O or
@@ -557,12 +701,12 @@ static int step_checkpoint(dp_loop *s)
     int rc = DP_OK;
     if (tail[DP_TAIL_STOP] > 0.0f) {
         st->epoch_seconds += dp_comm_max_f64(s->c, dp_wtime() - s->t0);
-        rc = checkpoint(s->cfg, s->m, st, DP_CKPT_STOP);
+        rc = checkpoint(s, DP_CKPT_STOP);
         return rc == DP_OK ? DP_ESTOPPED : rc;
     }
     if (s->cfg->checkpoint_every > 0 && st->step % s->cfg->checkpoint_every == 0) {
         st->epoch_seconds += dp_comm_max_f64(s->c, dp_wtime() - s->t0);
-        if ((rc = checkpoint(s->cfg, s->m, st, DP_CKPT_STEP)) == DP_OK) {
+        if ((rc = checkpoint(s, DP_CKPT_STEP)) == DP_OK) {
             s->t0 = dp_wtime();
         }
     }
@@ -599,7 +743,9 @@ int dp_loop_train_step(dp_loop *s)
     if (rc != DP_OK) {
         return rc;
     }
-    update(s, &sc);
+    if ((rc = update(s, &sc)) != DP_OK) {
+        return rc;
+    }
     dp_loop_lap(&sc, &sc.tm.optim);
     dp_comm_step_done(s->c, st->step);
     if (s->cfg->times) {
@@ -710,12 +856,12 @@ int dp_loop_end_epoch(dp_loop *s)
     }
     st->finished = st->finished || st->epoch == cfg->epochs;
     if (st->finished) {
-        rc = checkpoint(cfg, s->m, st, DP_CKPT_FINAL);
+        rc = checkpoint(s, DP_CKPT_FINAL);
     } else if (cfg->stop_epoch > 0 && st->epoch >= cfg->stop_epoch) {
-        rc = checkpoint(cfg, s->m, st, DP_CKPT_STOP);
+        rc = checkpoint(s, DP_CKPT_STOP);
         rc = rc == DP_OK ? DP_ESTOPPED : rc;
     } else if (cfg->checkpoint_epochs > 0 && st->epoch % cfg->checkpoint_epochs == 0) {
-        rc = checkpoint(cfg, s->m, st, DP_CKPT_EPOCH);
+        rc = checkpoint(s, DP_CKPT_EPOCH);
     }
     return rc;
 }

@@ -46,6 +46,19 @@ typedef struct {
                                * without accumulation */
 } dp_loop_det;
 
+/* --allreduce sharded on more than one rank (ZeRO-1): rank r updates parameters
+ * [displs[r], displs[r] + counts[r]) (contiguous slices, as dp_shard_rows cuts rows) with
+ * the optimizer state of that slice alone (the state's slots are that slice), from its slice
+ * of the gradient arena, which the reduce-scatter sums in place; tmp is the reduce-scatter's
+ * receive buffer. */
+typedef struct {
+    bool on;
+    int *counts, *displs; /* (size) */
+    size_t off, n;        /* this rank's slice */
+    float *tmp;           /* (tmp_n) */
+    int tmp_n;
+} dp_loop_zero;
+
 /* The loop's state: the run it belongs to, the shape of an epoch, buffers allocated once
  * before the first step, and where the loop is. */
 typedef struct {
@@ -78,6 +91,7 @@ typedef struct {
     int32_t *labels;
     dp_loop_overlap ov;       /* DP_REDUCE_OVERLAP on more than one rank */
     dp_loop_det det;          /* deterministic mode */
+    dp_loop_zero z;           /* DP_REDUCE_SHARDED on more than one rank */
     /* Where the loop is. */
     int epoch;                /* the epoch in progress, from 0 */
     double t0;                /* this rank's clock when the epoch's training time (still to

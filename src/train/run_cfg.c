@@ -51,11 +51,15 @@ void dp_run_defaults(dp_run_cfg *cfg)
 
 typedef enum { F_INT, F_LONG, F_SIZE, F_U64, F_FLOAT, F_BOOL, F_STR, F_ENUM, F_KB } ftype;
 
-static const char *reduce_name(int k) { return k == DP_REDUCE_OVERLAP ? "overlap" : "blocking"; }
+static const char *reduce_name(int k)
+{
+    return k == DP_REDUCE_OVERLAP ? "overlap" : k == DP_REDUCE_SHARDED ? "sharded" : "blocking";
+}
 static int reduce_parse(const char *s)
 {
-    return strcmp(s, "blocking") == 0 ? DP_REDUCE_BLOCKING
-           : strcmp(s, "overlap") == 0 ? DP_REDUCE_OVERLAP : -1;
+    return strcmp(s, "blocking") == 0  ? DP_REDUCE_BLOCKING
+           : strcmp(s, "overlap") == 0 ? DP_REDUCE_OVERLAP
+           : strcmp(s, "sharded") == 0 ? DP_REDUCE_SHARDED : -1;
 }
 static const char *const shuffle_names[DP_SHUFFLE_COUNT] = {"fisher-yates", "feistel"};
 static const char *shuffle_name(int k)
@@ -127,7 +131,7 @@ static const field fields[] = {
     NUM("runtime", "threads", F_INT, threads, 0, 4096, false),
     NUM("runtime", "flush_subnormals", F_BOOL, flush_subnormals, 0, 1, true),
     ENUM("runtime", "allreduce", train.reduce, reduce_name, reduce_parse, false,
-         "blocking or overlap"),
+         "blocking, overlap or sharded"),
     NUM("runtime", "bucket_kb", F_KB, train.bucket_bytes, 0, 1L << 30, false),
     ENUM("runtime", "data_memory", data_memory, mem_name, dp_data_memory_parse, false,
          "auto, replicate, node or stream"),

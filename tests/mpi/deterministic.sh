@@ -3,7 +3,8 @@
 # (oversubscribed) on synthetic data with dropout, batch norm and Adam, uneven slices and a
 # partial last batch: models compare with --atol 0 --rtol 0, optimizer state and metrics
 # logs are identical; with accumulation and clipping too; a checkpoint written at 4 ranks
-# resumes at 3 to the same bits; the default mode differs across ranks on the same run (the
+# resumes at 3 to the same bits; each OpenBLAS kernel family, and oneDNN's products on
+# AVX-512 and AVX2; the default mode differs across ranks on the same run (the
 # negative control); refusals (more ranks than shards, BLAS threads, overlap); and one epoch
 # of Fashion-MNIST at 1 to 5 ranks when the Debian package is installed.
 source "$(dirname "$0")/lib.sh"
@@ -65,6 +66,23 @@ for k in SkylakeX Haswell; do
     if same_model k${k}1/model.h5 k${k}3/model.h5
     then pass "$k kernels: 1 and 3 ranks, bit for bit"
     else fail "$k kernels: 1 and 3 ranks differ in deterministic mode"; fi
+done
+
+# The dense products by oneDNN's matmul for every shape (DPTRAIN_GEMM=onednn; the default
+# gives it the products of 2^20 multiply-adds and more, none of this small net's), on its
+# AVX-512 and AVX2 kernels: 1 and 3 ranks agree within each.
+LOUD=()
+for a in "${T[@]}"; do [ "$a" = --quiet ] || LOUD+=("$a"); done
+for isa in AVX512_CORE AVX2; do
+    for n in 1 3; do
+        DPTRAIN_GEMM=onednn DNNL_MAX_CPU_ISA=$isa run_np $n "${LOUD[@]}" --deterministic \
+            --epochs 1 --out g$isa$n >g$isa$n.log
+    done
+    if ! grep -q "dense products: oneDNN matmul" g${isa}1.log; then
+        pass "oneDNN products ($isa): skipped, this build has no oneDNN"
+    elif same_model g${isa}1/model.h5 g${isa}3/model.h5
+    then pass "oneDNN products ($isa kernels): 1 and 3 ranks, bit for bit"
+    else fail "oneDNN products ($isa): 1 and 3 ranks differ in deterministic mode"; fi
 done
 
 # The negative control: the default mode's sums depend on the ranks.

@@ -225,6 +225,48 @@ Test(ckpt, refuses_non_finite_state)
     dp_train_state_free(&st);
 }
 
+/* A sharded run's slice of the optimizer state: dp_train_state_keep_slice keeps exactly the
+ * parameters asked for (values checked against the whole arrays), refuses a slice it does
+ * not hold, and a checkpoint of a slice is refused (the loop gathers the slices first). */
+Test(ckpt, a_slice_of_the_state_is_kept_and_never_saved)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "slice.h5");
+    dp_model *m = small_model(false);
+    dp_train_state st;
+    dp_ckpt_meta meta = odd_meta();
+    odd_state(&st, m);
+    const size_t n = st.n_params, off = n / 3, len = n / 2;
+    float *whole[3];
+    for (int s = 0; s < st.n_slots; s++) {
+        whole[s] = malloc(n * sizeof(float));
+        cr_assert_not_null(whole[s]);
+        memcpy(whole[s], st.slots[s], n * sizeof(float));
+    }
+    cr_assert_eq(st.slot_off, 0);
+    cr_assert_eq(st.slot_n, n);
+    cr_assert_eq(dp_train_state_keep_slice(&st, off, len), DP_OK, "%s", dp_errmsg());
+    cr_assert_eq(st.slot_off, off);
+    cr_assert_eq(st.slot_n, len);
+    for (int s = 0; s < st.n_slots; s++) {
+        cr_assert(memcmp(st.slots[s], whole[s] + off, len * sizeof(float)) == 0, "slot %d", s);
+    }
+    cr_assert_eq(dp_train_state_keep_slice(&st, off + 1, len), DP_EINVAL, "beyond the slice");
+    cr_assert_eq(dp_train_state_keep_slice(&st, 0, 1), DP_EINVAL, "before the slice");
+    cr_assert_eq(dp_train_state_keep_slice(&st, off + 2, 3), DP_OK, "%s", dp_errmsg());
+    for (int s = 0; s < st.n_slots; s++) {
+        cr_assert(memcmp(st.slots[s], whole[s] + off + 2, 3 * sizeof(float)) == 0, "slot %d", s);
+    }
+    cr_assert_eq(dp_ckpt_save(path, m, &st, &meta), DP_EINVAL);
+    cr_assert(strstr(dp_errmsg(), "a shard"), "%s", dp_errmsg());
+    cr_assert(access(path, F_OK) != 0, "nothing may be written");
+    for (int s = 0; s < st.n_slots; s++) {
+        free(whole[s]);
+    }
+    dp_model_free(&m);
+    dp_train_state_free(&st);
+}
+
 static long file_size(const char *p)
 {
     struct stat s;
