@@ -47,6 +47,11 @@ struct dp_watchdog {
     int node_rank, local_size;
     pthread_t thread;
     _Atomic int stop;
+    /* The thread naps on this condition, so that stopping it wakes it at once (a plain
+     * nanosleep kept every run's exit waiting up to a whole nap, 0.2 s). */
+    pthread_mutex_t nap_mu;
+    pthread_cond_t nap_cv;
+    bool nap_ready; /* both initialized */
     _Atomic double ring[WD_RING]; /* durations of the last steps, seconds */
     _Atomic long n_steps;
     double last_step_at;           /* main thread only */
@@ -197,8 +202,19 @@ static void *watch(void *arg)
         const double limit = limit_of(w);
         /* Wake a few times per limit, at most every 0.2 s: late by at most a tenth. */
         double nap = limit / 10 < 0.2 ? limit / 10 : 0.2;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(nap * 1e9)};
-        nanosleep(&ts, NULL);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += (long)(nap * 1e9);
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_mutex_lock(&w->nap_mu);
+        while (!atomic_load(&w->stop) &&
+               pthread_cond_timedwait(&w->nap_cv, &w->nap_mu, &until) != ETIMEDOUT) {
+        }
+        pthread_mutex_unlock(&w->nap_mu);
+        if (atomic_load(&w->stop)) {
+            break;
+        }
         const double t = now_mono();
         /* A nap far longer than asked means this process itself was stopped (SIGSTOP, a
          * suspended VM): its own wait says nothing about its peers, so it counts only from
@@ -260,6 +276,13 @@ int dp_watchdog_start(dp_comm *c, const dp_watchdog_cfg *cfg)
     if (MPI_Barrier(c->node) != MPI_SUCCESS) {
         DP_FAIL(DP_EMPI, "watchdog: MPI_Barrier failed");
     }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&w->nap_mu, NULL);
+    pthread_cond_init(&w->nap_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    w->nap_ready = true;
     if ((err = pthread_create(&w->thread, NULL, watch, w)) != 0) {
         DP_FAIL(DP_EIO, "watchdog: cannot start its thread (%s)", strerror(err));
     }
@@ -267,6 +290,10 @@ int dp_watchdog_start(dp_comm *c, const dp_watchdog_cfg *cfg)
     w = NULL;
 done:
     if (w) {
+        if (w->nap_ready) {
+            pthread_cond_destroy(&w->nap_cv);
+            pthread_mutex_destroy(&w->nap_mu);
+        }
         if (w->win != MPI_WIN_NULL) {
             MPI_Win_free(&w->win);
         }
@@ -281,8 +308,13 @@ void dp_watchdog_stop(dp_comm *c)
     if (!w) {
         return;
     }
+    pthread_mutex_lock(&w->nap_mu);
     atomic_store(&w->stop, 1);
+    pthread_cond_signal(&w->nap_cv);
+    pthread_mutex_unlock(&w->nap_mu);
     pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->nap_cv);
+    pthread_mutex_destroy(&w->nap_mu);
     c->wd = NULL;
     MPI_Win_free(&w->win);
     free(w);
