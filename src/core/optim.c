@@ -346,6 +346,18 @@ static void adam_update(const dp_optim_cfg *c, float lr, long t, bool decoupled,
     const float l2 = decoupled ? 0.0f : c->weight_decay;
     const float shrink = (float)(1.0 - (double)lr * (double)c->weight_decay);
     float *m = slots[0], *v = slots[1], *vmax = c->amsgrad ? slots[2] : NULL;
+    if (!decoupled && !vmax) {
+        /* Adam itself, without branches, so that the compiler vectorizes it (with optim.c's
+         * -fno-math-errno, sqrtf is the sqrtps instruction); the same operations in the same
+         * order as below, each correctly rounded: the same bits. */
+        for (size_t i = 0; i < n; i++) {
+            const float d = g[i] + l2 * p[i];
+            m[i] = b1 * m[i] + b1c * d;
+            v[i] = b2 * v[i] + b2c * (d * d);
+            p[i] -= step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
+        }
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         if (decoupled) {
             p[i] *= shrink;
