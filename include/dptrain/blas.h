@@ -14,11 +14,11 @@ void dp_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
  * the shape and DPTRAIN_GEMM alone, never on a timing, so a run is bit-for-bit the same run to
  * run, and deterministic mode's fixed shards see the same kernels at every rank count.
  * DPTRAIN_GEMM = auto (or unset): oneDNN from DP_GEMM_DNNL_MIN multiply-adds (M N K) up when
- * the build has it (measured: oneDNN 2.6's brgemm at 1.07-1.24x OpenBLAS 0.3.21's sgemm on
- * the quickstart network's shapes on an AVX-512 machine, and 1.04-1.12x with both limited to
- * AVX2; OpenBLAS faster on the 10-wide output layer's), OpenBLAS below; onednn: every dense
- * product by oneDNN; openblas: none. A shape that oneDNN can only run with its reference
- * kernel, or any oneDNN failure, falls back to OpenBLAS. */
+ * the build has it, OpenBLAS below (measured by launch/gemm_kernels.sh: oneDNN 2.6's brgemm
+ * at 1.10-1.25x OpenBLAS 0.3.21's sgemm on the quickstart network's large shapes on an
+ * AVX-512 machine, 1.05-1.14x with both limited to AVX2; OpenBLAS mostly faster on the 10-wide
+ * output layer's); onednn: every dense product by oneDNN; openblas: none. A shape that oneDNN
+ * can only run with its reference kernel, or any oneDNN failure, falls back to OpenBLAS. */
 #define DP_GEMM_DNNL_MIN 1048576.0
 typedef enum { DP_GEMM_AUTO, DP_GEMM_OPENBLAS, DP_GEMM_ONEDNN } dp_gemm_mode;
 void dp_gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, bool acc,

@@ -48,7 +48,13 @@ static void usage(FILE *f)
             "      ranks mpirun placed on one node, or a process started alone, uses Open\n"
             "      MPI's ob1 over shared memory, skipping UCX's 0.2 s probe of network devices;\n"
             "      off: leave Open MPI's choice). A pml chosen by the user (--mca pml X) is\n"
-            "      always respected.\n",
+            "      always respected.\n"
+            "  DPTRAIN_GEMM=auto|onednn|openblas  the dense layers' matrix products (default\n"
+            "      auto: oneDNN's matmul from 2^20 multiply-adds when built with oneDNN,\n"
+            "      OpenBLAS below; the choice is by shape, so runs repeat bit for bit)\n"
+            "  DPTRAIN_CONV=auto|onednn|im2col  the convolutions (default auto: oneDNN's\n"
+            "      blocked-layout kernels when built with it, else im2col + OpenBLAS)\n"
+            "  A resume must run with the same kernels to give the same bits.\n",
             DPTRAIN_VERSION);
 }
 
