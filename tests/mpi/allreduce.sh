@@ -54,6 +54,6 @@ if "$DPTRAIN" compare "$WORK/np1/model.h5" "$WORK/bad/model.h5" "${TOL[@]}" >/de
 else
     pass "negative control: unsummed gradients differ from np1"
 fi
-expect_exit 2 "unknown --allreduce" "blocking or overlap" -- \
+expect_exit 2 "unknown --allreduce" "blocking, overlap or sharded" -- \
     run_np 2 "${ARGS[@]}" --allreduce fast --out "$WORK/x"
 finish
