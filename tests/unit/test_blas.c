@@ -50,19 +50,41 @@ static double max_rel_err_vs(const float *got, const double *want, size_t n)
     return num / (den > 0.0 ? den : 1.0);
 }
 
+/* Operands in [-1, 1] for an M x N x K product (A, B, C0 and a copy of C0 in C) and room for
+ * the double reference (Cd). */
+typedef struct {
+    float *A, *B, *C0, *C;
+    double *Cd;
+} operands;
+
+static operands make_operands(int M, int N, int K, uint64_t seed)
+{
+    operands o = {talloc((size_t)M * K), talloc((size_t)K * N), talloc((size_t)M * N),
+                  talloc((size_t)M * N), calloc((size_t)M * N, sizeof(double))};
+    cr_assert_not_null(o.Cd);
+    tfill(o.A, (size_t)M * K, -1.0f, 1.0f, seed + 1);
+    tfill(o.B, (size_t)K * N, -1.0f, 1.0f, seed + 2);
+    tfill(o.C0, (size_t)M * N, -1.0f, 1.0f, seed + 3);
+    memcpy(o.C, o.C0, (size_t)M * N * sizeof *o.C);
+    return o;
+}
+
+static void free_operands(operands *o)
+{
+    free(o->A);
+    free(o->B);
+    free(o->C0);
+    free(o->C);
+    free(o->Cd);
+}
+
 static void check_sgemm_shape(int M, int N, int K, float alpha, float beta, uint64_t seed)
 {
     for (int t = 0; t < 4; t++) {
         bool ta = t & 1, tb = (t >> 1) & 1;
-        float *A = talloc((size_t)M * K), *B = talloc((size_t)K * N);
-        float *C0 = talloc((size_t)M * N), *C = talloc((size_t)M * N),
-              *Cr = talloc((size_t)M * N);
-        double *Cd = calloc((size_t)M * N, sizeof *Cd);
-        cr_assert_not_null(Cd);
-        tfill(A, (size_t)M * K, -1.0f, 1.0f, seed + 1);
-        tfill(B, (size_t)K * N, -1.0f, 1.0f, seed + 2);
-        tfill(C0, (size_t)M * N, -1.0f, 1.0f, seed + 3);
-        memcpy(C, C0, (size_t)M * N * sizeof *C);
+        operands o = make_operands(M, N, K, seed);
+        float *A = o.A, *B = o.B, *C0 = o.C0, *C = o.C, *Cr = talloc((size_t)M * N);
+        double *Cd = o.Cd;
         memcpy(Cr, C0, (size_t)M * N * sizeof *C);
         gemm_double(ta, tb, M, N, K, alpha, A, B, beta, C0, Cd);
         dp_sgemm(ta, tb, M, N, K, alpha, A, B, beta, C);
@@ -81,12 +103,8 @@ static void check_sgemm_shape(int M, int N, int K, float alpha, float beta, uint
         }
         cr_assert_lt(diff / want_max, 1e-5, "dp_sgemm vs dp_sgemm_ref ta=%d tb=%d: %g", ta, tb,
                      diff / want_max);
-        free(A);
-        free(B);
-        free(C0);
-        free(C);
         free(Cr);
-        free(Cd);
+        free_operands(&o);
     }
 }
 
@@ -240,24 +258,13 @@ static void check_gemm_shape(int M, int N, int K, uint64_t seed)
 {
     for (int t = 0; t < 8; t++) {
         const bool ta = t & 1, tb = (t >> 1) & 1, acc = (t >> 2) & 1;
-        float *A = talloc((size_t)M * K), *B = talloc((size_t)K * N);
-        float *C0 = talloc((size_t)M * N), *C = talloc((size_t)M * N);
-        double *Cd = calloc((size_t)M * N, sizeof *Cd);
-        cr_assert_not_null(Cd);
-        tfill(A, (size_t)M * K, -1.0f, 1.0f, seed + 1);
-        tfill(B, (size_t)K * N, -1.0f, 1.0f, seed + 2);
-        tfill(C0, (size_t)M * N, -1.0f, 1.0f, seed + 3);
-        memcpy(C, C0, (size_t)M * N * sizeof *C);
-        gemm_double(ta, tb, M, N, K, 1.0, A, B, acc ? 1.0 : 0.0, C0, Cd);
-        dp_gemm(ta, tb, M, N, K, A, B, acc, C);
-        double e = max_rel_err_vs(C, Cd, (size_t)M * N);
+        operands o = make_operands(M, N, K, seed);
+        gemm_double(ta, tb, M, N, K, 1.0, o.A, o.B, acc ? 1.0 : 0.0, o.C0, o.Cd);
+        dp_gemm(ta, tb, M, N, K, o.A, o.B, acc, o.C);
+        double e = max_rel_err_vs(o.C, o.Cd, (size_t)M * N);
         cr_assert_lt(e, 1e-5, "dp_gemm ta=%d tb=%d acc=%d M=%d N=%d K=%d: rel err %g", ta, tb,
                      acc, M, N, K, e);
-        free(A);
-        free(B);
-        free(C0);
-        free(C);
-        free(Cd);
+        free_operands(&o);
     }
 }
 
