@@ -163,6 +163,13 @@ int dp_comm_reduce_scatter_sum_f32(const dp_comm *c, float *buf, const int *coun
     int rc = DP_OK;
     const int N = c->size, r = c->rank;
     const int right = (r + 1) % N, left = (r + N - 1) % N;
+    /* Every rank makes the same number of exchanges per step, pieces of the largest slice
+     * (slices differ by one float, which can take one more piece): a smaller slice sends or
+     * receives nothing in its last one, and no call is left unmatched. */
+    int most = 0;
+    for (int q = 0; q < N; q++) {
+        most = counts[q] > most ? counts[q] : most;
+    }
     dp_wd_enter(c, WD_REDUCE_SCATTER);
     for (int k = 0; k + 1 < N; k++) {
         /* Step k: the partial sum of slice (r - k - 1) goes right; that of slice (r - k - 2)
@@ -171,9 +178,9 @@ int dp_comm_reduce_scatter_sum_f32(const dp_comm *c, float *buf, const int *coun
         const int sc = ((r - k - 1) % N + N) % N, rcv = ((r - k - 2) % N + N) % N;
         float *out = buf + displs[sc], *in = buf + displs[rcv];
         const int n_out = counts[sc], n_in = counts[rcv];
-        for (int done = 0; done < n_out || done < n_in; done += tmp_n) {
-            const int so = n_out - done < tmp_n ? (n_out > done ? n_out - done : 0) : tmp_n;
-            const int si = n_in - done < tmp_n ? (n_in > done ? n_in - done : 0) : tmp_n;
+        for (int done = 0; done < most; done += tmp_n) {
+            const int so = n_out <= done ? 0 : n_out - done < tmp_n ? n_out - done : tmp_n;
+            const int si = n_in <= done ? 0 : n_in - done < tmp_n ? n_in - done : tmp_n;
             DP_MPI(MPI_Sendrecv(out + done, so, MPI_FLOAT, right, 0, tmp, si, MPI_FLOAT, left, 0,
                                 c->comm, MPI_STATUS_IGNORE));
             for (int i = 0; i < si; i++) {

@@ -10,6 +10,7 @@
 #     (gathered from the slices: the same file) and the metrics log;
 #   - a sharded run stopped at step 15 on 4 ranks resumes replicated on 1 rank, and a
 #     replicated one stopped on 2 ranks resumes sharded on 3, both to the uninterrupted bits;
+#   - slices larger than the ring's pieces, uneven by one float (no hang);
 #   - the loss, stop request and divergence still reach every rank (the tail's allreduce);
 #   - negative control: with the test hook that skips the gradient's reduction, the sharded
 #     run differs from the summed one (the comparisons above would see a missing sum).
@@ -77,6 +78,19 @@ if [ "$rc" = 3 ] && same_model det1/model.h5 stop23/model.h5 &&
    same_state "$(last_ckpt det1)" "$(last_ckpt stop23)"
 then pass "replicated on 2 ranks stopped at step 15, resumed sharded on 3: the uninterrupted bits"
 else fail "resume replicated 2 -> sharded 3 (stop exit $rc): $out"; fi
+
+# Slices larger than the reduce-scatter's 65,536-float pieces, one float apart: 766-256-1 has
+# 196,609 = 3 x 65,536 + 1 parameters, cut 65,537 / 65,536 / 65,536 at 3 ranks, so the first
+# slice takes one piece more (each rank must still make as many exchanges: no deadlock).
+"$DPTRAIN" synth blobs --features 766 --classes 2 --n-train 300 --n-test 30 --out wide.h5 >/dev/null
+W=(train --data wide.h5 --layers 766,256,1 --loss binary-cross-entropy --epochs 1 --batch 50
+   --seed 2 --quiet)
+run_np 3 "${W[@]}" --out wrep3 >/dev/null
+rc=0
+run_np 3 "${W[@]}" --allreduce sharded --out wsh3 >/dev/null 2>&1 || rc=$?
+if [ "$rc" = 0 ] && close_model wsh3/model.h5 wrep3/model.h5; then
+    pass "slices of two pieces and one (65,537 / 65,536 / 65,536 floats): sharded = replicated within 1e-4"
+else fail "uneven multi-piece slices: exit $rc (124, or the watchdog's 5: a hang)"; fi
 
 # The tail: a loss that diverges stops every rank with the usual exit code.
 expect_exit 4 "sharded, 3 ranks: a diverging loss stops every rank (exit 4)" "diverged" -- \
