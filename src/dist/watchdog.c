@@ -208,8 +208,9 @@ static void *watch(void *arg)
         until.tv_sec += until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
         pthread_mutex_lock(&w->nap_mu);
-        while (!atomic_load(&w->stop) &&
-               pthread_cond_timedwait(&w->nap_cv, &w->nap_mu, &until) != ETIMEDOUT) {
+        int e = 0; /* 0: woken (a stop, or spuriously: nap on); ETIMEDOUT or an error: up */
+        while (!atomic_load(&w->stop) && e == 0) {
+            e = pthread_cond_timedwait(&w->nap_cv, &w->nap_mu, &until);
         }
         pthread_mutex_unlock(&w->nap_mu);
         if (atomic_load(&w->stop)) {
