@@ -251,11 +251,6 @@ static int write_state(hid_t f, const char *path, const dp_train_state *st)
           ds = H5I_INVALID_HID;
     hsize_t np = st->n_params, nbuf = st->n_buffers;
     double *hist = NULL;
-    if (st->slot_off != 0 || st->slot_n != st->n_params) {
-        DP_FAIL(DP_EINVAL, "%s: the optimizer state holds parameters [%zu, %zu) of %zu only "
-                           "(a shard): gather it first", path, st->slot_off,
-                st->slot_off + st->slot_n, st->n_params);
-    }
     DP_H5CHK(g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "creating group /state");
     for (size_t i = 0; i < N_STATE_FIELDS; i++) {
@@ -387,6 +382,12 @@ int dp_ckpt_save(const char *path, const dp_model *m, const dp_train_state *st,
 {
     int rc = DP_OK;
     dp_h5_atomic a = DP_H5_ATOMIC_INIT; /* abort is safe before create */
+    if (st->slot_off != 0 || st->slot_n != st->n_params) {
+        /* Before anything reads the slots as whole arrays. */
+        DP_FAIL(DP_EINVAL, "%s: the optimizer state holds parameters [%zu, %zu) of %zu only "
+                           "(a shard): gather it first", path, st->slot_off,
+                st->slot_off + st->slot_n, st->n_params);
+    }
     DP_TRY(check_finite(m, st, path, DP_IO_WRITING));
     DP_TRY(dp_h5_atomic_create(&a, path, CKPT_USERBLOCK));
     DP_TRY(dp_io_model_write(a.f, path, m, meta->config_json, CKPT_FORMAT));
