@@ -134,13 +134,6 @@ done:
 }
 
 /* Whether pd runs oneDNN's reference implementation ("ref:any"), a plain loop nest. */
-static bool is_ref(const_dnnl_primitive_desc_t pd)
-{
-    const char *impl = NULL;
-    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-           impl && strncmp(impl, "ref", 3) == 0;
-}
-
 static int run2(dp_conv_dnnl *e, dnnl_primitive_t p, int a0, dnnl_memory_t m0, int a1,
                 dnnl_memory_t m1)
 {
@@ -285,14 +278,14 @@ static int set_make(dp_conv_dnnl *e, const dp_conv *c, int mb, dn_set *s, bool s
     DP_TRY(tensor_make(e, &s->dy, &p_y, w_dy, B_OUT, false));
     DP_TRY(tensor_make(e, &s->dw, &p_w, w_dw, B_DW, true));
     DP_TRY(tensor_make(e, &s->db, &p_b, &p_b, 0, true));
-    s->ref = is_ref(s->pd[0]) || is_ref(s->pd[1]);
+    s->ref = dn_is_ref(s->pd[0]) || dn_is_ref(s->pd[1]);
     s->dy_d_view = true;
     if (d_dx) {
         DN(dnnl_primitive_create(&s->bwd_d, s->pd[2]));
         DP_TRY(tensor_make_or_view(e, &s->dy_d, &s->dy_d_view, &s->dy, &p_y, d_dy, B_DY_D));
         DP_TRY(tensor_make(e, &s->w_b, &p_w, d_wb, B_WB, false));
         DP_TRY(tensor_make(e, &s->dx, &p_x, d_dx, B_DSRC, true));
-        s->ref = s->ref || is_ref(s->pd[2]);
+        s->ref = s->ref || dn_is_ref(s->pd[2]);
     }
 done:
     if (rc != DP_OK) {

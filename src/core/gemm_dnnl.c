@@ -92,13 +92,6 @@ done:
     return rc;
 }
 
-static bool is_ref(const_dnnl_primitive_desc_t pd)
-{
-    const char *impl = NULL;
-    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-           impl && strncmp(impl, "ref", 3) == 0;
-}
-
 /* The table's entry for the shape: found, else made in the least recently used slot. */
 static int lookup(bool ta, bool tb, int M, int N, int K, bool acc, mm_entry **out)
 {
@@ -124,7 +117,7 @@ static int lookup(bool ta, bool tb, int M, int N, int K, bool acc, mm_entry **ou
         if ((rc = make_pd(ta, tb, M, N, K, acc, &pd, md)) != 0) {
             goto done;
         }
-        x->ref = is_ref(pd);
+        x->ref = dn_is_ref(pd);
         DN(dnnl_primitive_create(&x->p, pd));
         DN(dnnl_memory_create(&x->a, &md[0], G.eng, DNNL_MEMORY_NONE));
         DN(dnnl_memory_create(&x->b, &md[1], G.eng, DNNL_MEMORY_NONE));
